@@ -130,7 +130,7 @@ public sealed class DeployClient
     private async Task<Socket> ConnectWithRetryAsync(IPEndPoint server, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
-        var lastLog = TimeSpan.MinValue;
+        var lastLog = TimeSpan.FromSeconds(-10);
         while (true)
         {
             try
