@@ -221,7 +221,8 @@ public sealed class TarTreeSource : IPayloadSource
             }
 
             // GNU sparse 1.0: the data starts with the decimal map, padded to a block, then only the data segments.
-            if (segments.Count == 0) segments.Add((st.Size, 0));
+            // GNU tar sizes the file from the map's last segment, so a trailing hole needs an empty segment at the end.
+            if (segments.Count == 0 || segments[^1].Offset + segments[^1].Length < st.Size) segments.Add((st.Size, 0));
             var map = new StringBuilder();
             map.Append(segments.Count.ToString(CultureInfo.InvariantCulture)).Append('\n');
             long dataBytes = 0;
