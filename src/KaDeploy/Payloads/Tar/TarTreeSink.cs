@@ -44,6 +44,8 @@ public sealed class TarTreeSink : IPayloadSink
     public const int MaxSparseMapBytes = 4 << 20;
     /// <summary>Most segments accepted in one sparse map.</summary>
     public const int MaxSparseSegments = 1 << 20;
+    /// <summary>Largest pax extended header or GNU long name accepted (TarReader holds one whole in memory).</summary>
+    public const int MaxMetadataBytes = 8 << 20;
 
     private readonly TarTreeSinkOptions _options;
     private readonly string _root;
@@ -103,7 +105,8 @@ public sealed class TarTreeSink : IPayloadSink
         byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         try
         {
-            await using var reader = new TarReader(input, leaveOpen: true);
+            await using var guard = new TarStreamGuard(input, MaxMetadataBytes);
+            await using var reader = new TarReader(guard, leaveOpen: true);
             while (true)
             {
                 TarEntry? entry;
@@ -491,6 +494,48 @@ public sealed class TarTreeSink : IPayloadSink
             return done;
         }
 
+        private static async ValueTask<long> CopySkippingZerosAsync(
+            Stream data, SafeFileHandle fd, string full, string name, long length, byte[] buffer, CancellationToken ct)
+        {
+            const int Page = 4096;
+            long done = 0, written = 0;
+            while (done < length)
+            {
+                int want = (int)Math.Min(buffer.Length, length - done);
+                int got = 0;
+                while (got < want)
+                {
+                    int n = await data.ReadAsync(buffer.AsMemory(got, want - got), ct).ConfigureAwait(false);
+                    if (n == 0) throw Refuse(name, $"archive ends inside the entry ({done + got} of {length} bytes)");
+                    got += n;
+                }
+                for (int start = 0; start < got;)
+                {
+                    int len = Math.Min(Page, got - start);
+                    if (!buffer.AsSpan(start, len).ContainsAnyExcept((byte)0)) { start += len; continue; }
+                    int end = start + len;
+                    while (end < got)
+                    {
+                        int l = Math.Min(Page, got - end);
+                        if (!buffer.AsSpan(end, l).ContainsAnyExcept((byte)0)) break;
+                        end += l;
+                    }
+                    try
+                    {
+                        RandomAccess.Write(fd, buffer.AsSpan(start, end - start), done + start);
+                    }
+                    catch (IOException ex)
+                    {
+                        throw new KaDeployException($"write {full}: {ex.Message}", ex);
+                    }
+                    written += end - start;
+                    start = end;
+                }
+                done += got;
+            }
+            return written;
+        }
+
         private async ValueTask WriteSparseAsync(
             SafeFileHandle fd, string full, string name, long entrySize, IReadOnlyDictionary<string, string> pax,
             Stream? data, byte[] buffer, CancellationToken ct)
@@ -502,6 +547,24 @@ public sealed class TarTreeSink : IPayloadSink
                 throw Refuse(name, $"sparse realsize '{rs}' missing or absurd");
             }
             if (data == null) throw Refuse(name, "sparse entry has no data");
+
+            long dataLength;
+            try
+            {
+                dataLength = data.Length;
+            }
+            catch (NotSupportedException)
+            {
+                dataLength = entrySize;
+            }
+            if (dataLength != entrySize && dataLength == realSize)
+            {
+                // A TarReader that expands GNU sparse 1.0 itself (newer runtimes) hands over the content with holes
+                // as zeros: write it back skipping zero blocks.
+                Bytes += await CopySkippingZerosAsync(data, fd, full, name, realSize, buffer, ct).ConfigureAwait(false);
+                Posix.Truncate(fd, full, realSize);
+                return;
+            }
 
             // The map: decimal numbers, one a line (count, then offset/length pairs), padded to 512 bytes.
             // Read a block at a time so that exactly the padded map is consumed.

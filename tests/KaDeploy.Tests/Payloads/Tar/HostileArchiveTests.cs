@@ -216,6 +216,34 @@ public sealed class HostileArchiveTests : IDisposable
         Assert.Contains($"sparse map longer than {TarTreeSink.MaxSparseMapBytes} bytes", msg);
     }
 
+    [Theory]
+    [InlineData('x', "07777777777")] // 1 GiB pax header: .NET 10's TarReader would rent a buffer that large
+    [InlineData('L', "00777777777")]
+    public async Task HugeMetadataEntryIsRefusedBeforeAllocation(char type, string octalSize)
+    {
+        byte[] h = new byte[512];
+        "PaxHeader"u8.CopyTo(h);
+        "0000644\0"u8.CopyTo(h.AsSpan(100));
+        "0000000\0"u8.CopyTo(h.AsSpan(108));
+        "0000000\0"u8.CopyTo(h.AsSpan(116));
+        Encoding.ASCII.GetBytes(octalSize + "\0").CopyTo(h, 124);
+        "00000000000\0"u8.CopyTo(h.AsSpan(136));
+        h[156] = (byte)type;
+        "ustar\000"u8.CopyTo(h.AsSpan(257));
+        h.AsSpan(148, 8).Fill((byte)' ');
+        int sum = 0;
+        foreach (byte b in h) sum += b;
+        Encoding.ASCII.GetBytes(Convert.ToString(sum, 8).PadLeft(6, '0') + "\0 ").CopyTo(h, 148);
+        var ms = new MemoryStream();
+        ms.Write(h);
+        ms.Write(new byte[1 << 16]);
+        ms.Position = 0;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        string msg = await RefusedAsync(ms);
+        Assert.StartsWith($"refusing tar stream: a '{type}' metadata entry of", msg);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 64 << 20, "allocated the declared size");
+    }
+
     [Fact]
     public async Task TruncatedArchiveIsAnError()
     {

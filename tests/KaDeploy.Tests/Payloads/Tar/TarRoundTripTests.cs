@@ -107,6 +107,28 @@ public class TarRoundTripTests
         Assert.True(Posix.LStat(t.Sub("gnu/sparse.img")).Blocks * 512 <= 1 << 20, "GNU tar did not restore holes");
     }
 
+    [SkippableFact]
+    public async Task ExtractsWhatGnuTarWrites()
+    {
+        Skip.If(TempDirectory.Run("tar", "--version") != 0, "GNU tar not installed");
+        using var t = new TempDirectory();
+        SampleTree.Create(t.Sub("src"), withXattrs: false);
+        string archive = t.Sub("gnu.tar");
+        (int code, string output) = TempDirectory.RunCapture("tar", "--format=pax", "--sparse", "--sparse-version=1.0",
+            "--numeric-owner", "-cpf", archive, "-C", t.Sub("src"), ".");
+        Assert.True(code == 0, output);
+        var warnings = new List<string>();
+        var sink = new TarTreeSink(new TarTreeSinkOptions { Target = t.Sub("dst"), Warn = warnings.Add });
+        sink.EnsureTargetUsable();
+        await using (var f = File.OpenRead(archive))
+        {
+            await sink.ConsumeAsync(f, default);
+        }
+        Assert.Empty(warnings);
+        Assert.Empty(TreeComparer.Compare(t.Sub("src"), t.Sub("dst"), new TreeComparisonOptions { CompareOwnership = SampleTree.IsRoot }));
+        Assert.True(Posix.LStat(t.Sub("dst/sparse.img")).Blocks * 512 <= 1 << 20, "holes not restored");
+    }
+
     [Fact]
     public void NonEmptyTargetNeedsForce()
     {
