@@ -32,6 +32,52 @@ public class TarTreeSourceTests
         Assert.Equal("1700000000.123456789", mtime);
     }
 
+    private static async Task<List<TarEntry>> ListAsync(TarTreeSourceOptions options)
+    {
+        var ms = new MemoryStream();
+        await new TarTreeSource(options).WriteToAsync(ms, default);
+        ms.Position = 0;
+        var entries = new List<TarEntry>();
+        using var r = new TarReader(ms);
+        while (r.GetNextEntry(copyData: true) is TarEntry e) entries.Add(e);
+        return entries;
+    }
+
+    [SkippableFact]
+    public async Task FileLongerThanItsStatIsCutToTheHeaderSizeWithAWarning()
+    {
+        // procfs files stat as 0 bytes but have content: the archive must still hold exactly the stat size.
+        const string dir = "/proc/sys/kernel/random";
+        Skip.IfNot(File.Exists(dir + "/boot_id"), "no procfs");
+        var warnings = new List<string>();
+        List<TarEntry> entries = await ListAsync(new TarTreeSourceOptions { Root = dir, Warn = warnings.Add });
+        TarEntry bootId = entries.Single(e => e.Name == "boot_id");
+        Assert.Equal(0, bootId.Length);
+        Assert.Contains($"{dir}/boot_id grew while read; archived its first 0 bytes", warnings);
+    }
+
+    [SkippableFact]
+    public async Task OneFileSystemKeepsTheMountPointButNotItsContents()
+    {
+        Skip.IfNot(Environment.IsPrivilegedProcess, "needs root to mount a tmpfs");
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("mnt"));
+        File.WriteAllText(t.Sub("before"), "x");
+        Skip.If(TempDirectory.Run("mount", "-t", "tmpfs", "-o", "size=1m", "kad-test", t.Sub("mnt")) != 0, "cannot mount tmpfs here");
+        try
+        {
+            File.WriteAllText(t.Sub("mnt/inside"), "other file system");
+            List<TarEntry> one = await ListAsync(new TarTreeSourceOptions { Root = t.Path, OneFileSystem = true });
+            Assert.Equal(["before", "mnt/"], one.Select(e => e.Name));
+            List<TarEntry> all = await ListAsync(new TarTreeSourceOptions { Root = t.Path });
+            Assert.Equal(["before", "mnt/", "mnt/inside"], all.Select(e => e.Name));
+        }
+        finally
+        {
+            TempDirectory.Run("umount", t.Sub("mnt"));
+        }
+    }
+
     [Fact]
     public void DefaultExclusionsKeepDirectoriesButNotContents()
     {
