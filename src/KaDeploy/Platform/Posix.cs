@@ -270,7 +270,10 @@ public static unsafe class Posix
     /// <summary>syncfs on the file system holding <paramref name="directory"/>.</summary>
     public static void SyncFileSystem(string directory)
     {
-        using SafeFileHandle fd = OpenDirectory(directory);
+        // The target may be given through a symlink (the operator's choice), so this open follows it.
+        int raw = Open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (raw < 0) throw LastError("open", directory);
+        using var fd = new SafeFileHandle(raw, ownsHandle: true);
         if (Syncfs((int)fd.DangerousGetHandle()) != 0) throw LastError("syncfs", directory);
     }
 

@@ -131,9 +131,10 @@ internal sealed class PaxArchiveWriter : IDisposable
 
         if (_pax.Length > 0)
         {
-            int n = Encoding.UTF8.GetByteCount(_pax.ToString());
+            string records = _pax.ToString();
+            int n = Encoding.UTF8.GetByteCount(records);
             if (_paxBytes.Length < n) _paxBytes = new byte[Math.Max(n, _paxBytes.Length * 2)];
-            Encoding.UTF8.GetBytes(_pax.ToString(), _paxBytes);
+            Encoding.UTF8.GetBytes(records, _paxBytes);
             await EnsureFreeAsync(Block, ct).ConfigureAwait(false);
             FillHeader(_buffer.AsSpan(_used, Block), "PaxHeader", 'x', 0x1A4, 0, 0, n, Math.Clamp(mtimeSec, 0, MaxOctal11), null, 0, 0);
             Advance(Block);

@@ -144,6 +144,23 @@ public class TarRoundTripTests
     }
 
     [Fact]
+    public async Task TargetGivenThroughASymlinkWorks()
+    {
+        using var t = new TempDirectory();
+        File.WriteAllText(t.Sub("f"), "x");
+        Directory.CreateDirectory(t.Sub("real"));
+        File.CreateSymbolicLink(t.Sub("via"), t.Sub("real"));
+        var ms = new MemoryStream();
+        await new TarTreeSource(new TarTreeSourceOptions { Root = t.Path, Excludes = ["real", "via"] }).WriteToAsync(ms, default);
+        ms.Position = 0;
+        var sink = new TarTreeSink(new TarTreeSinkOptions { Target = t.Sub("via") });
+        sink.EnsureTargetUsable();
+        await sink.ConsumeAsync(ms, default);
+        Assert.Equal("x", File.ReadAllText(t.Sub("real/f")));
+        Assert.Equal(new TarExtractionSummary(1, 1), sink.Summary);
+    }
+
+    [Fact]
     public async Task ForceReplacesExistingFiles()
     {
         using var t = new TempDirectory();
