@@ -66,6 +66,7 @@ public static class SampleTree
         Directory.CreateDirectory(Path.GetDirectoryName(longFull)!);
         File.WriteAllText(longFull, "long");
         File.WriteAllText(Path.Combine(root, UnicodeName), "unicode");
+        File.WriteAllText(Path.Combine(root, "odd\nname with \\ and = and %"), "odd");
         Directory.CreateDirectory(Path.Combine(root, "ディレクトリ"));
 
         bool devices = false, ownership = false, userXattrs = false;
@@ -81,6 +82,8 @@ public static class SampleTree
             Posix.LChown(Path.Combine(root, "sgid-dir"), 1234, 5678);
             Posix.LChown(Path.Combine(root, "dangling"), 4321, 8765);
             Posix.LChown(Path.Combine(root, "suid"), 0, 0);
+            File.WriteAllText(Path.Combine(root, "big-ids"), "beyond 07777777");
+            Posix.LChown(Path.Combine(root, "big-ids"), 3_000_000, 3_000_001);
             ownership = true;
         }
         Posix.ChangeMode(Path.Combine(root, "suid"), 0x9ED);     // 04755
