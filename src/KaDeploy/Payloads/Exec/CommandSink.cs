@@ -69,6 +69,8 @@ public sealed class CommandSink : IPayloadSink
         {
             // Our side failed (the upstream went away, or we were cancelled): the command must not outlive us.
             await ShellCommand.KillAndWaitAsync(process).ConfigureAwait(false);
+            // Killing the command on cancellation breaks its pipe; report the cancellation, not the broken pipe.
+            cancellationToken.ThrowIfCancellationRequested();
             throw;
         }
         finally

@@ -53,6 +53,8 @@ public sealed class CommandSource : IPayloadSource
         {
             // Our side failed (the chain went away, or we were cancelled): the command must not outlive us.
             await ShellCommand.KillAndWaitAsync(process).ConfigureAwait(false);
+            // Killing the command on cancellation breaks its pipe; report the cancellation, not the broken pipe.
+            cancellationToken.ThrowIfCancellationRequested();
             throw;
         }
         finally
