@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Hashing;
 using System.IO.Compression;
 using KaDeploy.Payloads.Block;
 using ZstdSharp;
@@ -168,7 +170,7 @@ public sealed class ImageSource : IPayloadSource
             using Stream decompressed = decompress(OpenFileOrThrow(path));
             n = decompressed.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or ZstdException)
+        catch (Exception e) when (e is IOException or InvalidDataException or ZstdException or EndOfStreamException)
         {
             throw new KaDeployException($"image {path} looks {compression}-compressed but cannot be decompressed: {e.Message}", e);
         }
@@ -206,6 +208,24 @@ public sealed class ImageSource : IPayloadSource
         return sum == recorded;
     }
 
+    /// <summary>
+    /// GZipStream reads a truncated file as a shorter one without complaint, so compare what came out with the
+    /// CRC-32 and length in the file's last 8 bytes (RFC 1952). Only a single-member file (what gzip, pigz and
+    /// tar -z write) can be checked this way; a concatenation of members would fail here.
+    /// </summary>
+    private static void CheckGzipTrailer(string path, uint crc, long length)
+    {
+        Span<byte> trailer = stackalloc byte[8];
+        using (FileStream file = OpenFileOrThrow(path))
+        {
+            if (file.Length < 18) throw new KaDeployException($"image {path} is corrupt or truncated: too short for gzip");
+            file.Seek(-8, SeekOrigin.End);
+            file.ReadExactly(trailer);
+        }
+        if (BinaryPrimitives.ReadUInt32LittleEndian(trailer) != crc || BinaryPrimitives.ReadUInt32LittleEndian(trailer[4..]) != (uint)length)
+            throw new KaDeployException($"image {path} is corrupt or truncated: gzip checksum or length does not match its content");
+    }
+
     /// <summary>Writes the decompressed content of a .tar.zst or .tar.gz file.</summary>
     private sealed class DecompressingSource(string path, string description) : IPayloadSource
     {
@@ -223,6 +243,8 @@ public sealed class ImageSource : IPayloadSource
             bool zstd = n == 4 && head.AsSpan().SequenceEqual((ReadOnlySpan<byte>)[0x28, 0xB5, 0x2F, 0xFD]);
             await using Stream decompressed = Decompress(file, zstd);
             byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+            var crc = new Crc32();
+            long total = 0;
             try
             {
                 int read;
@@ -232,13 +254,16 @@ public sealed class ImageSource : IPayloadSource
                     {
                         read = await decompressed.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
                     }
-                    catch (Exception e) when (e is InvalidDataException or ZstdException)
+                    catch (Exception e) when (e is InvalidDataException or ZstdException or EndOfStreamException)
                     {
-                        throw new KaDeployException($"image {path} is corrupt: {e.Message}", e);
+                        throw new KaDeployException($"image {path} is corrupt or truncated: {e.Message}", e);
                     }
                     if (read == 0) break;
+                    if (!zstd) crc.Append(buffer.AsSpan(0, read));
+                    total += read;
                     await output.WriteAsync(buffer.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
                 }
+                if (!zstd) CheckGzipTrailer(path, crc.GetCurrentHashAsUInt32(), total);
             }
             finally
             {
