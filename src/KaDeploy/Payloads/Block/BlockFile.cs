@@ -36,22 +36,30 @@ internal sealed class BlockFile : IDisposable
     }
 
     /// <summary>
-    /// Opens a device, or opens (creating it if missing) a regular file, for writing. A regular file is truncated
-    /// to zero length so that whatever it held cannot show through the holes of the new image. A missing path under
-    /// /dev is refused rather than created: it is a mistyped device name, and a file there would fill memory.
+    /// Opens a device, or opens (creating it if missing) a regular file, for writing. A block device that is mounted
+    /// or otherwise in use is refused (O_EXCL). A regular file is truncated to zero length so that whatever it held
+    /// cannot show through the holes of the new image. A missing path under /dev is refused rather than created: it
+    /// is a mistyped device name, and a file there would fill memory.
     /// </summary>
     public static BlockFile OpenWrite(string path)
     {
-        if (!File.Exists(path) && System.IO.Path.GetFullPath(path).StartsWith("/dev/", StringComparison.Ordinal))
-            throw new KaDeployException($"no such device {path}");
         SafeFileHandle handle;
-        try
+        if (File.Exists(path))
         {
-            handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+            handle = BlockNative.OpenExclusiveForWrite(path);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        else
         {
-            throw new KaDeployException($"cannot open {path} for writing: {e.Message}", e);
+            if (System.IO.Path.GetFullPath(path).StartsWith("/dev/", StringComparison.Ordinal))
+                throw new KaDeployException($"no such device {path}");
+            try
+            {
+                handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new KaDeployException($"cannot create {path}: {e.Message}", e);
+            }
         }
         BlockFile file = Describe(path, handle);
         if (!file.IsBlockDevice)

@@ -18,6 +18,15 @@ internal static partial class BlockNative
     private const int SEEK_DATA = 3;
     private const int SEEK_HOLE = 4;
     private const int ENXIO = 6;
+    private const int EBUSY = 16;
+
+    // <asm-generic/fcntl.h>, shared by x86-64 and arm64.
+    private const int O_RDWR = 0x2;
+    private const int O_EXCL = 0x80;
+    private const int O_CLOEXEC = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
 
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static partial int IoctlUInt64(int fd, nuint request, out ulong value);
@@ -33,6 +42,22 @@ internal static partial class BlockNative
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FSync(int fd);
+
+    /// <summary>
+    /// Opens an existing file or block device read-write with O_EXCL. Linux gives O_EXCL without O_CREAT a meaning
+    /// only for block devices: the open fails with EBUSY while the device (or, for a whole disk, one of its
+    /// partitions) is mounted or held by another exclusive opener, which is how mkfs refuses to format a disk in
+    /// use (open(2)). For a regular file the flag is ignored.
+    /// </summary>
+    public static SafeFileHandle OpenExclusiveForWrite(string path)
+    {
+        int fd = Open(path, O_RDWR | O_EXCL | O_CLOEXEC);
+        if (fd >= 0) return new SafeFileHandle(fd, ownsHandle: true);
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == EBUSY)
+            throw new KaDeployException($"target {path} is in use (mounted, or held by another program); refusing to write to it");
+        throw new KaDeployException($"cannot open {path} for writing: {Marshal.GetPInvokeErrorMessage(errno)}");
+    }
 
     private static int Fd(SafeFileHandle handle) => (int)handle.DangerousGetHandle();
 

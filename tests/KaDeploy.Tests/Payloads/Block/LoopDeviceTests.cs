@@ -125,6 +125,34 @@ public class LoopDeviceTests
     }
 
     [SkippableFact]
+    public async Task TargetInUseIsRefused()
+    {
+        string? why = LoopDevice.WhyUnavailable();
+        Skip.If(why is not null, why);
+        using var dir = new TempDirectory();
+        byte[] image = DiskLikeImage(16 * MiB, seed: 15);
+        File.WriteAllBytes(dir.File("a.img"), image);
+        using LoopDevice target = LoopDevice.Attach(dir, "b.img", Garbage(16 * MiB));
+        using var cts = PayloadTestKit.SafetyTimeout();
+
+        // Held the way a mount holds it: an exclusive open of the block device.
+        using (BlockNative.OpenExclusiveForWrite(target.Device))
+        {
+            var e = await Assert.ThrowsAsync<KaDeployException>(() =>
+                PayloadTestKit.TransferAsync(new BlockDeviceSource(dir.File("a.img")), new BlockDeviceSink(target.Device), cts.Token));
+            Assert.Contains("is in use", e.Message);
+            var raw = await Assert.ThrowsAsync<KaDeployException>(() =>
+                new RawStreamSink(target.Device).ConsumeAsync(new MemoryStream(new byte[4096]), cts.Token));
+            Assert.Contains("is in use", raw.Message);
+        }
+        Assert.True(PayloadTestKit.ReadPrefix(target.Device, 16 * MiB).AsSpan().IndexOfAnyExcept((byte)0xA5) < 0);
+
+        // Released, the same copy goes through: an image file as the source, a device as the target.
+        await PayloadTestKit.TransferAsync(new BlockDeviceSource(dir.File("a.img")), new BlockDeviceSink(target.Device), cts.Token);
+        Assert.Equal(image, PayloadTestKit.ReadPrefix(target.Device, image.Length));
+    }
+
+    [SkippableFact]
     public async Task RawStreamCopiesDeviceToDevice()
     {
         string? why = LoopDevice.WhyUnavailable();
