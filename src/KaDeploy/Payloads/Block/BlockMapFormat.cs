@@ -130,9 +130,9 @@ public sealed class BlockMapWriter
     {
         if (!_headerWritten || _ended) throw new InvalidOperationException("a run must come after the header and before the end");
         if (data.IsEmpty) return;
+        if (offset < _position || offset > TotalLength - data.Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"run of {data.Length} bytes at {offset} is before the last run's end {_position} or past the total {TotalLength}");
         long end = offset + data.Length;
-        if (offset < _position || end > TotalLength)
-            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"run [{offset}, {end}) is before the last run's end {_position} or past the total {TotalLength}");
         if (offset % BlockSize != 0 || (end % BlockSize != 0 && end != TotalLength))
             throw new ArgumentOutOfRangeException(nameof(offset), offset, "run is not aligned to the block size");
 

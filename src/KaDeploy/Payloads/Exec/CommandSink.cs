@@ -58,7 +58,7 @@ public sealed class CommandSink : IPayloadSink
             }
             try
             {
-                stdin.Dispose();
+                process.StandardInput.Dispose(); // closes the pipe: the command reads end-of-file
             }
             catch (IOException) when (!cancellationToken.IsCancellationRequested)
             {

@@ -76,7 +76,8 @@ public sealed class ImageSource : IPayloadSource
         }
         if (LooksLikeTarHeader(start))
             return new ImageSource(path, ImageFormat.Tar, length, blockMap: null);
-        return new ImageSource(path, ImageFormat.RawDisk, length, new BlockDeviceSource(path));
+        var blockMap = new BlockDeviceSource(path);
+        return new ImageSource(path, ImageFormat.RawDisk, blockMap.Length, blockMap);
     }
 
     /// <summary>The image file.</summary>
@@ -85,7 +86,7 @@ public sealed class ImageSource : IPayloadSource
     /// <summary>What the file holds.</summary>
     public ImageFormat Format { get; }
 
-    /// <summary>Length of the file itself (compressed, for compressed images).</summary>
+    /// <summary>Length of the file itself (compressed, for compressed images; the device size for a device).</summary>
     public long Length { get; }
 
     /// <summary>

@@ -170,6 +170,23 @@ public class LoopDeviceTests
     }
 
     [SkippableFact]
+    public async Task ImageSourceOverADeviceSendsABlockMap()
+    {
+        string? why = LoopDevice.WhyUnavailable();
+        Skip.If(why is not null, why);
+        using var dir = new TempDirectory();
+        byte[] image = DiskLikeImage(16 * MiB, seed: 16);
+        using LoopDevice source = LoopDevice.Attach(dir, "a.img", image);
+        using var cts = PayloadTestKit.SafetyTimeout();
+
+        var opened = KaDeploy.Payloads.Image.ImageSource.Open(source.Device);
+        Assert.Equal(KaDeploy.Payloads.Image.ImageFormat.RawDisk, opened.Format);
+        Assert.Equal(image.Length, opened.Length);
+        await PayloadTestKit.TransferAsync(opened, new BlockDeviceSink(dir.File("copy.img")), cts.Token);
+        Assert.Equal(image, File.ReadAllBytes(dir.File("copy.img")));
+    }
+
+    [SkippableFact]
     public async Task RawStreamLargerThanDeviceIsRefused()
     {
         string? why = LoopDevice.WhyUnavailable();
