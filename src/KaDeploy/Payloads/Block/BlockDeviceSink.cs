@@ -65,8 +65,9 @@ public sealed class BlockDeviceSink : IPayloadSink
             {
                 RandomAccess.SetLength(target.Handle, header.TotalLength);
             }
-            catch (IOException e)
+            catch (Exception e) when (e is IOException or ArgumentOutOfRangeException)
             {
+                // EFBIG comes back as ArgumentOutOfRangeException: an image larger than this file system allows.
                 throw new KaDeployException($"cannot set the length of {Path} to {header.TotalLength}: {e.Message}", e);
             }
         }

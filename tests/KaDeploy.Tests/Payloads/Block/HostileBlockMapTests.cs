@@ -129,4 +129,52 @@ public class HostileBlockMapTests
         Assert.All(content.AsSpan(0, 8192).ToArray(), b => Assert.Equal(0xEE, b));
         Assert.All(content.AsSpan(8192, (int)Total - 12288).ToArray(), b => Assert.Equal(0, b));
     }
+
+    [Fact]
+    public async Task RandomlyDamagedStreamsFailOnlyWithAReasonAndStayInRange()
+    {
+        // A valid map of a 256 KiB image with three runs, then many damaged copies: flipped bytes, cuts, both.
+        var valid = new MemoryStream();
+        var writer = new BlockMapWriter(valid, 256 * 1024, 4096);
+        await writer.WriteHeaderAsync(CancellationToken.None);
+        await writer.WriteRunAsync(0, PayloadTestKit.RandomBytes(8192, 51), CancellationToken.None);
+        await writer.WriteRunAsync(65536, PayloadTestKit.RandomBytes(4096, 52), CancellationToken.None);
+        await writer.WriteRunAsync(200 * 1024, PayloadTestKit.RandomBytes(56 * 1024, 53), CancellationToken.None);
+        await writer.WriteEndAsync(CancellationToken.None);
+        byte[] original = valid.ToArray();
+
+        using var dir = new TempDirectory();
+        string target = dir.File("target.img");
+        var random = new Random(54);
+        int refused = 0;
+        for (int i = 0; i < 300; i++)
+        {
+            byte[] damaged = original.ToArray();
+            int flips = random.Next(0, 4);
+            for (int f = 0; f < flips; f++)
+            {
+                // Mostly the header and record headers, where damage is interesting.
+                int at = random.Next(3) == 0 ? random.Next(damaged.Length) : random.Next(Math.Min(60, damaged.Length));
+                damaged[at] = (byte)random.Next(256);
+            }
+            int length = random.Next(4) == 0 ? random.Next(damaged.Length) : damaged.Length;
+            ulong declared = length >= 24 ? BinaryPrimitives.ReadUInt64LittleEndian(damaged.AsSpan(16)) : 0;
+
+            try
+            {
+                await new BlockDeviceSink(target).ConsumeAsync(new MemoryStream(damaged, 0, length), CancellationToken.None);
+            }
+            catch (KaDeployException e)
+            {
+                Assert.DoesNotContain('\n', e.Message);
+                refused++;
+            }
+            if (File.Exists(target))
+            {
+                Assert.True((ulong)new FileInfo(target).Length <= declared, $"case {i}: target grew past the declared total");
+                File.Delete(target);
+            }
+        }
+        Assert.True(refused > 150, $"only {refused} of 300 damaged streams were refused");
+    }
 }
