@@ -36,6 +36,20 @@ public sealed class CommandSink : IPayloadSink
         using Process process = ShellCommand.Start(Command, feedStdin: true, readStdout: false);
         using CancellationTokenRegistration registration = cancellationToken.Register(() => ShellCommand.Kill(process));
         Stream stdin = process.StandardInput.BaseStream;
+
+        // A command can exit while something it started still holds its stdin without reading (`cmd &`): no EPIPE
+        // would ever come, and a blocked write would hang. So a write also stops when the command itself exits.
+        using var exited = new CancellationTokenSource();
+        EventHandler onExited = (_, _) =>
+        {
+            try { exited.Cancel(); }
+            catch (ObjectDisposedException) { }
+        };
+        process.Exited += onExited;
+        process.EnableRaisingEvents = true;
+        if (process.HasExited) await exited.CancelAsync().ConfigureAwait(false);
+        using var writeCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, exited.Token);
+
         byte[] buffer = ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize);
         bool stoppedReading = false;
         long written = 0;
@@ -46,11 +60,11 @@ public sealed class CommandSink : IPayloadSink
             {
                 try
                 {
-                    await stdin.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+                    await stdin.WriteAsync(buffer.AsMemory(0, n), writeCancellation.Token).ConfigureAwait(false);
                 }
-                catch (IOException) when (!cancellationToken.IsCancellationRequested)
+                catch (Exception e) when (e is IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
                 {
-                    // EPIPE: the command closed its stdin or exited. Its exit status says why.
+                    // EPIPE, or the command exited: it stopped reading. Its exit status says why.
                     stoppedReading = true;
                     break;
                 }
@@ -75,6 +89,7 @@ public sealed class CommandSink : IPayloadSink
         }
         finally
         {
+            process.Exited -= onExited;
             ArrayPool<byte>.Shared.Return(buffer);
         }
 

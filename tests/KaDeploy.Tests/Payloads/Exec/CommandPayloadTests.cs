@@ -96,6 +96,18 @@ public class CommandPayloadTests
     }
 
     [Fact]
+    public async Task SinkCommandThatExitsLeavingAChildOnItsStdinIsReportedNotHung()
+    {
+        using var cts = PayloadTestKit.SafetyTimeout(30);
+        var watch = Stopwatch.StartNew();
+        // The background sleep keeps the pipe open without reading: no EPIPE will come while it lives.
+        var e = await Assert.ThrowsAsync<KaDeployException>(() =>
+            new CommandSink("sleep 8 >/dev/null 2>&1 & exit 0").ConsumeAsync(new EndlessStream(), cts.Token));
+        Assert.Contains("stopped reading its input", e.Message);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(6), $"took {watch.Elapsed}");
+    }
+
+    [Fact]
     public async Task SinkCancellationKillsACommandThatDoesNotRead()
     {
         using var safety = PayloadTestKit.SafetyTimeout(30);
