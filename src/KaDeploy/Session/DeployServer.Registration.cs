@@ -20,6 +20,7 @@ public sealed partial class DeployServer
             }
             catch (OperationCanceledException) { return; }
             catch (ObjectDisposedException) { return; }
+            catch (SocketException) when (ct.IsCancellationRequested) { return; }
             catch (SocketException e)
             {
                 Log($"accept failed: {e.Message}");

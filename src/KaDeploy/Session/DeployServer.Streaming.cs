@@ -87,6 +87,7 @@ public sealed partial class DeployServer
     // compressors write synchronously and block on the ring when the tree pushes back.
     private async Task<(long Length, string Sha256)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
     {
+        if (_options.SourceIsZstd) return await ProducePreCompressedAsync(writer, ct).ConfigureAwait(false);
         CompressionStream? zstd = null;
         Stream top = writer;
         if (_options.Compression == WireCompression.Zstd)
@@ -102,6 +103,36 @@ public sealed partial class DeployServer
         await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);
         Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, sha256 {Convert.ToHexStringLower(sha)}");
         return (digest.Length64, Convert.ToHexStringLower(sha));
+    }
+
+    // The source's zstd frames go to the wire untouched; a side pipe decompresses them only to compute
+    // the digest of the payload the clients will decompress and check.
+    private async Task<(long Length, string Sha256)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
+    {
+        var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
+        var hashing = Task.Run(async () =>
+        {
+            await using var compressed = pipe.Reader.AsStream();
+            await using var plain = new DecompressionStream(compressed, 1 << 20, leaveOpen: true);
+            using var digest = new DigestReadStream(plain);
+            await digest.DrainAsync(ct).ConfigureAwait(false);
+            return (digest.BytesRead, digest.Digest());
+        }, ct);
+        try
+        {
+            await using (var tee = new TeeWriteStream(writer, pipe.Writer.AsStream(leaveOpen: true)))
+                await Task.Run(() => _options.Source.WriteToAsync(tee, ct), ct).ConfigureAwait(false);
+            await pipe.Writer.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            await pipe.Writer.CompleteAsync(e).ConfigureAwait(false);
+            throw;
+        }
+        var (length, sha) = await hashing.ConfigureAwait(false);
+        await writer.CompleteAsync(length, sha, ct).ConfigureAwait(false);
+        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), sha256 {Convert.ToHexStringLower(sha)}");
+        return (length, Convert.ToHexStringLower(sha));
     }
 
     private async Task FailUnlinkedAsync(ServerNode[] nodes, IReadOnlyList<NodePlacement> placements,

@@ -29,6 +29,8 @@ public sealed class ServerOptions
     public bool Discovery { get; init; } = true;
     /// <summary>Wire compression.</summary>
     public WireCompression Compression { get; init; }
+    /// <summary>The source already writes zstd (a .tar.zst image): relay it as is, with <see cref="Compression"/> = Zstd.</summary>
+    public bool SourceIsZstd { get; init; }
     /// <summary>zstd level.</summary>
     public int CompressionLevel { get; init; } = 3;
     /// <summary>Relay ring size.</summary>

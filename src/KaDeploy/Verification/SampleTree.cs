@@ -1,9 +1,9 @@
 using System.Text;
 using KaDeploy.Platform;
 
-namespace KaDeploy.Tests.TestSupport;
+namespace KaDeploy.Verification;
 
-/// <summary>Builds a tree holding every kind of entry the tar payload must carry.</summary>
+/// <summary>Builds a tree holding every kind of entry the tar payload must carry (tests and `ka-deploy demo`).</summary>
 public static class SampleTree
 {
     public static bool IsRoot => Environment.IsPrivilegedProcess;
@@ -128,7 +128,7 @@ public static class SampleTree
 
     private static void Check(int errno, string what)
     {
-        if (errno != 0) throw new InvalidOperationException($"setting {what}: errno {errno}");
+        if (errno != 0) throw new KaDeployException($"setting {what} in the sample tree failed (errno {errno}); the file system lacks xattr/ACL support");
     }
 
     private static byte[] Acl(params (ushort Tag, ushort Perm, uint Id)[] entries)
