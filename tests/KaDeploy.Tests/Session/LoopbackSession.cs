@@ -65,21 +65,30 @@ internal static class LoopbackSession
         IPayloadSource source, int clients, int arity, WireCompression compression = WireCompression.None,
         long buffer = 8L << 20, Func<int, MemorySink>? sinkFor = null, TextWriter? log = null)
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var sinks = Enumerable.Range(0, clients).Select(i => sinkFor?.Invoke(i) ?? new MemorySink()).ToArray();
+        var (report, results) = await RunAsync(source, clients, arity, i => _ => sinks[i], compression, buffer, log: log);
+        return (report, results, sinks);
+    }
+
+    /// <summary>A session whose client i takes its sink from <paramref name="sinkFactoryFor"/>(i), as the CLI's factory does.</summary>
+    public static async Task<(SessionReport Report, ClientResult[] Results)> RunAsync(
+        IPayloadSource source, int clients, int arity, Func<int, Func<Plan, IPayloadSink>> sinkFactoryFor,
+        WireCompression compression = WireCompression.None, long buffer = 8L << 20, bool sourceIsZstd = false, TextWriter? log = null)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         await using var server = new DeployServer(new ServerOptions
         {
-            Source = source, Clients = clients, Arity = arity, Compression = compression, BufferBytes = buffer,
+            Source = source, Clients = clients, Arity = arity, Compression = compression, BufferBytes = buffer, SourceIsZstd = sourceIsZstd,
             Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test", Log = log ?? TextWriter.Null,
         });
         var serverRun = server.RunAsync(timeout.Token);
-        var sinks = Enumerable.Range(0, clients).Select(i => sinkFor?.Invoke(i) ?? new MemorySink()).ToArray();
-        var runs = sinks.Select(sink => new DeployClient(new ClientOptions
+        var runs = Enumerable.Range(0, clients).Select(i => new DeployClient(new ClientOptions
         {
             Server = $"127.0.0.1:{server.ControlPort}", Session = "test", Bind = NextAddress(), BufferBytes = buffer,
-            SinkFactory = _ => sink, Log = log ?? TextWriter.Null, NodeName = "",
+            SinkFactory = sinkFactoryFor(i), Log = log ?? TextWriter.Null, NodeName = "",
         }).RunAsync(timeout.Token)).ToArray();
         var results = await Task.WhenAll(runs);
         var report = await serverRun;
-        return (report, results, sinks);
+        return (report, results);
     }
 }

@@ -16,6 +16,9 @@ public sealed class TempDirectory : IDisposable
 
     public string Sub(string relative) => System.IO.Path.Combine(Path, relative);
 
+    /// <summary>Same as <see cref="Sub"/>, read as a file name.</summary>
+    public string File(string name) => Sub(name);
+
     public void Dispose()
     {
         try

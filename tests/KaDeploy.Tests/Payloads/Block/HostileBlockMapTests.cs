@@ -1,3 +1,4 @@
+using KaDeploy.Tests.TestSupport;
 using System.Buffers.Binary;
 using KaDeploy.Payloads.Block;
 

@@ -75,22 +75,3 @@ internal static class PayloadTestKit
 
     public static CancellationTokenSource SafetyTimeout(int seconds = 60) => new(TimeSpan.FromSeconds(seconds));
 }
-
-/// <summary>A directory under the system temp folder, deleted with everything in it.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public TempDirectory()
-    {
-        Path = Directory.CreateTempSubdirectory("kadeploy-test-").FullName;
-    }
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); }
-        catch (IOException) { }
-    }
-}

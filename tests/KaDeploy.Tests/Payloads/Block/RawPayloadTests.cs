@@ -1,3 +1,4 @@
+using KaDeploy.Tests.TestSupport;
 using KaDeploy.Payloads;
 using KaDeploy.Payloads.Block;
 

@@ -1,3 +1,4 @@
+using KaDeploy.Tests.TestSupport;
 using System.Diagnostics;
 using System.Text;
 using KaDeploy.Payloads;

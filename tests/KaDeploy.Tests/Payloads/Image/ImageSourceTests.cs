@@ -1,3 +1,4 @@
+using KaDeploy.Tests.TestSupport;
 using System.Formats.Tar;
 using System.IO.Compression;
 using KaDeploy.Payloads;
