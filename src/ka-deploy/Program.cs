@@ -33,11 +33,22 @@ switch (name)
         break;
 }
 
+// Errors reach the operator as one line naming what was wrong; stack traces are for bugs only.
 try
 {
-    return await root.Parse(args).InvokeAsync();
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (KaDeployException e)
+{
+    Console.Error.WriteLine($"{name}: {e.Message}");
+    return 1;
+}
+catch (OperationCanceledException)
+{
+    Console.Error.WriteLine($"{name}: interrupted");
+    return 130;
+}
+catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
 {
     Console.Error.WriteLine($"{name}: {e.Message}");
     return 1;

@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using KaDeploy.Reporting;
+using KaDeploy.Tests.TestSupport;
+
+namespace KaDeploy.Tests.Session;
+
+/// <summary>The real executables, as an administrator runs them: separate processes, the compat names, exit codes, the JSON report.</summary>
+public sealed class CliProcessTests : IDisposable
+{
+    private readonly TempDirectory _dir = new("kad-cli");
+    private readonly List<Process> _processes = [];
+
+    private static string AppHost => Path.Combine(AppContext.BaseDirectory, "ka-deploy");
+
+    // The compat names are links to the same binary, as the build lays them out.
+    private string Link(string name)
+    {
+        string link = _dir.Sub(name);
+        if (!File.Exists(link)) File.CreateSymbolicLink(link, AppHost);
+        return link;
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private Process Start(string program, params string[] args)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = Process.Start(psi)!;
+        _processes.Add(p);
+        return p;
+    }
+
+    private static async Task<(int Code, string Out, string Err)> FinishAsync(Process p)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var stdout = p.StandardOutput.ReadToEndAsync(timeout.Token);
+        var stderr = p.StandardError.ReadToEndAsync(timeout.Token);
+        await p.WaitForExitAsync(timeout.Token);
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    [Fact]
+    public async Task ServerAndClientsAsSeparateProcessesWithTheCompatNames()
+    {
+        string src = _dir.Sub("src");
+        SampleTree.Create(src);
+        int port = FreePort();
+        string report = _dir.Sub("report.json");
+        var server = Start(Link("ka-d-server"), "-n", "3", "-a", "1", "-s", "cli", "-p", port.ToString(), "--bind", "127.0.0.1",
+            "--source", src, "--compress", "zstd", "--report", report, "--no-discovery", "-d", "1");
+        var clients = new[]
+        {
+            Start(Link("ka-d-client"), "-h", $"127.0.0.1:{port}", "-s", "cli", "--bind", "127.0.5.1", "--target", _dir.Sub("n1"), "-w"),
+            Start(Link("ka-d-client"), "-h", $"127.0.0.1:{port}", "-s", "cli", "--bind", "127.0.5.2", "--target", _dir.Sub("n2")),
+            Start(AppHost, "client", "--server", $"127.0.0.1:{port}", "-s", "cli", "--bind", "127.0.5.3", "--target", _dir.Sub("n3"), "--wait-release"),
+        };
+        var done = await Task.WhenAll(clients.Select(FinishAsync));
+        var (code, output, errors) = await FinishAsync(server);
+        Assert.True(code == 0, $"server exit {code}\n{output}\n{errors}\n" + string.Join("\n", done.Select(d => d.Err)));
+        Assert.All(done, d => Assert.True(d.Code == 0, d.Err));
+        Assert.Contains("3/3 nodes verified", output);
+        var r = SessionReport.ReadJson(report);
+        Assert.True(r.Success);
+        Assert.Equal(3, r.Nodes.Count(n => n.Verified && n.State == NodeState.Verified));
+        Assert.Equal("zstd:3", r.Compression);
+        foreach (var n in new[] { "n1", "n2", "n3" })
+            Assert.Empty(TreeComparer.Compare(src, _dir.Sub(n)));
+    }
+
+    [Fact]
+    public async Task ClientFindsTheServerBySessionAndGoStartsIt()
+    {
+        string src = _dir.Sub("src");
+        Directory.CreateDirectory(src);
+        File.WriteAllText(Path.Combine(src, "hello"), "hello");
+        int port = FreePort();
+        // Discovery on loopback: the server answers on 127.0.0.1:4957; clients ask that address instead of broadcasting.
+        var server = Start(AppHost, "server", "-n", "5", "-s", "disc", "-p", port.ToString(), "--bind", "127.0.0.1", "--source", src);
+        await Task.Delay(1000);
+        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
+        string said = "";
+        for (int i = 0; i < 40 && !said.Contains("starts with 1"); i++)
+        {
+            await Task.Delay(250);
+            var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
+            said = go.Err;
+        }
+        Assert.Contains("starts with 1 of 5", said);
+        var c = await FinishAsync(client);
+        var s = await FinishAsync(server);
+        Assert.True(c.Code == 0, c.Err);
+        Assert.True(s.Code == 0, s.Err);
+        Assert.Equal("hello", File.ReadAllText(_dir.Sub("n1/hello")));
+    }
+
+    [Fact]
+    public async Task BadInputGivesAOneLineErrorAndANonZeroExit()
+    {
+        var cases = new[]
+        {
+            new[] { "client", "--server", "127.0.0.1:1" },
+            ["server", "--source", _dir.Sub("missing"), "-p", "0"],
+            ["server", "--compress", "lz4", "--source", _dir.Path],
+            ["server", "--buffer", "lots", "--source", _dir.Path],
+            ["server", "--image", _dir.Sub("no-such.img")],
+        };
+        foreach (var args in cases)
+        {
+            var (code, _, err) = await FinishAsync(Start(AppHost, args));
+            Assert.True(code != 0, $"{string.Join(' ', args)} exited 0");
+            var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(lines.Length == 1, $"{string.Join(' ', args)} printed:\n{err}");
+            Assert.StartsWith("ka-deploy: ", lines[0]);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            try { if (!p.HasExited) p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            p.Dispose();
+        }
+        _dir.Dispose();
+    }
+}
