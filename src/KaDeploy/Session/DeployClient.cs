@@ -83,7 +83,7 @@ public sealed class DeployClient
         var localCursor = ring.Attach("local sink");
 
         var parentAddress = plan.ParentAddress.Length == 0 ? server.Address : await Links.ResolveAsync(plan.ParentAddress, ct).ConfigureAwait(false);
-        var upstream = await LinkUpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, ct).ConfigureAwait(false);
+        await using var upstream = await LinkUpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, ct).ConfigureAwait(false);
         var clock = Stopwatch.StartNew();
         await channel.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
 

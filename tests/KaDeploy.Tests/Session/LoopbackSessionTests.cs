@@ -49,3 +49,37 @@ public class LoopbackSessionTests
         Assert.All(results, r => Assert.True(r.Verified, r.Message));
     }
 }
+
+public class NodeFailureTests
+{
+    [Fact]
+    public async Task ANodeThatDiesMidStreamFailsAloneAndItsSiblingsFinish()
+    {
+        // Arity 3 with three clients: all are the server's children, so the dead one has no subtree.
+        const long length = 40_000_000;
+        using var kill = new CancellationTokenSource();
+        var log = new StringWriter();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await using var server = new KaDeploy.Session.DeployServer(new KaDeploy.Session.ServerOptions
+        {
+            Source = new GeneratedSource(length), Clients = 3, Arity = 3, BufferBytes = 4 << 20,
+            Bind = System.Net.IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test", Log = TextWriter.Synchronized(log),
+        });
+        var run = server.RunAsync(timeout.Token);
+        var victimSink = new MemorySink { FailAt = n => { if (n > 5_000_000) kill.Cancel(); return false; } };
+        var sinks = new[] { victimSink, new MemorySink(), new MemorySink() };
+        var clients = sinks.Select((s, i) => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
+        {
+            Server = $"127.0.0.1:{server.ControlPort}", Session = "test", Bind = LoopbackSession.NextAddress(), BufferBytes = 4 << 20,
+            SinkFactory = _ => s, NodeName = $"n{i}",
+        }).RunAsync(i == 0 ? kill.Token : timeout.Token)).ToArray();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => clients[0]);
+        Assert.All(await Task.WhenAll(clients[1], clients[2]), r => Assert.True(r.Verified, r.Message));
+        var report = await run;
+        Assert.False(report.Success);
+        Assert.Equal(2, report.Nodes.Count(n => n.Verified));
+        var dead = Assert.Single(report.Nodes, n => !n.Verified);
+        Assert.Equal("n0", dead.Name);
+        Assert.Contains("lost", dead.Message);
+    }
+}

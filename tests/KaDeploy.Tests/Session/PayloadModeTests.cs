@@ -175,3 +175,35 @@ public class PayloadModeTests
         Assert.NotNull(PayloadSelection.ClientSinks(dir.Path, null, null, force: true, false, TextWriter.Null));
     }
 }
+
+public class FullDiskTests
+{
+    [SkippableFact]
+    public async Task AFullDiskFailsThatNodeWithAClearMessageAndTheOthersFinish()
+    {
+        Skip.IfNot(Environment.IsPrivilegedProcess, "mounting a small tmpfs to fill needs root");
+        using var dir = new TempDirectory("kad-full");
+        string src = dir.Sub("src");
+        Directory.CreateDirectory(src);
+        File.WriteAllBytes(Path.Combine(src, "big.bin"), RandomNumberGenerator.GetBytes(6 << 20));
+        string small = dir.Sub("small");
+        Directory.CreateDirectory(small);
+        Assert.Equal(0, TempDirectory.Run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small));
+        try
+        {
+            var (report, results) = await LoopbackSession.RunAsync(new TarTreeSource(new TarTreeSourceOptions { Root = src }), 3, 1,
+                i => PayloadSelection.ClientSinks(i == 1 ? Path.Combine(small, "t") : dir.Sub($"node{i}"), null, null, false, false, TextWriter.Null));
+            Assert.False(report.Success);
+            var full = results[1];
+            Assert.False(full.Verified);
+            Assert.Contains("No space left on device", full.Message);
+            Assert.DoesNotContain("\n", full.Message);
+            Assert.True(results[0].Verified && results[2].Verified, "the nodes before and after the full one must finish");
+            Assert.Empty(TreeComparer.Compare(src, dir.Sub("node2")));
+        }
+        finally
+        {
+            TempDirectory.Run("umount", "-l", small);
+        }
+    }
+}
