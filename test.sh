@@ -8,6 +8,12 @@ cd "$(dirname "$(readlink -f "$0")")"
 dotnet test tests/KaDeploy.Tests/KaDeploy.Tests.csproj -c Release --nologo \
   --blame-hang-timeout 10m --logger "console;verbosity=normal" "$@" | grep -Ev '^\s*Passed [A-Za-z]' || exit "${PIPESTATUS[0]}"
 
+if [ "${KA_SKIP_AOT:-0}" = 1 ]; then
+  echo "test.sh: NativeAOT check SKIPPED (KA_SKIP_AOT=1)"
+else
+  tests/aot/check
+fi
+
 if [ -x testbed/ci-smoke ]; then
   set +e
   testbed/ci-smoke
