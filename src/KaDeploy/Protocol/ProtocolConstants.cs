@@ -19,5 +19,7 @@ public static class ProtocolConstants
     public const int MaxControlFrame = 64 * 1024;
 
     /// <summary>Largest data-frame payload. A frame is one slot of the relay ring.</summary>
-    public const int MaxChunkPayload = 256 * 1024;
+    // 64 KiB: each hop stores and verifies a whole frame before forwarding it, so the frame size is
+    // the per-hop delay (2.6 ms at 200 Mbit/s; 16 hops add 42 ms), while 32 header bytes stay 0.05 %.
+    public const int MaxChunkPayload = 64 * 1024;
 }

@@ -147,7 +147,9 @@ public sealed class DeployClient
                     Log($"waiting for the server at {server} ({e.Message})");
                     lastLog = deadline.Elapsed;
                 }
-                await Task.Delay(TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
+                // Short retries: when the server comes up, every waiting node should be in within a blink,
+                // since the session clock starts then. A refused SYN costs the network next to nothing.
+                await Task.Delay(TimeSpan.FromMilliseconds(200), ct).ConfigureAwait(false);
             }
         }
     }
