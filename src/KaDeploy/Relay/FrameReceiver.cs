@@ -33,12 +33,12 @@ public sealed class FrameReceiver
             while (true)
             {
                 var slot = await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false);
-                await ReadExactlyAsync(slot.AsMemory(0, DataFrameHeader.Size), "a frame header", cancellationToken).ConfigureAwait(false);
+                await ReadExactlyAsync(slot.AsMemory(0, DataFrameHeader.Size), default, cancellationToken).ConfigureAwait(false);
                 var header = DataFrameHeader.Read(slot);
                 if (header.Offset != _expectedOffset)
                     throw new ProtocolException($"frame at offset {header.Offset}, expected {_expectedOffset}");
                 var payload = slot.AsMemory(DataFrameHeader.Size, header.PayloadLength);
-                await ReadExactlyAsync(payload, $"a {header.PayloadLength}-byte frame at offset {header.Offset}", cancellationToken).ConfigureAwait(false);
+                await ReadExactlyAsync(payload, header, cancellationToken).ConfigureAwait(false);
                 if (DataFrameHeader.ComputeChecksum(payload.Span, header.Offset) != header.Checksum)
                     throw new ProtocolException($"checksum mismatch in the frame at offset {header.Offset}");
                 switch (header.Type)
@@ -65,10 +65,13 @@ public sealed class FrameReceiver
         }
     }
 
-    private async Task ReadExactlyAsync(Memory<byte> buffer, string what, CancellationToken cancellationToken)
+    // `frame` is default while reading a header; the message is only built when the link breaks.
+    private async ValueTask ReadExactlyAsync(Memory<byte> buffer, DataFrameHeader frame, CancellationToken cancellationToken)
     {
         int got = await _upstream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellationToken).ConfigureAwait(false);
         if (got < buffer.Length)
-            throw new ProtocolException($"upstream closed the link in {what} (after {_expectedOffset} bytes)");
+            throw new ProtocolException(frame.PayloadLength == 0 && frame.Offset == 0 && frame.Type == 0
+                ? $"upstream closed the link in a frame header (after {_expectedOffset} bytes)"
+                : $"upstream closed the link in a {frame.PayloadLength}-byte frame at offset {frame.Offset}");
     }
 }

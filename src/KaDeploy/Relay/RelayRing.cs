@@ -130,7 +130,8 @@ public sealed class RelayRing : IDisposable
             return false;
         }
         int slot = (int)(_published % SlotCount);
-        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(SlotSize);
+        // Pinned heap: slots live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
+        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(SlotSize, pinned: true);
         return true;
     }
 

@@ -46,7 +46,7 @@ internal sealed class ChildLinks
             try { socket = await _listener.AcceptAsync(ct).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
             catch (ObjectDisposedException) { return; }
-            catch (SocketException) when (ct.IsCancellationRequested) { return; }
+            catch (SocketException e) when (ct.IsCancellationRequested || e.SocketErrorCode == SocketError.OperationAborted) { return; }
             catch (SocketException e) { _log($"data accept failed: {e.Message}"); continue; }
             _ = HandshakeAsync(socket, ct);
         }

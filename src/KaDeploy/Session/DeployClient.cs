@@ -70,7 +70,7 @@ public sealed class DeployClient
 
         Plan plan = await WaitForPlanAsync(channel, ct).ConfigureAwait(false);
         var sink = _options.SinkFactory(plan);
-        Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} into {sink.Description}");
+        Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
         using var ring = new RelayRing(_options.BufferBytes);
         var links = new ChildLinks(listener, ring, plan.LinkKey, plan.ChildIds, _options.DeadPeerTimeout, Log,

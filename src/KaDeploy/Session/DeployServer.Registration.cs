@@ -20,7 +20,7 @@ public sealed partial class DeployServer
             }
             catch (OperationCanceledException) { return; }
             catch (ObjectDisposedException) { return; }
-            catch (SocketException) when (ct.IsCancellationRequested) { return; }
+            catch (SocketException e) when (ct.IsCancellationRequested || e.SocketErrorCode == SocketError.OperationAborted) { return; }
             catch (SocketException e)
             {
                 Log($"accept failed: {e.Message}");
