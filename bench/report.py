@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-BASELINE = {"raw": "nc-chain", "os-tree": "seed-tar-chain"}
+BASELINE = {"raw": "nc-chain", "os-tree": "seed-tar-chain", "tree": "seed-tar-chain"}
 KA_VS_BASELINE = {"ka-chain", "ka-tree2", "ka-files", "ka-files-zstd"}
 
 
@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--machine", default="")
     ap.add_argument("--ka-buffer", type=int, default=64 << 20)
     ap.add_argument("--ka", default="")
+    ap.add_argument("--tree-label", default="os-tree")
     a = ap.parse_args()
 
     rows = []
@@ -73,7 +74,7 @@ def main():
         if r["method"].startswith("ka-") and r["peak_rss_kib"] is not None:
             ok = r["peak_rss_kib"] < buf_kib + 65536
             targets.append({"target": f"{r['payload']} {r['method']} N={r['nodes']}: peak client RSS < buffer+64MiB ({buf_kib + 65536} KiB)", "met": ok})
-        if r["payload"] == "os-tree" and r["method"] == "ka-files-zstd":
+        if r["payload"] in ("os-tree", "tree") and r["method"] == "ka-files-zstd":
             ok = (r["status"] == "ok" and r["ratio_to_limit"] is not None and r["ratio_to_limit"] < 1
                   and r["ratio_to_baseline"] is not None and r["ratio_to_baseline"] < 1)
             targets.append({"target": f"os-tree zstd N={r['nodes']}: faster than tar-size limit and than seed tar chain", "met": ok})
@@ -88,7 +89,7 @@ def main():
     base = os.path.join(a.out, f"cluster-{a.stamp}")
     doc = {
         "date": a.stamp, "machine": a.machine, "rate": a.rate, "rate_bps": a.rate_bps,
-        "raw_size_bytes": a.size_bytes, "os_tree_tar_bytes": a.tree_bytes,
+        "raw_size_bytes": a.size_bytes, "tree_tar_bytes": a.tree_bytes, "tree_label": a.tree_label,
         "ka_deploy": a.ka or None, "ka_buffer_bytes": a.ka_buffer,
         "timing": "receivers started first; clock from sender start to last receiver done "
                   "(ka-deploy: server start to server exit)",
@@ -100,7 +101,7 @@ def main():
     out = sys.stdout
     print(f"\n{a.machine}", file=out)
     print(f"rate {a.rate} per port, both directions; raw payload {a.size_bytes} B random"
-          + (f"; OS tree {a.tree_bytes} B as tar" if a.tree_bytes else ""), file=out)
+          + (f"; {a.tree_label} {a.tree_bytes} B as tar" if a.tree_bytes else ""), file=out)
     hdr = f"{'payload':8} {'method':15} {'N':>3} {'time s':>8} {'limit s':>8} {'x limit':>8} {'x base':>7} {'RSS MiB':>8}  status"
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
