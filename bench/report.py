@@ -54,6 +54,8 @@ def main():
     by = {(r["payload"], r["method"], r["nodes"]): r for r in rows}
     for r in rows:
         s, lim = r["seconds"], r["limit_seconds"]
+        if r["status"] != "ok":
+            s = None  # no ratios for a failed row: its time is not a deployment's
         r["ratio_to_limit"] = round(s / lim, 3) if s and lim else None
         base = BASELINE.get(r["payload"])
         b = by.get((r["payload"], base, r["nodes"]))
