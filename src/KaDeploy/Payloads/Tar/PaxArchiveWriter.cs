@@ -1,0 +1,272 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Text;
+
+namespace KaDeploy.Payloads.Tar;
+
+/// <summary>
+/// Writes POSIX pax archives into one pooled output buffer that is flushed to the stream when full.
+/// System.Formats.Tar.TarWriter is not used for writing because it rewrites the pax "mtime" record from a
+/// DateTimeOffset (100 ns ticks, so nanoseconds are lost), silently truncates uid/gid above 07777777, and
+/// allocates a dictionary, a MemoryStream and a header name per entry. Archives written here are read back
+/// with TarReader and with GNU tar in tests.
+/// </summary>
+internal sealed class PaxArchiveWriter : IDisposable
+{
+    internal const int Block = 512;
+    private const long MaxOctal7 = 0x1FFFFF;       // 07777777
+    private const long MaxOctal11 = 0x1FFFFFFFF;   // 077777777777
+
+    private readonly Stream _output;
+    private byte[] _buffer;
+    private int _used;
+    private readonly StringBuilder _pax = new();
+    private byte[] _paxBytes = new byte[4096];
+
+    public long BytesWritten { get; private set; }
+
+    public PaxArchiveWriter(Stream output, int bufferSize)
+    {
+        _output = output;
+        _buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+    }
+
+    public void Dispose()
+    {
+        byte[] b = _buffer;
+        _buffer = [];
+        if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
+    }
+
+    /// <summary>Free space at the end of the buffer, for callers that read file data straight into it.</summary>
+    public Memory<byte> Free => _buffer.AsMemory(_used);
+
+    public void Advance(int count) { _used += count; BytesWritten += count; }
+
+    public async ValueTask EnsureFreeAsync(int count, CancellationToken ct)
+    {
+        if (_buffer.Length - _used < count) await FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    public async ValueTask FlushAsync(CancellationToken ct)
+    {
+        if (_used > 0)
+        {
+            await _output.WriteAsync(_buffer.AsMemory(0, _used), ct).ConfigureAwait(false);
+            _used = 0;
+        }
+    }
+
+    /// <summary>Appends <paramref name="count"/> zero bytes (padding, or data that vanished under us).</summary>
+    public async ValueTask WriteZerosAsync(long count, CancellationToken ct)
+    {
+        while (count > 0)
+        {
+            if (_used == _buffer.Length) await FlushAsync(ct).ConfigureAwait(false);
+            int n = (int)Math.Min(count, _buffer.Length - _used);
+            _buffer.AsSpan(_used, n).Clear();
+            Advance(n);
+            count -= n;
+        }
+    }
+
+    public async ValueTask WriteBytesAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        while (!data.IsEmpty)
+        {
+            if (_used == _buffer.Length) await FlushAsync(ct).ConfigureAwait(false);
+            int n = Math.Min(data.Length, _buffer.Length - _used);
+            data.Span[..n].CopyTo(_buffer.AsSpan(_used));
+            Advance(n);
+            data = data[n..];
+        }
+    }
+
+    public ValueTask PadAsync(long dataLength, CancellationToken ct)
+    {
+        int pad = (int)((Block - dataLength % Block) % Block);
+        return pad == 0 ? ValueTask.CompletedTask : WriteZerosAsync(pad, ct);
+    }
+
+    /// <summary>Two zero blocks end the archive; then everything is flushed.</summary>
+    public async ValueTask FinishAsync(CancellationToken ct)
+    {
+        await WriteZerosAsync(2 * Block, ct).ConfigureAwait(false);
+        await FlushAsync(ct).ConfigureAwait(false);
+        await _output.FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts collecting pax records for the next header.</summary>
+    public void BeginRecords() => _pax.Clear();
+
+    /// <summary>Adds one "len key=value\n" record; the value must already be text (binary goes through base64).</summary>
+    public void AddRecord(string key, string value)
+    {
+        int body = 3 + Encoding.UTF8.GetByteCount(key) + Encoding.UTF8.GetByteCount(value);
+        int len = body + Digits(body);
+        if (Digits(len) != Digits(body)) len = body + Digits(len);
+        _pax.Append(len).Append(' ').Append(key).Append('=').Append(value).Append('\n');
+    }
+
+    private static int Digits(int v) => v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : v < 100000 ? 5 : v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : 9;
+
+    /// <summary>
+    /// Writes the pax extended header (when needed) and the ustar header of one entry. Adds path, linkpath,
+    /// mtime (with nanoseconds), uid, gid and size records itself when the ustar fields cannot hold them.
+    /// </summary>
+    public async ValueTask WriteHeaderAsync(
+        string name, char typeFlag, uint mode, uint uid, uint gid, long size, long mtimeSec, uint mtimeNsec,
+        string? linkName, uint devMajor, uint devMinor, CancellationToken ct)
+    {
+        bool nameFits = FitsUstar(name, 100);
+        if (!nameFits) AddRecord("path", name);
+        if (linkName != null && !FitsUstar(linkName, 100)) AddRecord("linkpath", linkName);
+        if (mtimeNsec != 0 || mtimeSec < 0 || mtimeSec > MaxOctal11)
+        {
+            AddRecord("mtime", FormatTime(mtimeSec, mtimeNsec));
+        }
+        if (uid > MaxOctal7) AddRecord("uid", uid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (gid > MaxOctal7) AddRecord("gid", gid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (size > MaxOctal11) AddRecord("size", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        if (_pax.Length > 0)
+        {
+            string records = _pax.ToString();
+            int n = Encoding.UTF8.GetByteCount(records);
+            if (_paxBytes.Length < n) _paxBytes = new byte[Math.Max(n, _paxBytes.Length * 2)];
+            Encoding.UTF8.GetBytes(records, _paxBytes);
+            await EnsureFreeAsync(Block, ct).ConfigureAwait(false);
+            FillHeader(_buffer.AsSpan(_used, Block), "PaxHeader", 'x', 0x1A4, 0, 0, n, Math.Clamp(mtimeSec, 0, MaxOctal11), null, 0, 0);
+            Advance(Block);
+            await WriteBytesAsync(_paxBytes.AsMemory(0, n), ct).ConfigureAwait(false);
+            await PadAsync(n, ct).ConfigureAwait(false);
+            _pax.Clear();
+        }
+
+        await EnsureFreeAsync(Block, ct).ConfigureAwait(false);
+        FillHeader(_buffer.AsSpan(_used, Block), name, typeFlag, mode, Math.Min(uid, MaxOctal7), Math.Min(gid, MaxOctal7),
+            Math.Min(size, MaxOctal11), Math.Clamp(mtimeSec, 0, MaxOctal11), linkName, devMajor, devMinor);
+        Advance(Block);
+    }
+
+    internal static string FormatTime(long sec, uint nsec)
+    {
+        if (nsec == 0) return sec.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        // Negative times: sec is floor, nsec positive; pax wants a signed decimal.
+        if (sec < 0)
+        {
+            long s = sec + 1;
+            uint ns = 1_000_000_000 - nsec;
+            return $"-{(-s).ToString(System.Globalization.CultureInfo.InvariantCulture)}.{ns:D9}";
+        }
+        return $"{sec.ToString(System.Globalization.CultureInfo.InvariantCulture)}.{nsec:D9}";
+    }
+
+    private static bool FitsUstar(string s, int max)
+    {
+        if (s.Length > max) return false;
+        foreach (char c in s)
+        {
+            if (c >= 0x80) return false; // keep ustar fields ASCII; UTF-8 names go in pax records
+        }
+        return true;
+    }
+
+    private static void FillHeader(
+        Span<byte> h, string name, char typeFlag, long mode, long uid, long gid, long size, long mtime,
+        string? linkName, uint devMajor, uint devMinor)
+    {
+        h.Clear();
+        PutAscii(h.Slice(0, 100), name);
+        PutOctal(h.Slice(100, 8), mode);
+        PutOctal(h.Slice(108, 8), uid);
+        PutOctal(h.Slice(116, 8), gid);
+        PutOctal(h.Slice(124, 12), size);
+        PutOctal(h.Slice(136, 12), mtime);
+        h[156] = (byte)typeFlag;
+        if (linkName != null) PutAscii(h.Slice(157, 100), linkName);
+        "ustar\0"u8.CopyTo(h.Slice(257));
+        "00"u8.CopyTo(h.Slice(263));
+        if (typeFlag is '3' or '4')
+        {
+            PutOctal(h.Slice(329, 8), devMajor);
+            PutOctal(h.Slice(337, 8), devMinor);
+        }
+        h.Slice(148, 8).Fill((byte)' ');
+        int sum = 0;
+        foreach (byte b in h) sum += b;
+        PutOctal(h.Slice(148, 7), sum);
+        h[155] = (byte)' ';
+    }
+
+    // Truncated copy (the pax record carries the full text); non-ASCII chars become '_' so the field stays valid.
+    private static void PutAscii(Span<byte> field, string s)
+    {
+        int n = Math.Min(field.Length, s.Length);
+        for (int i = 0; i < n; i++) field[i] = s[i] < 0x80 ? (byte)s[i] : (byte)'_';
+    }
+
+    // Zero-padded octal with a trailing NUL, as GNU tar writes it.
+    private static void PutOctal(Span<byte> field, long value)
+    {
+        int i = field.Length - 2;
+        field[^1] = 0;
+        for (; i >= 0; i--)
+        {
+            field[i] = (byte)('0' + (value & 7));
+            value >>= 3;
+        }
+    }
+
+    /// <summary>Percent-encodes an xattr name the way libarchive does for LIBARCHIVE.xattr.* keys.</summary>
+    internal static string EncodeXattrName(string name)
+    {
+        var sb = new StringBuilder(name.Length);
+        Span<byte> utf8 = stackalloc byte[4];
+        foreach (Rune r in name.EnumerateRunes())
+        {
+            if (r.Value > 0x20 && r.Value < 0x7f && r.Value != '%' && r.Value != '=')
+            {
+                sb.Append((char)r.Value);
+                continue;
+            }
+            int n = r.EncodeToUtf8(utf8);
+            for (int i = 0; i < n; i++) sb.Append('%').Append(utf8[i].ToString("X2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return sb.ToString();
+    }
+
+    internal static string DecodeXattrName(string encoded)
+    {
+        if (!encoded.Contains('%')) return encoded;
+        var bytes = new List<byte>(encoded.Length);
+        for (int i = 0; i < encoded.Length; i++)
+        {
+            if (encoded[i] == '%' && i + 2 < encoded.Length &&
+                byte.TryParse(encoded.AsSpan(i + 1, 2), System.Globalization.NumberStyles.HexNumber, null, out byte b))
+            {
+                bytes.Add(b);
+                i += 2;
+            }
+            else
+            {
+                bytes.AddRange(Encoding.UTF8.GetBytes(encoded[i].ToString()));
+            }
+        }
+        return Encoding.UTF8.GetString(bytes.ToArray());
+    }
+
+    internal static string EncodeBase64(byte[] value) => Convert.ToBase64String(value);
+
+    /// <summary>Accepts base64 with or without '=' padding (libarchive writes none).</summary>
+    internal static byte[]? DecodeBase64(string value)
+    {
+        string v = value.Trim();
+        int rem = v.Length % 4;
+        if (rem == 2) v += "==";
+        else if (rem == 3) v += "=";
+        else if (rem == 1) return null;
+        byte[] buf = new byte[Base64.GetMaxDecodedFromUtf8Length(v.Length)];
+        return Convert.TryFromBase64String(v, buf, out int n) ? buf[..n] : null;
+    }
+}

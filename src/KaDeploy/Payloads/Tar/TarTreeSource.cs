@@ -1,0 +1,289 @@
+using System.Globalization;
+using System.Text;
+using KaDeploy.Platform;
+using Microsoft.Win32.SafeHandles;
+
+namespace KaDeploy.Payloads.Tar;
+
+/// <summary>Settings for <see cref="TarTreeSource"/>.</summary>
+public sealed record TarTreeSourceOptions
+{
+    /// <summary>The directory whose contents are archived (the root itself gets no entry).</summary>
+    public required string Root { get; init; }
+
+    /// <summary>Do not descend into directories on another file system (the mount point itself is kept, empty).</summary>
+    public bool OneFileSystem { get; init; }
+
+    /// <summary>
+    /// Paths to leave out, relative to <see cref="Root"/> or absolute under it; shell globs allowed ('*', '?', "[...]",
+    /// "**"). Put <see cref="TarTreeSource.DefaultExclusions"/> here when cloning a running system.
+    /// </summary>
+    public IReadOnlyList<string> Excludes { get; init; } = [];
+
+    /// <summary>Receives non-fatal problems (sockets skipped, files that changed while read). Null: ignored.</summary>
+    public Action<string>? Warn { get; init; }
+
+    /// <summary>Size of the pooled output buffer; file data is read straight into it.</summary>
+    public int BufferSize { get; init; } = 1 << 20;
+}
+
+/// <summary>
+/// Streams a directory tree as a pax archive: numeric owners, full modes, nanosecond mtimes, symlinks verbatim,
+/// hard links, device nodes, FIFOs, xattrs (LIBARCHIVE.xattr.*), and sparse files in GNU sparse format 1.0.
+/// Memory stays bounded by the buffer size and the directory depth.
+/// </summary>
+public sealed class TarTreeSource : IPayloadSource
+{
+    private const int MinRead = 64 * 1024;
+    private readonly TarTreeSourceOptions _options;
+    private readonly PathExclusions _exclusions;
+
+    public TarTreeSource(TarTreeSourceOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(options.Root);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BufferSize, 16 * 1024);
+        _options = options;
+        _exclusions = new PathExclusions(options.Root, options.Excludes);
+    }
+
+    /// <inheritdoc/>
+    public PayloadKind Kind => PayloadKind.Tar;
+
+    /// <inheritdoc/>
+    public long? EstimatedLength => null;
+
+    /// <inheritdoc/>
+    public string Description => $"tree {_options.Root}";
+
+    /// <summary>Bytes of archive written by the last <see cref="WriteToAsync"/>.</summary>
+    public long BytesWritten { get; private set; }
+
+    /// <summary>Entries written by the last <see cref="WriteToAsync"/>.</summary>
+    public long EntriesWritten { get; private set; }
+
+    /// <summary>
+    /// What cloning a running system should leave out: the contents of /proc, /sys, /dev, /run and /tmp under
+    /// <paramref name="root"/> (the directories themselves are kept, empty), plus <paramref name="extra"/>
+    /// (for example the mount point of the target).
+    /// </summary>
+    public static IReadOnlyList<string> DefaultExclusions(string root, params IEnumerable<string> extra)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        string r = Path.TrimEndingDirectorySeparator(Path.GetFullPath(root));
+        if (r == "/") r = "";
+        var list = new List<string>();
+        foreach (string d in (string[])["proc", "sys", "dev", "run", "tmp"]) list.Add($"{r}/{d}/*");
+        list.AddRange(extra);
+        return list;
+    }
+
+    /// <inheritdoc/>
+    public async Task WriteToAsync(Stream output, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        using var w = new PaxArchiveWriter(output, _options.BufferSize);
+        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), string>();
+        long entries = 0;
+        Action<string>? warn = _options.Warn;
+
+        foreach (TreeEntry e in TreeWalker.Walk(_options.Root, _exclusions, _options.OneFileSystem, warn))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            FileStatus st = e.Status;
+            w.BeginRecords();
+            switch (st.Kind)
+            {
+                case FileKind.Directory:
+                    AddXattrs(w, e.FullPath);
+                    await w.WriteHeaderAsync(e.RelativePath + "/", '5', st.Permissions, st.Uid, st.Gid, 0,
+                        st.MtimeSec, st.MtimeNsec, null, 0, 0, cancellationToken).ConfigureAwait(false);
+                    break;
+
+                case FileKind.Symlink:
+                    string target = Posix.ReadLink(e.FullPath);
+                    AddXattrs(w, e.FullPath);
+                    await w.WriteHeaderAsync(e.RelativePath, '2', st.Permissions, st.Uid, st.Gid, 0,
+                        st.MtimeSec, st.MtimeNsec, target, 0, 0, cancellationToken).ConfigureAwait(false);
+                    break;
+
+                case FileKind.CharDevice or FileKind.BlockDevice or FileKind.Fifo:
+                    if (IsSecondLink(firstNameOfInode, e, out string? first))
+                    {
+                        await WriteHardLinkAsync(w, e, first, cancellationToken).ConfigureAwait(false);
+                        break;
+                    }
+                    AddXattrs(w, e.FullPath);
+                    char flag = st.Kind switch { FileKind.CharDevice => '3', FileKind.BlockDevice => '4', _ => '6' };
+                    await w.WriteHeaderAsync(e.RelativePath, flag, st.Permissions, st.Uid, st.Gid, 0,
+                        st.MtimeSec, st.MtimeNsec, null, st.RdevMajor, st.RdevMinor, cancellationToken).ConfigureAwait(false);
+                    break;
+
+                case FileKind.Regular:
+                    if (IsSecondLink(firstNameOfInode, e, out string? firstName))
+                    {
+                        await WriteHardLinkAsync(w, e, firstName, cancellationToken).ConfigureAwait(false);
+                        break;
+                    }
+                    if (!await WriteRegularAsync(w, e, cancellationToken).ConfigureAwait(false)) continue;
+                    break;
+
+                case FileKind.Socket:
+                    warn?.Invoke($"{e.FullPath} is a socket; skipped");
+                    continue;
+
+                default:
+                    warn?.Invoke($"{e.FullPath} has unknown file type {st.Mode:X}; skipped");
+                    continue;
+            }
+            entries++;
+        }
+
+        await w.FinishAsync(cancellationToken).ConfigureAwait(false);
+        BytesWritten = w.BytesWritten;
+        EntriesWritten = entries;
+    }
+
+    private static bool IsSecondLink(Dictionary<(ulong, ulong), string> seen, in TreeEntry e, out string first)
+    {
+        first = "";
+        if (e.Status.Nlink <= 1) return false;
+        var key = (e.Status.Device, e.Status.Inode);
+        if (seen.TryGetValue(key, out string? f))
+        {
+            first = f;
+            return true;
+        }
+        seen.Add(key, e.RelativePath);
+        return false;
+    }
+
+    private static ValueTask WriteHardLinkAsync(PaxArchiveWriter w, in TreeEntry e, string first, CancellationToken ct) =>
+        w.WriteHeaderAsync(e.RelativePath, '1', e.Status.Permissions, e.Status.Uid, e.Status.Gid, 0,
+            e.Status.MtimeSec, e.Status.MtimeNsec, first, 0, 0, ct);
+
+    private void AddXattrs(PaxArchiveWriter w, string path)
+    {
+        List<string> names;
+        try
+        {
+            names = Posix.ListXattrs(path);
+        }
+        catch (KaDeployException ex)
+        {
+            _options.Warn?.Invoke($"{ex.Message}; xattrs not copied");
+            return;
+        }
+        foreach (string name in names)
+        {
+            byte[]? value = Posix.GetXattr(path, name);
+            if (value == null) continue;
+            w.AddRecord("LIBARCHIVE.xattr." + PaxArchiveWriter.EncodeXattrName(name), PaxArchiveWriter.EncodeBase64(value));
+        }
+    }
+
+    // Returns false when the file vanished before it could be opened (nothing was written).
+    private async ValueTask<bool> WriteRegularAsync(PaxArchiveWriter w, TreeEntry e, CancellationToken ct)
+    {
+        FileStatus st = e.Status;
+        SafeFileHandle fd;
+        try
+        {
+            fd = Posix.OpenRead(e.FullPath);
+        }
+        catch (KaDeployException) when (!File.Exists(e.FullPath))
+        {
+            _options.Warn?.Invoke($"{e.FullPath} vanished before it was read; skipped");
+            return false;
+        }
+
+        using (fd)
+        {
+            List<(long Offset, long Length)>? segments = null;
+            if (st.Size > 0 && st.Blocks * 512 < st.Size)
+            {
+                segments = Posix.DataSegments(fd, st.Size);
+                if (segments.Count == 1 && segments[0] == (0, st.Size)) segments = null;
+            }
+
+            AddXattrs(w, e.FullPath);
+            if (segments == null)
+            {
+                await w.WriteHeaderAsync(e.RelativePath, '0', st.Permissions, st.Uid, st.Gid, st.Size,
+                    st.MtimeSec, st.MtimeNsec, null, 0, 0, ct).ConfigureAwait(false);
+                await CopyRangeAsync(w, fd, e.FullPath, 0, st.Size, ct).ConfigureAwait(false);
+                if (RandomAccess.Read(fd, stackalloc byte[1], st.Size) > 0)
+                {
+                    _options.Warn?.Invoke($"{e.FullPath} grew while read; archived its first {st.Size} bytes");
+                }
+                await w.PadAsync(st.Size, ct).ConfigureAwait(false);
+                return true;
+            }
+
+            // GNU sparse 1.0: the data starts with the decimal map, padded to a block, then only the data segments.
+            // GNU tar sizes the file from the map's last segment, so a trailing hole needs an empty segment at the end.
+            if (segments.Count == 0 || segments[^1].Offset + segments[^1].Length < st.Size) segments.Add((st.Size, 0));
+            var map = new StringBuilder();
+            map.Append(segments.Count.ToString(CultureInfo.InvariantCulture)).Append('\n');
+            long dataBytes = 0;
+            foreach ((long off, long len) in segments)
+            {
+                map.Append(off.ToString(CultureInfo.InvariantCulture)).Append('\n')
+                   .Append(len.ToString(CultureInfo.InvariantCulture)).Append('\n');
+                dataBytes += len;
+            }
+            byte[] mapBytes = Encoding.ASCII.GetBytes(map.ToString());
+            long mapPadded = (mapBytes.Length + PaxArchiveWriter.Block - 1) / PaxArchiveWriter.Block * PaxArchiveWriter.Block;
+            long total = mapPadded + dataBytes;
+
+            int slash = e.RelativePath.LastIndexOf('/');
+            string fakeName = slash < 0
+                ? "GNUSparseFile.0/" + e.RelativePath
+                : string.Concat(e.RelativePath.AsSpan(0, slash), "/GNUSparseFile.0/", e.RelativePath.AsSpan(slash + 1));
+            w.AddRecord("GNU.sparse.major", "1");
+            w.AddRecord("GNU.sparse.minor", "0");
+            w.AddRecord("GNU.sparse.name", e.RelativePath);
+            w.AddRecord("GNU.sparse.realsize", st.Size.ToString(CultureInfo.InvariantCulture));
+            await w.WriteHeaderAsync(fakeName, '0', st.Permissions, st.Uid, st.Gid, total,
+                st.MtimeSec, st.MtimeNsec, null, 0, 0, ct).ConfigureAwait(false);
+            await w.WriteBytesAsync(mapBytes, ct).ConfigureAwait(false);
+            await w.PadAsync(mapBytes.Length, ct).ConfigureAwait(false);
+            foreach ((long off, long len) in segments)
+            {
+                await CopyRangeAsync(w, fd, e.FullPath, off, len, ct).ConfigureAwait(false);
+            }
+            await w.PadAsync(total, ct).ConfigureAwait(false);
+            return true;
+        }
+    }
+
+    // Copies exactly `length` bytes from `offset`, padding with zeros (and warning) if the file shrank meanwhile.
+    private async ValueTask CopyRangeAsync(PaxArchiveWriter w, SafeFileHandle fd, string path, long offset, long length, CancellationToken ct)
+    {
+        long end = offset + length;
+        while (offset < end)
+        {
+            long remaining = end - offset;
+            await w.EnsureFreeAsync((int)Math.Min(remaining, MinRead), ct).ConfigureAwait(false);
+            Memory<byte> free = w.Free;
+            int want = (int)Math.Min(remaining, free.Length);
+            int n;
+            try
+            {
+                n = RandomAccess.Read(fd, free.Span[..want], offset);
+            }
+            catch (IOException ex)
+            {
+                throw new KaDeployException($"read {path}: {ex.Message}", ex);
+            }
+            if (n == 0)
+            {
+                _options.Warn?.Invoke($"{path} shrank while read; padded with {remaining} zero bytes");
+                await w.WriteZerosAsync(remaining, ct).ConfigureAwait(false);
+                return;
+            }
+            w.Advance(n);
+            offset += n;
+        }
+    }
+}

@@ -1,0 +1,78 @@
+using System.Buffers;
+using System.Buffers.Binary;
+
+namespace KaDeploy.Protocol;
+
+/// <summary>
+/// Framed control messages over a stream. Sends are serialised (several tasks may report on one
+/// channel); receives belong to one reader loop.
+/// </summary>
+public sealed class ControlChannel : IAsyncDisposable
+{
+    private readonly Stream _stream;
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly ArrayBufferWriter<byte> _sendBuffer = new(256);
+    private readonly byte[] _lengthBuffer = new byte[4];
+    private byte[] _receiveBuffer = new byte[256];
+
+    public ControlChannel(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        _stream = stream;
+    }
+
+    /// <summary>The underlying stream (a data link switches to raw frames after its handshake).</summary>
+    public Stream Stream => _stream;
+
+    /// <summary>Sends one message.</summary>
+    public async Task SendAsync(ControlMessage message, CancellationToken cancellationToken)
+    {
+        await _sendLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _sendBuffer.Clear();
+            ControlCodec.Encode(message, _sendBuffer);
+            await _stream.WriteAsync(_sendBuffer.WrittenMemory, cancellationToken).ConfigureAwait(false);
+            await _stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    /// <summary>Receives one message, or null when the peer closed the connection cleanly between messages.</summary>
+    public async Task<ControlMessage?> ReceiveAsync(CancellationToken cancellationToken)
+    {
+        int got = await _stream.ReadAtLeastAsync(_lengthBuffer, 4, throwOnEndOfStream: false, cancellationToken).ConfigureAwait(false);
+        if (got == 0) return null;
+        if (got < 4) throw new ProtocolException("control connection closed in the middle of a frame");
+        int length = BinaryPrimitives.ReadInt32LittleEndian(_lengthBuffer);
+        if (length < 1 || length > ProtocolConstants.MaxControlFrame)
+            throw new ProtocolException($"control frame of {length} bytes (limit {ProtocolConstants.MaxControlFrame})");
+        if (_receiveBuffer.Length < length) _receiveBuffer = new byte[Math.Max(length, _receiveBuffer.Length * 2)];
+        got = await _stream.ReadAtLeastAsync(_receiveBuffer.AsMemory(0, length), length, throwOnEndOfStream: false, cancellationToken).ConfigureAwait(false);
+        if (got < length) throw new ProtocolException("control connection closed in the middle of a frame");
+        return ControlCodec.Decode(_receiveBuffer.AsSpan(0, length));
+    }
+
+    /// <summary>Receives one message and insists on its type.</summary>
+    public async Task<T> ExpectAsync<T>(CancellationToken cancellationToken) where T : ControlMessage
+    {
+        var m = await ReceiveAsync(cancellationToken).ConfigureAwait(false)
+            ?? throw new ProtocolException($"peer closed the connection while {typeof(T).Name} was expected");
+        return m switch
+        {
+            T t => t,
+            Refuse r => throw new KaDeployException($"refused: {r.Reason}"),
+            Abort a => throw new KaDeployException($"aborted: {a.Reason}"),
+            _ => throw new ProtocolException($"got {m.Type} while {typeof(T).Name} was expected"),
+        };
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stream.DisposeAsync().ConfigureAwait(false);
+        _sendLock.Dispose();
+    }
+}

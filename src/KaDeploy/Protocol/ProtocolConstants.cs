@@ -1,0 +1,23 @@
+namespace KaDeploy.Protocol;
+
+/// <summary>Numbers both ends must agree on. Bump <see cref="Version"/> on any wire change.</summary>
+public static class ProtocolConstants
+{
+    /// <summary>Wire protocol version; a peer with another version is refused with a clear message.</summary>
+    public const ushort Version = 1;
+
+    /// <summary>"KADEPLOY" — first bytes of every control Hello and data-link hello, so garbage is recognised at once.</summary>
+    public static ReadOnlySpan<byte> Magic => "KADEPLOY"u8;
+
+    /// <summary>The original's control port.</summary>
+    public const int DefaultControlPort = 30765;
+
+    /// <summary>UDP port the server listens on for session discovery (as the original).</summary>
+    public const int DiscoveryPort = 4957;
+
+    /// <summary>Largest control frame accepted; anything bigger is a protocol error, not an allocation.</summary>
+    public const int MaxControlFrame = 64 * 1024;
+
+    /// <summary>Largest data-frame payload. A frame is one slot of the relay ring.</summary>
+    public const int MaxChunkPayload = 256 * 1024;
+}

@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using KaDeploy.Protocol;
+
+namespace KaDeploy.Relay;
+
+/// <summary>A frame in the ring: the exact bytes that travel on a data link (header + payload).</summary>
+public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader header, long sequence)
+{
+    /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
+    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(0, length);
+    /// <summary>The payload alone.</summary>
+    public ReadOnlyMemory<byte> Payload => buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
+    public DataFrameHeader Header => header;
+    public long Sequence => sequence;
+}
+
+/// <summary>
+/// The bounded buffer every node relays through: one producer (the upstream link, or the server's
+/// source) writes frames into fixed slots; each consumer (a child link, the local sink) reads them
+/// at its own pace through a <see cref="RingCursor"/>. The producer waits when the slowest consumer is
+/// a whole ring behind, which is how backpressure travels up to the server. Slots are only reused
+/// when every consumer has passed them, and until then they stay readable by sequence number, so a
+/// reconnecting child can resume from any offset the ring still holds.
+/// </summary>
+public sealed class RelayRing : IDisposable
+{
+    /// <summary>Bytes of one slot: a header and the largest payload.</summary>
+    public const int SlotSize = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload;
+
+    private readonly object _gate = new();
+    private readonly byte[]?[] _buffers;
+    private readonly int[] _lengths;
+    private readonly DataFrameHeader[] _headers;
+    private readonly List<RingCursor> _cursors = [];
+    private readonly SemaphoreSlim _spaceSignal = new(0, 1);
+    private bool _producerWaiting;
+    private long _published;
+    private bool _completed;
+    private Exception? _fault;
+
+    /// <param name="capacityBytes">Buffer size (--buffer); at least four slots.</param>
+    public RelayRing(long capacityBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
+        int slots = (int)Math.Clamp(capacityBytes / SlotSize, 4, 1 << 16);
+        _buffers = new byte[slots][];
+        _lengths = new int[slots];
+        _headers = new DataFrameHeader[slots];
+    }
+
+    /// <summary>Number of slots.</summary>
+    public int SlotCount => _buffers.Length;
+
+    /// <summary>Frames published so far.</summary>
+    public long Published { get { lock (_gate) return _published; } }
+
+    /// <summary>Attaches a consumer that will read from <paramref name="fromSequence"/> (0 = the beginning).</summary>
+    public RingCursor Attach(string name, long fromSequence = 0)
+    {
+        lock (_gate)
+        {
+            if (fromSequence < Math.Max(0, _published - SlotCount) || fromSequence > _published)
+                throw new KaDeployException($"{name}: frame {fromSequence} is no longer (or not yet) in the buffer");
+            var c = new RingCursor(this, name, fromSequence);
+            _cursors.Add(c);
+            return c;
+        }
+    }
+
+    /// <summary>Sequence of the retained Data frame holding wire offset <paramref name="offset"/>, or the next one to be published.</summary>
+    public long? FindSequence(long offset)
+    {
+        lock (_gate)
+        {
+            for (long s = Math.Max(0, _published - SlotCount); s < _published; s++)
+            {
+                var h = _headers[s % SlotCount];
+                if (offset >= h.Offset && offset < h.Offset + Math.Max(1, h.PayloadLength)) return s;
+            }
+            return null;
+        }
+    }
+
+    internal void Detach(RingCursor cursor)
+    {
+        lock (_gate)
+        {
+            _cursors.Remove(cursor);
+            WakeProducer();
+        }
+    }
+
+    /// <summary>Waits for the next free slot and returns its buffer (<see cref="SlotSize"/> bytes) for the producer to fill.</summary>
+    public async ValueTask<byte[]> AcquireAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            lock (_gate)
+            {
+                if (TryAcquire(out var buffer)) return buffer;
+                _producerWaiting = true;
+            }
+            await _spaceSignal.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Blocking variant of <see cref="AcquireAsync"/> for synchronous writers (compressors).</summary>
+    public byte[] Acquire(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            lock (_gate)
+            {
+                if (TryAcquire(out var buffer)) return buffer;
+                _producerWaiting = true;
+            }
+            _spaceSignal.Wait(cancellationToken);
+        }
+    }
+
+    private bool TryAcquire(out byte[] buffer)
+    {
+        if (_fault is not null) throw new KaDeployException("relay buffer failed: " + _fault.Message, _fault);
+        if (_completed) throw new InvalidOperationException("ring already completed");
+        long oldest = _published;
+        foreach (var c in _cursors) oldest = Math.Min(oldest, c.Position);
+        if (_published - oldest >= SlotCount)
+        {
+            buffer = null!;
+            return false;
+        }
+        int slot = (int)(_published % SlotCount);
+        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(SlotSize);
+        return true;
+    }
+
+    /// <summary>Publishes the slot last acquired, holding a frame of <paramref name="length"/> bytes.</summary>
+    public void Publish(DataFrameHeader header, int length)
+    {
+        Debug.Assert(length == DataFrameHeader.Size + header.PayloadLength);
+        lock (_gate)
+        {
+            int slot = (int)(_published % SlotCount);
+            _lengths[slot] = length;
+            _headers[slot] = header;
+            _published++;
+            if (header.Type == DataFrameType.End) _completed = true;
+            foreach (var c in _cursors) c.WakeLocked();
+        }
+    }
+
+    /// <summary>Fails every consumer and the producer with <paramref name="error"/>.</summary>
+    public void Fault(Exception error)
+    {
+        lock (_gate)
+        {
+            _fault ??= error;
+            foreach (var c in _cursors) c.WakeLocked();
+            WakeProducer();
+        }
+    }
+
+    internal bool TryRead(RingCursor cursor, out RingFrame frame)
+    {
+        lock (_gate)
+        {
+            if (cursor.Position < _published)
+            {
+                int slot = (int)(cursor.Position % SlotCount);
+                frame = new RingFrame(_buffers[slot]!, _lengths[slot], _headers[slot], cursor.Position);
+                return true;
+            }
+            if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
+            cursor.Waiting = true;
+            frame = default;
+            return false;
+        }
+    }
+
+    internal void Advanced()
+    {
+        lock (_gate) WakeProducer();
+    }
+
+    private void WakeProducer()
+    {
+        if (_producerWaiting)
+        {
+            _producerWaiting = false;
+            _spaceSignal.Release();
+        }
+    }
+
+    public void Dispose() => _spaceSignal.Dispose();
+}
+
+/// <summary>One consumer's position in a <see cref="RelayRing"/>.</summary>
+public sealed class RingCursor : IDisposable
+{
+    private readonly RelayRing _ring;
+    private readonly SemaphoreSlim _signal = new(0, 1);
+
+    internal RingCursor(RelayRing ring, string name, long position)
+    {
+        _ring = ring;
+        Name = name;
+        Position = position;
+    }
+
+    /// <summary>Who reads (for messages).</summary>
+    public string Name { get; }
+
+    /// <summary>Sequence of the next frame this consumer will read. Written only under the ring's lock or by its owner.</summary>
+    public long Position { get; private set; }
+
+    internal bool Waiting { get; set; }
+
+    /// <summary>Waits for the frame at <see cref="Position"/>. The frame stays valid until <see cref="Advance"/>.</summary>
+    public async ValueTask<RingFrame> NextAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (_ring.TryRead(this, out var frame)) return frame;
+            await _signal.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Blocking variant of <see cref="NextAsync"/>.</summary>
+    public RingFrame Next(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (_ring.TryRead(this, out var frame)) return frame;
+            _signal.Wait(cancellationToken);
+        }
+    }
+
+    /// <summary>Releases the current frame and moves to the next.</summary>
+    public void Advance()
+    {
+        Position++;
+        _ring.Advanced();
+    }
+
+    internal void WakeLocked()
+    {
+        if (Waiting)
+        {
+            Waiting = false;
+            _signal.Release();
+        }
+    }
+
+    /// <summary>Stops holding back the producer.</summary>
+    public void Dispose()
+    {
+        _ring.Detach(this);
+    }
+}

@@ -1,0 +1,100 @@
+using KaDeploy.Protocol;
+
+namespace KaDeploy.Relay;
+
+/// <summary>
+/// The local sink's view of the ring: a read-only stream of the Data payloads in order, ending at the
+/// End frame (whose contents are then in <see cref="End"/>).
+/// </summary>
+public sealed class RingReaderStream : Stream
+{
+    private readonly RingCursor _cursor;
+    private RingFrame _frame;
+    private int _consumed;
+    private bool _holding;
+
+    public RingReaderStream(RingCursor cursor)
+    {
+        ArgumentNullException.ThrowIfNull(cursor);
+        _cursor = cursor;
+    }
+
+    /// <summary>The End frame, once reached.</summary>
+    public EndOfStream? End { get; private set; }
+
+    /// <summary>Wire bytes read so far.</summary>
+    public long WireBytes { get; private set; }
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            if (buffer.IsEmpty || End is not null) return 0;
+            if (!_holding && !Begin(await _cursor.NextAsync(cancellationToken).ConfigureAwait(false))) return 0;
+            int n = CopyOut(buffer.Span);
+            if (n > 0) return n;
+        }
+    }
+
+    /// <summary>Blocking read for synchronous consumers (decompressors, tar readers); waits without holding a pool thread hostage to an async continuation.</summary>
+    public override int Read(Span<byte> buffer)
+    {
+        while (true)
+        {
+            if (buffer.IsEmpty || End is not null) return 0;
+            if (!_holding && !Begin(_cursor.Next(CancellationToken.None))) return 0;
+            int n = CopyOut(buffer);
+            if (n > 0) return n;
+        }
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    // Takes hold of a frame; false at the End frame.
+    private bool Begin(RingFrame frame)
+    {
+        _frame = frame;
+        _holding = true;
+        _consumed = 0;
+        if (frame.Header.Type != DataFrameType.End) return true;
+        End = EndOfStream.Parse(frame.Payload.Span);
+        Release();
+        return false;
+    }
+
+    // Copies what is left of the held frame; releases the slot as soon as it is drained.
+    private int CopyOut(Span<byte> buffer)
+    {
+        int n = Math.Min(_frame.Header.PayloadLength - _consumed, buffer.Length);
+        _frame.Payload.Span.Slice(_consumed, n).CopyTo(buffer);
+        _consumed += n;
+        WireBytes += n;
+        if (_consumed == _frame.Header.PayloadLength) Release();
+        return n;
+    }
+
+    private void Release()
+    {
+        _holding = false;
+        _cursor.Advance();
+    }
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => WireBytes; set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _cursor.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,43 @@
+namespace KaDeploy.Relay;
+
+/// <summary>Writes everything to two streams, in order (the wire first, then a side consumer).</summary>
+public sealed class TeeWriteStream(Stream first, Stream second) : Stream
+{
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        first.Write(buffer);
+        second.Write(buffer);
+    }
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        await first.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+        await second.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+    }
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override void Flush()
+    {
+        first.Flush();
+        second.Flush();
+    }
+
+    public override async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        await first.FlushAsync(cancellationToken).ConfigureAwait(false);
+        await second.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+}

@@ -1,0 +1,41 @@
+using System.Net;
+using KaDeploy.Payloads;
+using KaDeploy.Protocol;
+
+namespace KaDeploy.Session;
+
+/// <summary>Everything <see cref="DeployClient"/> needs; the CLI fills it from options.</summary>
+public sealed class ClientOptions
+{
+    /// <summary>Server as HOST[:PORT]; null = find it by <see cref="Session"/>.</summary>
+    public string? Server { get; init; }
+    /// <summary>Session name, checked by the server and used for discovery.</summary>
+    public string Session { get; init; } = "default";
+    /// <summary>Where discovery requests are broadcast.</summary>
+    public IPAddress DiscoveryAddress { get; init; } = IPAddress.Broadcast;
+    /// <summary>Local address for the data listener and outgoing links (each loopback client has its own 127.0.0.x).</summary>
+    public IPAddress? Bind { get; init; }
+    /// <summary>Port children connect to (-P); 0 = any free port.</summary>
+    public int DataPort { get; init; }
+    /// <summary>Makes the sink once the plan says what is coming; throws <see cref="KaDeployException"/> if this node cannot take it.</summary>
+    public required Func<Plan, IPayloadSink> SinkFactory { get; init; }
+    /// <summary>Relay ring size (--buffer).</summary>
+    public long BufferBytes { get; init; } = 64L << 20;
+    /// <summary>Exit only when the server releases us (-w).</summary>
+    public bool WaitRelease { get; init; }
+    /// <summary>How long to keep trying to reach a server that is not up yet.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>How long to keep trying to reach the parent's data port.</summary>
+    public TimeSpan LinkTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>TCP_USER_TIMEOUT for links.</summary>
+    public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Name reported to the server.</summary>
+    public string NodeName { get; init; } = Environment.MachineName;
+    /// <summary>Where log lines go.</summary>
+    public TextWriter Log { get; init; } = TextWriter.Null;
+    /// <summary>Live progress: in place on a terminal, periodic lines otherwise, none when null.</summary>
+    public bool? ProgressOnTerminal { get; init; }
+}
+
+/// <summary>A client's outcome.</summary>
+public sealed record ClientResult(bool Verified, long WireBytes, long PayloadBytes, TimeSpan Elapsed, string Message, int NodeId);

@@ -1,0 +1,157 @@
+using System.Security.Cryptography;
+using KaDeploy.Protocol;
+using KaDeploy.Relay;
+using KaDeploy.Reporting;
+using KaDeploy.Topology;
+using ZstdSharp;
+using ZstdSharp.Unsafe;
+
+namespace KaDeploy.Session;
+
+public sealed partial class DeployServer
+{
+    private async Task RunSessionAsync(ServerNode[] nodes, SessionReport report, CancellationToken ct)
+    {
+        if (nodes.Length == 0) throw new KaDeployException("no client registered");
+        var endpoints = nodes.Select(n => new NodeEndpoint(n.Id, n.Report.Name, n.Address, n.DataPort)).ToArray();
+        var ordered = _options.NodeOrder is { } order ? TreePlanner.OrderByList(endpoints, order) : TreePlanner.OrderByAddress(endpoints);
+        var placements = TreePlanner.Plan(ordered, _options.Arity);
+        var byId = nodes.ToDictionary(n => n.Id);
+        var key = RandomNumberGenerator.GetBytes(16);
+
+        using var ring = new RelayRing(_options.BufferBytes);
+        using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var links = new ChildLinks(_dataListener, ring, key,
+            placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
+            _options.DeadPeerTimeout, Log, (child, reason) => Log($"lost the data link to node {child}: {reason}"));
+        var accepting = links.AcceptAsync(dataCts.Token);
+
+        foreach (var p in placements)
+        {
+            var node = byId[p.Node.NodeId];
+            node.Report.ParentId = p.ParentId;
+            node.Report.Depth = p.Depth;
+            node.Report.State = NodeState.Planned;
+            var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
+            // An empty parent address means "the host you reached the server's control port on".
+            var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, _options.Source.EstimatedLength ?? -1, key);
+            await node.TrySendAsync(plan, ct).ConfigureAwait(false);
+        }
+
+        await Task.WhenAny(Task.WhenAll(nodes.Select(n => n.Linked)), Task.Delay(_options.LinkTimeout, ct)).ConfigureAwait(false);
+        ct.ThrowIfCancellationRequested();
+        await FailUnlinkedAsync(nodes, placements, byId, ct).ConfigureAwait(false);
+        if (nodes.All(n => n.IsFinished)) throw new KaDeployException("no node could link up");
+        Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
+
+        var writer = new RingWriterStream(ring, ct);
+        ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
+            ? new ProgressLine("sent", () => (writer.WireBytes, null, $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
+            : null;
+        try
+        {
+            (report.PayloadBytes, report.Sha256) = await ProduceAsync(writer, ring, ct).ConfigureAwait(false);
+            report.WireBytes = writer.WireBytes;
+            await Task.WhenAll(nodes.Select(n => n.Finished)).WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            ring.Fault(e);
+            throw;
+        }
+        finally
+        {
+            if (progress is not null) await progress.DisposeAsync().ConfigureAwait(false);
+            await dataCts.CancelAsync().ConfigureAwait(false);
+            await accepting.ConfigureAwait(false);
+            await links.WhenSendersDoneAsync().ConfigureAwait(false);
+        }
+
+        foreach (var p in placements)
+        {
+            await byId[p.Node.NodeId].TrySendAsync(new Release(), ct).ConfigureAwait(false);
+            if (_options.ReleaseDelay > TimeSpan.Zero) await Task.Delay(_options.ReleaseDelay, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static long SlowestProgress(ServerNode[] nodes)
+    {
+        long min = long.MaxValue;
+        foreach (var n in nodes)
+            if (!n.IsFinished) min = Math.Min(min, Volatile.Read(ref n.ProgressBytes));
+        return min == long.MaxValue ? 0 : min;
+    }
+
+    // Source → SHA-256 → (zstd) → frames in the ring. The source runs on the pool: tar and
+    // compressors write synchronously and block on the ring when the tree pushes back.
+    private async Task<(long Length, string Sha256)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
+    {
+        if (_options.SourceIsZstd) return await ProducePreCompressedAsync(writer, ct).ConfigureAwait(false);
+        CompressionStream? zstd = null;
+        Stream top = writer;
+        if (_options.Compression == WireCompression.Zstd)
+        {
+            zstd = new CompressionStream(writer, _options.CompressionLevel, 1 << 20, leaveOpen: true);
+            zstd.SetParameter(ZSTD_cParameter.ZSTD_c_nbWorkers, Environment.ProcessorCount);
+            top = zstd;
+        }
+        using var digest = new DigestWriteStream(top);
+        await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
+        if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
+        byte[] sha = digest.Digest();
+        await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);
+        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, sha256 {Convert.ToHexStringLower(sha)}");
+        return (digest.Length64, Convert.ToHexStringLower(sha));
+    }
+
+    // The source's zstd frames go to the wire untouched; a side pipe decompresses them only to compute
+    // the digest of the payload the clients will decompress and check.
+    private async Task<(long Length, string Sha256)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
+    {
+        var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
+        var hashing = Task.Run(async () =>
+        {
+            await using var compressed = pipe.Reader.AsStream();
+            await using var plain = new DecompressionStream(compressed, 1 << 20, leaveOpen: true);
+            using var digest = new DigestReadStream(plain);
+            await digest.DrainAsync(ct).ConfigureAwait(false);
+            return (digest.BytesRead, digest.Digest());
+        }, ct);
+        try
+        {
+            await using (var tee = new TeeWriteStream(writer, pipe.Writer.AsStream(leaveOpen: true)))
+                await Task.Run(() => _options.Source.WriteToAsync(tee, ct), ct).ConfigureAwait(false);
+            await pipe.Writer.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            await pipe.Writer.CompleteAsync(e).ConfigureAwait(false);
+            throw;
+        }
+        var (length, sha) = await hashing.ConfigureAwait(false);
+        await writer.CompleteAsync(length, sha, ct).ConfigureAwait(false);
+        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), sha256 {Convert.ToHexStringLower(sha)}");
+        return (length, Convert.ToHexStringLower(sha));
+    }
+
+    private async Task FailUnlinkedAsync(ServerNode[] nodes, IReadOnlyList<NodePlacement> placements,
+        Dictionary<int, ServerNode> byId, CancellationToken ct)
+    {
+        var children = placements.ToDictionary(p => p.Node.NodeId, p => p.ChildIds);
+        foreach (var root in nodes.Where(n => !n.Linked.IsCompleted).ToArray())
+        {
+            string reason = $"no upstream link within {_options.LinkTimeout.TotalSeconds:0} s";
+            Log($"node {root.Id} {root.Report.Name}: {reason}");
+            var stack = new Stack<(ServerNode Node, string Reason)>();
+            stack.Push((root, reason));
+            while (stack.Count > 0)
+            {
+                var (n, why) = stack.Pop();
+                n.Fail(why);
+                await n.TrySendAsync(new Abort(why), ct).ConfigureAwait(false);
+                foreach (int c in children[n.Id]) stack.Push((byId[c], $"upstream node {root.Id} never linked"));
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using KaDeploy.Protocol;
+using KaDeploy.Relay;
+using KaDeploy.Reporting;
+using KaDeploy.Topology;
+
+namespace KaDeploy.Session;
+
+/// <summary>
+/// The root of the tree: registers clients, plans the tree, streams the payload into it and
+/// collects every node's verdict. All I/O is asynchronous: a session of hundreds of nodes holds one
+/// control connection per node and a data link per direct child, and no thread per node.
+/// </summary>
+public sealed partial class DeployServer : IAsyncDisposable
+{
+    private readonly ServerOptions _options;
+    private readonly Socket _controlListener;
+    private readonly Socket _dataListener;
+    private readonly Socket? _discovery;
+    private readonly object _gate = new();
+    private readonly List<ServerNode> _nodes = [];
+    private readonly TaskCompletionSource<string> _start = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _lifetime = new();
+    private readonly List<Task> _background = [];
+    private int _nextId = 1;
+    private bool _started;
+
+    /// <summary>Binds the control, data and discovery ports at once, so that a port clash fails before anyone waits.</summary>
+    public DeployServer(ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Clients < 1) throw new KaDeployException("--clients must be at least 1");
+        if (options.Arity is < 1 or > 64) throw new KaDeployException("--arity must be between 1 and 64");
+        _options = options;
+        _controlListener = Links.Listen(options.Bind, options.ControlPort, "control");
+        try
+        {
+            _dataListener = Links.Listen(options.Bind, options.DataPort, "data");
+        }
+        catch
+        {
+            _controlListener.Dispose();
+            throw;
+        }
+        if (options.Discovery && options.Bind.AddressFamily == AddressFamily.InterNetwork)
+            _discovery = Discovery.BindResponder(options.Bind, Log);
+    }
+
+    /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
+    public int ControlPort => ((IPEndPoint)_controlListener.LocalEndPoint!).Port;
+
+    /// <summary>The data port the server's direct children connect to.</summary>
+    public int DataPort => ((IPEndPoint)_dataListener.LocalEndPoint!).Port;
+
+    private void Log(string line)
+    {
+        lock (_options.Log) _options.Log.WriteLine($"ka-deploy server: {line}");
+    }
+
+    /// <summary>Runs the whole session. The report says which nodes verified their copy.</summary>
+    public async Task<SessionReport> RunAsync(CancellationToken cancellationToken)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _lifetime.Token);
+        var ct = linked.Token;
+        var report = new SessionReport
+        {
+            Session = _options.Session,
+            Source = _options.Source.Description,
+            Compression = _options.Compression == WireCompression.Zstd ? $"zstd:{_options.CompressionLevel}" : "none",
+            Arity = _options.Arity,
+            Started = DateTimeOffset.UtcNow,
+        };
+        var clock = Stopwatch.StartNew();
+        _background.Add(AcceptControlAsync(ct));
+        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, Log, ct));
+        Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
+
+        string why = await WaitForStartAsync(ct).ConfigureAwait(false);
+        ServerNode[] nodes;
+        lock (_gate)
+        {
+            _started = true;
+            nodes = [.. _nodes];
+        }
+        Log($"starting with {nodes.Length} client(s): {why}");
+        try
+        {
+            await RunSessionAsync(nodes, report, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is KaDeployException or IOException or SocketException)
+        {
+            report.Message = e.Message;
+            Log("session failed: " + e.Message);
+            foreach (var n in nodes) n.Fail("session failed: " + e.Message);
+            await Task.WhenAll(nodes.Select(n => n.TrySendAsync(new Abort(e.Message), ct))).ConfigureAwait(false);
+        }
+        report.Seconds = clock.Elapsed.TotalSeconds;
+        report.Nodes = nodes.Select(n => n.Report).ToList();
+        report.Success = report.Message.Length == 0 && nodes.Length > 0 && nodes.All(n => n.Report.Verified);
+        if (!report.Success && report.Message.Length == 0)
+            report.Message = $"{nodes.Count(n => !n.Report.Verified)} of {nodes.Length} node(s) failed";
+        return report;
+    }
+
+    private async Task<string> WaitForStartAsync(CancellationToken ct)
+    {
+        if (_options.StartTimeout is not { } timeout) return await _start.Task.WaitAsync(ct).ConfigureAwait(false);
+        var first = await Task.WhenAny(_start.Task, Task.Delay(timeout, ct)).ConfigureAwait(false);
+        if (first == _start.Task) return await _start.Task.ConfigureAwait(false);
+        ct.ThrowIfCancellationRequested();
+        int count;
+        lock (_gate) count = _nodes.Count;
+        if (count >= Math.Max(1, _options.MinClients))
+            return $"start timeout ({timeout.TotalSeconds:0} s) with {count} of {_options.Clients} registered";
+        Log($"start timeout: only {count} of at least {_options.MinClients} client(s) registered; waiting on");
+        return await _start.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _lifetime.CancelAsync().ConfigureAwait(false);
+        _controlListener.Dispose();
+        _dataListener.Dispose();
+        _discovery?.Dispose();
+        List<ServerNode> nodes;
+        lock (_gate) nodes = [.. _nodes];
+        foreach (var n in nodes) await n.DisposeAsync().ConfigureAwait(false);
+        try { await Task.WhenAll(_background).ConfigureAwait(false); }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException) { }
+        _lifetime.Dispose();
+    }
+}

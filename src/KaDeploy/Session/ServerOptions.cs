@@ -1,0 +1,50 @@
+using System.Net;
+using KaDeploy.Payloads;
+using KaDeploy.Protocol;
+
+namespace KaDeploy.Session;
+
+/// <summary>Everything <see cref="DeployServer"/> needs; the CLI fills it from options.</summary>
+public sealed class ServerOptions
+{
+    /// <summary>What to send.</summary>
+    public required IPayloadSource Source { get; init; }
+    /// <summary>Clients to wait for (-n).</summary>
+    public int Clients { get; init; } = 1;
+    /// <summary>With <see cref="StartTimeout"/>: start with at least this many.</summary>
+    public int MinClients { get; init; } = 1;
+    /// <summary>Start after this long if at least <see cref="MinClients"/> registered.</summary>
+    public TimeSpan? StartTimeout { get; init; }
+    /// <summary>Tree arity (-a); 1 = chain.</summary>
+    public int Arity { get; init; } = 1;
+    /// <summary>Session name (-s); clients of another session are refused.</summary>
+    public string Session { get; init; } = "default";
+    /// <summary>Local address for all listeners.</summary>
+    public IPAddress Bind { get; init; } = IPAddress.Any;
+    /// <summary>Control port (-p).</summary>
+    public int ControlPort { get; init; } = ProtocolConstants.DefaultControlPort;
+    /// <summary>Data port the server's own children connect to (-P); 0 = any free port.</summary>
+    public int DataPort { get; init; }
+    /// <summary>Answer UDP session discovery.</summary>
+    public bool Discovery { get; init; } = true;
+    /// <summary>Wire compression.</summary>
+    public WireCompression Compression { get; init; }
+    /// <summary>The source already writes zstd (a .tar.zst image): relay it as is, with <see cref="Compression"/> = Zstd.</summary>
+    public bool SourceIsZstd { get; init; }
+    /// <summary>zstd level.</summary>
+    public int CompressionLevel { get; init; } = 3;
+    /// <summary>Relay ring size.</summary>
+    public long BufferBytes { get; init; } = 64L << 20;
+    /// <summary>Pause between releases of waiting clients (-d, tenths of a second in the compat CLI).</summary>
+    public TimeSpan ReleaseDelay { get; init; }
+    /// <summary>Node order from --nodes (names or addresses), else by address.</summary>
+    public IReadOnlyList<string>? NodeOrder { get; init; }
+    /// <summary>How long every node has to link up to its parent once the plan is out.</summary>
+    public TimeSpan LinkTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>How long unacknowledged data may sit before a peer is declared dead (TCP_USER_TIMEOUT).</summary>
+    public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Where log lines go.</summary>
+    public TextWriter Log { get; init; } = TextWriter.Null;
+    /// <summary>Draw live progress in place (a terminal), or log a line now and then (null = no progress).</summary>
+    public bool? ProgressOnTerminal { get; init; }
+}

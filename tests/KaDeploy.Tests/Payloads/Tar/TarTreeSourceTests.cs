@@ -1,0 +1,102 @@
+using System.Formats.Tar;
+using KaDeploy.Payloads.Tar;
+using KaDeploy.Tests.TestSupport;
+
+namespace KaDeploy.Tests.Payloads.Tar;
+
+public class TarTreeSourceTests
+{
+    [Fact]
+    public async Task WritesEntriesInOrderWithNanosecondMtime()
+    {
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("b/c"));
+        File.WriteAllText(t.Sub("a.txt"), "hello");
+        File.WriteAllText(t.Sub("b/c/d"), "x");
+        File.CreateSymbolicLink(t.Sub("b/link"), "/etc/passwd");
+        KaDeploy.Platform.Posix.SetTimes(t.Sub("a.txt"), 1_700_000_000, 123_456_789);
+
+        var ms = new MemoryStream();
+        await new TarTreeSource(new TarTreeSourceOptions { Root = t.Path }).WriteToAsync(ms, default);
+        ms.Position = 0;
+        var names = new List<string>();
+        string? mtime = null;
+        using var r = new TarReader(ms);
+        while (r.GetNextEntry() is TarEntry e)
+        {
+            names.Add(e.Name);
+            if (e.Name == "a.txt") mtime = ((PaxTarEntry)e).ExtendedAttributes["mtime"];
+            if (e.Name == "b/link") Assert.Equal("/etc/passwd", e.LinkName);
+        }
+        Assert.Equal(["a.txt", "b/", "b/c/", "b/c/d", "b/link"], names);
+        Assert.Equal("1700000000.123456789", mtime);
+    }
+
+    private static async Task<List<TarEntry>> ListAsync(TarTreeSourceOptions options)
+    {
+        var ms = new MemoryStream();
+        await new TarTreeSource(options).WriteToAsync(ms, default);
+        ms.Position = 0;
+        var entries = new List<TarEntry>();
+        using var r = new TarReader(ms);
+        while (r.GetNextEntry(copyData: true) is TarEntry e) entries.Add(e);
+        return entries;
+    }
+
+    [SkippableFact]
+    public async Task FileLongerThanItsStatIsCutToTheHeaderSizeWithAWarning()
+    {
+        // procfs files stat as 0 bytes but have content: the archive must still hold exactly the stat size.
+        const string dir = "/proc/sys/kernel/random";
+        Skip.IfNot(File.Exists(dir + "/boot_id"), "no procfs");
+        var warnings = new List<string>();
+        List<TarEntry> entries = await ListAsync(new TarTreeSourceOptions { Root = dir, Warn = warnings.Add });
+        TarEntry bootId = entries.Single(e => e.Name == "boot_id");
+        Assert.Equal(0, bootId.Length);
+        Assert.Contains($"{dir}/boot_id grew while read; archived its first 0 bytes", warnings);
+    }
+
+    [SkippableFact]
+    public async Task OneFileSystemKeepsTheMountPointButNotItsContents()
+    {
+        Skip.IfNot(Environment.IsPrivilegedProcess, "needs root to mount a tmpfs");
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("mnt"));
+        File.WriteAllText(t.Sub("before"), "x");
+        Skip.If(TempDirectory.Run("mount", "-t", "tmpfs", "-o", "size=1m", "kad-test", t.Sub("mnt")) != 0, "cannot mount tmpfs here");
+        try
+        {
+            File.WriteAllText(t.Sub("mnt/inside"), "other file system");
+            List<TarEntry> one = await ListAsync(new TarTreeSourceOptions { Root = t.Path, OneFileSystem = true });
+            Assert.Equal(["before", "mnt/"], one.Select(e => e.Name));
+            List<TarEntry> all = await ListAsync(new TarTreeSourceOptions { Root = t.Path });
+            Assert.Equal(["before", "mnt/", "mnt/inside"], all.Select(e => e.Name));
+        }
+        finally
+        {
+            TempDirectory.Run("umount", t.Sub("mnt"));
+        }
+    }
+
+    [Fact]
+    public void DefaultExclusionsKeepDirectoriesButNotContents()
+    {
+        var ex = new PathExclusions("/", TarTreeSource.DefaultExclusions("/", "/mnt/target"));
+        Assert.False(ex.IsExcluded("proc"));
+        Assert.True(ex.IsExcluded("proc/1"));
+        Assert.True(ex.IsExcluded("tmp/.X11-unix"));
+        Assert.True(ex.IsExcluded("mnt/target"));
+        Assert.False(ex.IsExcluded("mnt"));
+        Assert.False(ex.IsExcluded("procfoo"));
+    }
+
+    [Theory]
+    [InlineData("*.log", "a.log", true)]
+    [InlineData("*.log", "d/a.log", false)]
+    [InlineData("**/*.log", "d/e/a.log", true)]
+    [InlineData("var/cache/?pt", "var/cache/apt", true)]
+    [InlineData("[ab]x", "bx", true)]
+    [InlineData("[!ab]x", "bx", false)]
+    public void GlobMatches(string pattern, string path, bool expected) =>
+        Assert.Equal(expected, PathExclusions.Glob(pattern, path));
+}

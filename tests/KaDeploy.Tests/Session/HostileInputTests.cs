@@ -1,0 +1,180 @@
+using System.Net;
+using System.Net.Sockets;
+using KaDeploy.Protocol;
+using KaDeploy.Session;
+
+namespace KaDeploy.Tests.Session;
+
+/// <summary>Garbage, strangers and quitters on the server's ports: one line each, and the session goes on.</summary>
+public class HostileInputTests
+{
+    private static (DeployServer Server, StringWriter Log) NewServer(int clients, long length = 2_000_000)
+    {
+        var log = new StringWriter();
+        var server = new DeployServer(new ServerOptions
+        {
+            Source = new GeneratedSource(length), Clients = clients, Bind = IPAddress.Loopback, ControlPort = 0,
+            Discovery = false, Session = "test", Log = TextWriter.Synchronized(log),
+        });
+        return (server, log);
+    }
+
+    private static DeployClient NewClient(DeployServer server, MemorySink sink, string session = "test") => new(new ClientOptions
+    {
+        Server = $"127.0.0.1:{server.ControlPort}", Session = session, Bind = LoopbackSession.NextAddress(),
+        BufferBytes = 4 << 20, SinkFactory = _ => sink, NodeName = "", ConnectTimeout = TimeSpan.FromSeconds(5),
+    });
+
+    // The data port is only served once the session starts: there, send and leave without waiting for an answer.
+    private static async Task SendRawAsync(int port, byte[] bytes, bool waitForClose = true)
+    {
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await s.ConnectAsync(IPAddress.Loopback, port);
+        await s.SendAsync(bytes);
+        s.Shutdown(SocketShutdown.Send);
+        if (!waitForClose) return;
+        var buf = new byte[256];
+        try { while (await s.ReceiveAsync(buf) > 0) { } } catch (SocketException) { }
+    }
+
+    [Fact]
+    public async Task GarbageOnBothPortsIsLoggedAndTheSessionCompletes()
+    {
+        var (server, log) = NewServer(2);
+        await using var _ = server;
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var run = server.RunAsync(cts.Token);
+        var rng = new Random(7);
+        for (int i = 0; i < 5; i++)
+        {
+            var junk = new byte[rng.Next(1, 3000)];
+            rng.NextBytes(junk);
+            await SendRawAsync(server.ControlPort, junk);
+            await SendRawAsync(server.DataPort, junk, waitForClose: false);
+        }
+        await SendRawAsync(server.ControlPort, "GET / HTTP/1.0\r\n\r\n"u8.ToArray());
+        await SendRawAsync(server.ControlPort, [0x10, 0, 0, 0, 1]); // a frame cut short
+        var sinks = new[] { new MemorySink(), new MemorySink() };
+        var results = await Task.WhenAll(sinks.Select(s => NewClient(server, s).RunAsync(cts.Token)));
+        var report = await run;
+        Assert.True(report.Success, report.Message + log);
+        Assert.All(results, r => Assert.True(r.Verified, r.Message));
+        Assert.Contains("rejected control connection", log.ToString());
+        Assert.DoesNotContain("   at ", log.ToString()); // one-line errors, no stack traces
+    }
+
+    [Fact]
+    public async Task AClientOfAnotherSessionIsRefusedClearly()
+    {
+        var (server, log) = NewServer(1);
+        await using var _ = server;
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var run = server.RunAsync(cts.Token);
+        var e = await Assert.ThrowsAsync<KaDeployException>(() => NewClient(server, new MemorySink(), "other").RunAsync(cts.Token));
+        Assert.Contains("session 'other' is not this server's session 'test'", e.Message);
+        var ok = await NewClient(server, new MemorySink()).RunAsync(cts.Token);
+        Assert.True(ok.Verified, ok.Message);
+        Assert.True((await run).Success);
+    }
+
+    [Fact]
+    public async Task AClientOfAnotherProtocolVersionIsRefusedClearly()
+    {
+        var (server, _) = NewServer(1);
+        await using var __ = server;
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var run = server.RunAsync(cts.Token);
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await s.ConnectAsync(IPAddress.Loopback, server.ControlPort);
+        var channel = new ControlChannel(new NetworkStream(s));
+        await channel.SendAsync(new Hello(99, HelloRole.Client, "test", "x", "", 1), cts.Token);
+        var refusal = Assert.IsType<Refuse>(await channel.ReceiveAsync(cts.Token));
+        Assert.Contains("protocol version 99", refusal.Reason);
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
+    }
+
+    [Fact]
+    public async Task AClientThatVanishesBeforeTheStartIsForgotten()
+    {
+        var (server, log) = NewServer(2);
+        await using var _ = server;
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var run = server.RunAsync(cts.Token);
+        using (var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await s.ConnectAsync(IPAddress.Loopback, server.ControlPort);
+            var channel = new ControlChannel(new NetworkStream(s));
+            await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Client, "test", "quitter", "", 5000), cts.Token);
+            await channel.ExpectAsync<Welcome>(cts.Token);
+        } // gone before the session is full
+        for (int i = 0; i < 50 && !log.ToString().Contains("left before the start"); i++) await Task.Delay(100);
+        var results = await Task.WhenAll(NewClient(server, new MemorySink()).RunAsync(cts.Token), NewClient(server, new MemorySink()).RunAsync(cts.Token));
+        var report = await run;
+        Assert.All(results, r => Assert.True(r.Verified, r.Message));
+        Assert.True(report.Success, report.Message);
+        Assert.Equal(2, report.Nodes.Count);
+        Assert.Contains("quitter left before the start", log.ToString());
+    }
+
+    [Fact]
+    public async Task ASecondServerOnTheSamePortFailsWithAClearMessage()
+    {
+        var (server, _) = NewServer(1);
+        await using var __ = server;
+        var e = Assert.Throws<KaDeployException>(() => new DeployServer(new ServerOptions
+        {
+            Source = new GeneratedSource(1), Bind = IPAddress.Loopback, ControlPort = server.ControlPort, Discovery = false,
+        }));
+        Assert.Contains("already in use", e.Message);
+    }
+
+    [Fact]
+    public async Task GoStartsAWaitingServerWithTheClientsItHas()
+    {
+        var (server, _) = NewServer(5);
+        await using var __ = server;
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var run = server.RunAsync(cts.Token);
+        var sinks = new[] { new MemorySink(), new MemorySink() };
+        var clients = sinks.Select(s => NewClient(server, s).RunAsync(cts.Token)).ToArray();
+        var options = new ClientOptions { Server = $"127.0.0.1:{server.ControlPort}", Session = "test", SinkFactory = _ => throw new InvalidOperationException() };
+        string said = "";
+        for (int i = 0; i < 50; i++)
+        {
+            try { said = await DeployClient.SendGoAsync(options, cts.Token); }
+            catch (KaDeployException e) when (e.Message.Contains("no client")) { await Task.Delay(100); continue; }
+            if (said.Contains("2 of 5")) break;
+            await Task.Delay(100);
+        }
+        Assert.Contains("of 5", said);
+        var results = await Task.WhenAll(clients);
+        var report = await run;
+        Assert.All(results, r => Assert.True(r.Verified, r.Message));
+        Assert.True(report.Success, report.Message);
+        Assert.Equal(2, report.Nodes.Count);
+    }
+
+    [Fact]
+    public async Task AClientStartedBeforeItsServerKeepsTrying()
+    {
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; }
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var sink = new MemorySink();
+        var client = new DeployClient(new ClientOptions
+        {
+            Server = $"127.0.0.1:{port}", Session = "test", Bind = LoopbackSession.NextAddress(), SinkFactory = _ => sink, NodeName = "",
+        }).RunAsync(cts.Token);
+        await Task.Delay(1500);
+        if (client.IsCompleted) await client; // surfaces the reason it gave up
+        Assert.False(client.IsCompleted);
+        await using var server = new DeployServer(new ServerOptions
+        {
+            Source = new GeneratedSource(100_000), Bind = IPAddress.Loopback, ControlPort = port, Discovery = false, Session = "test",
+        });
+        var report = await server.RunAsync(cts.Token);
+        Assert.True((await client).Verified);
+        Assert.True(report.Success, report.Message);
+    }
+}
