@@ -7,7 +7,8 @@ namespace KaDeploy.Payloads.Tar;
 internal readonly record struct TreeEntry(string RelativePath, string FullPath, FileStatus Status);
 
 /// <summary>
-/// Depth-first walk in ordinal name order, a directory before its contents, the root itself not reported.
+/// Depth-first walk in ordinal name order, a directory before its contents, the root itself first as ".":
+/// its mode, owner, xattrs and mtime belong to the copy as much as any file's (rsync -a compares them too).
 /// Memory is one sorted name list per open directory level.
 /// </summary>
 internal static class TreeWalker
@@ -38,6 +39,7 @@ internal static class TreeWalker
     {
         string fullRoot = Path.TrimEndingDirectorySeparator(Path.GetFullPath(root));
         FileStatus rootStat = StatRoot(fullRoot);
+        yield return new TreeEntry(".", fullRoot, rootStat);
         var stack = new Stack<Frame>();
         stack.Push(new Frame("", fullRoot, List(fullRoot)));
         while (stack.Count > 0)

@@ -28,7 +28,7 @@ public class TarTreeSourceTests
             if (e.Name == "a.txt") mtime = ((PaxTarEntry)e).ExtendedAttributes["mtime"];
             if (e.Name == "b/link") Assert.Equal("/etc/passwd", e.LinkName);
         }
-        Assert.Equal(["a.txt", "b/", "b/c/", "b/c/d", "b/link"], names);
+        Assert.Equal(["./", "a.txt", "b/", "b/c/", "b/c/d", "b/link"], names);
         Assert.Equal("1700000000.123456789", mtime);
     }
 
@@ -68,9 +68,9 @@ public class TarTreeSourceTests
         {
             File.WriteAllText(t.Sub("mnt/inside"), "other file system");
             List<TarEntry> one = await ListAsync(new TarTreeSourceOptions { Root = t.Path, OneFileSystem = true });
-            Assert.Equal(["before", "mnt/"], one.Select(e => e.Name));
+            Assert.Equal(["./", "before", "mnt/"], one.Select(e => e.Name));
             List<TarEntry> all = await ListAsync(new TarTreeSourceOptions { Root = t.Path });
-            Assert.Equal(["before", "mnt/", "mnt/inside"], all.Select(e => e.Name));
+            Assert.Equal(["./", "before", "mnt/", "mnt/inside"], all.Select(e => e.Name));
         }
         finally
         {
