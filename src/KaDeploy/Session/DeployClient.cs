@@ -147,9 +147,10 @@ public sealed class DeployClient
                     Log($"waiting for the server at {server} ({e.Message})");
                     lastLog = deadline.Elapsed;
                 }
-                // Short retries: when the server comes up, every waiting node should be in within a blink,
-                // since the session clock starts then. A refused SYN costs the network next to nothing.
-                await Task.Delay(TimeSpan.FromMilliseconds(200), ct).ConfigureAwait(false);
+                // Short retries at first: when the server comes up, every waiting node should be in within a
+                // blink, since the session's clock starts then. A node that has waited long backs off to 4/s.
+                var pause = deadline.Elapsed < TimeSpan.FromSeconds(30) ? TimeSpan.FromMilliseconds(50) : TimeSpan.FromMilliseconds(250);
+                await Task.Delay(pause, ct).ConfigureAwait(false);
             }
         }
     }
@@ -190,7 +191,7 @@ public sealed class DeployClient
             {
                 socket?.Dispose();
                 Log($"parent {parent} not reachable yet ({e.Message}); retrying");
-                await Task.Delay(TimeSpan.FromMilliseconds(500), ct).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(50), ct).ConfigureAwait(false);
             }
             catch (SocketException e)
             {
