@@ -143,7 +143,7 @@ def main():
                 plots.append(f"{lim} with lines dashtype 2 lw 2 lc rgb 'black' title 'link-rate limit ({lim:.2f} s)'")
             ns = sorted({r["nodes"] for r in prow})
             script = f"""
-set terminal pngcairo size 900,600
+set terminal pngcairo size 1100,600
 set output '{png}'
 set title "{payload} payload to N nodes, {a.rate} per port"
 set xlabel 'nodes (N)'
@@ -152,7 +152,7 @@ set logscale x 2
 set xrange [{ns[0] / 1.3}:{ns[-1] * 1.3}]
 set xtics ({', '.join(str(n) for n in ns)})
 set yrange [0:*]
-set key top left
+set key outside right top box
 set grid
 plot {', '.join(plots)}
 """
