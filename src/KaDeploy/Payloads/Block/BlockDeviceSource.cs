@@ -111,14 +111,7 @@ public sealed class BlockDeviceSource : IPayloadSource
         }
         finally
         {
-            // A read still in flight owns its buffer; let it finish before the pool hands the buffer to someone else.
-            if (pending is not null)
-            {
-                try { await pending.ConfigureAwait(false); }
-                catch (Exception e) when (e is KaDeployException or OperationCanceledException) { }
-            }
-            ArrayPool<byte>.Shared.Return(current);
-            ArrayPool<byte>.Shared.Return(next);
+            await OverlappedIo.ReturnAfterAsync(pending, current, next).ConfigureAwait(false);
         }
     }
 

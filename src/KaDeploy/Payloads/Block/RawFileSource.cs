@@ -58,13 +58,7 @@ public sealed class RawFileSource : IPayloadSource
         }
         finally
         {
-            if (pending is not null)
-            {
-                try { await pending.ConfigureAwait(false); }
-                catch (Exception e) when (e is KaDeployException or OperationCanceledException) { }
-            }
-            ArrayPool<byte>.Shared.Return(current);
-            ArrayPool<byte>.Shared.Return(next);
+            await OverlappedIo.ReturnAfterAsync(pending, current, next).ConfigureAwait(false);
         }
     }
 }

@@ -62,13 +62,7 @@ public sealed class RawStreamSink : IPayloadSink
         }
         finally
         {
-            if (pending is not null)
-            {
-                try { await pending.ConfigureAwait(false); }
-                catch (Exception e) when (e is KaDeployException or OperationCanceledException) { }
-            }
-            ArrayPool<byte>.Shared.Return(current);
-            ArrayPool<byte>.Shared.Return(spare);
+            await OverlappedIo.ReturnAfterAsync(pending, current, spare).ConfigureAwait(false);
         }
     }
 
