@@ -44,13 +44,17 @@ public class PayloadModeTests
         Assert.All(results, r => Assert.True(r.Verified, r.Message));
         for (int i = 0; i < clients; i++) AssertIdentical(src, dir.Sub($"node{i}"));
         if (zstd) Assert.True(report.WireBytes < report.PayloadBytes, "zstd did not shrink the tar of a tree with holes and text");
+        else Assert.Equal(report.PayloadBytes, report.WireBytes);
     }
 
     [Theory]
-    [InlineData(".tar")]
-    [InlineData(".tar.zst")]
-    [InlineData(".tar.gz")]
-    public async Task ArchiveImagesAreExtractedOnEveryNode(string extension)
+    [InlineData(".tar", 1, false)]
+    [InlineData(".tar", 3, true)]
+    [InlineData(".tar.zst", 1, true)]
+    [InlineData(".tar.zst", 3, true)]
+    [InlineData(".tar.gz", 1, true)]
+    [InlineData(".tar.gz", 3, false)]
+    public async Task ArchiveImagesAreExtractedOnEveryNode(string extension, int arity, bool zstd)
     {
         using var dir = new TempDirectory("kad-img");
         string src = dir.Sub("src");
@@ -61,8 +65,8 @@ public class PayloadModeTests
         if (extension == ".tar.zst") { PayloadTestKit.Run("zstd", "-q", "-3", tar, "-o", tar + ".zst"); image = tar + ".zst"; }
         if (extension == ".tar.gz") { PayloadTestKit.Run("gzip", "-k", tar); image = tar + ".gz"; }
         var source = ImageSource.Open(image);
-        var (report, results) = await LoopbackSession.RunAsync(source, 4, 3, Sinks(i => dir.Sub($"node{i}")),
-            source.PreCompressedZstd ? WireCompression.Zstd : WireCompression.None, sourceIsZstd: source.PreCompressedZstd);
+        var (report, results) = await LoopbackSession.RunAsync(source, 4, arity, Sinks(i => dir.Sub($"node{i}")),
+            zstd || source.PreCompressedZstd ? WireCompression.Zstd : WireCompression.None, sourceIsZstd: source.PreCompressedZstd);
         Assert.True(report.Success, report.Message + "\n" + report.FormatTable());
         for (int i = 0; i < 4; i++) AssertIdentical(src, dir.Sub($"node{i}"));
         Assert.Equal(new FileInfo(tar).Length, report.PayloadBytes); // the digest covers the plain tar, whatever the wire carried
@@ -71,6 +75,8 @@ public class PayloadModeTests
 
     [Theory]
     [InlineData(1, false)]
+    [InlineData(1, true)]
+    [InlineData(3, false)]
     [InlineData(3, true)]
     public async Task RawDiskImageArrivesSparseAndExact(int arity, bool zstd)
     {
@@ -101,8 +107,12 @@ public class PayloadModeTests
         Assert.True(report.WireBytes < 4L << 20, $"zero blocks were sent: {report.WireBytes} wire bytes");
     }
 
-    [SkippableFact]
-    public async Task BlockDeviceIsCopiedToEveryNodesDevice()
+    [SkippableTheory]
+    [InlineData(1, false)]
+    [InlineData(1, true)]
+    [InlineData(3, false)]
+    [InlineData(3, true)]
+    public async Task BlockDeviceIsCopiedToEveryNodesDevice(int arity, bool zstd)
     {
         string? why = LoopDevice.WhyUnavailable();
         Skip.If(why is not null, why);
@@ -116,8 +126,8 @@ public class PayloadModeTests
         var targets = Enumerable.Range(0, 3).Select(i => LoopDevice.Attach(dir, $"t{i}.img", garbage)).ToArray();
         try
         {
-            var (report, results) = await LoopbackSession.RunAsync(new BlockDeviceSource(source.Device), 3, 1,
-                Sinks(_ => null, device: i => targets[i].Device), WireCompression.Zstd);
+            var (report, results) = await LoopbackSession.RunAsync(new BlockDeviceSource(source.Device), 3, arity,
+                Sinks(_ => null, device: i => targets[i].Device), zstd ? WireCompression.Zstd : WireCompression.None);
             Assert.True(report.Success, report.Message + "\n" + report.FormatTable());
             foreach (var t in targets)
             {
@@ -133,14 +143,18 @@ public class PayloadModeTests
         }
     }
 
-    [Fact]
-    public async Task CommandOutputIsPipedIntoEveryNodesCommand()
+    [Theory]
+    [InlineData(1, false)]
+    [InlineData(1, true)]
+    [InlineData(3, false)]
+    [InlineData(3, true)]
+    public async Task CommandOutputIsPipedIntoEveryNodesCommand(int arity, bool zstd)
     {
         using var dir = new TempDirectory("kad-exec");
         string data = dir.Sub("data.bin");
         File.WriteAllBytes(data, RandomNumberGenerator.GetBytes(3_000_000));
-        var (report, results) = await LoopbackSession.RunAsync(new CommandSource($"cat '{data}'"), 4, 1,
-            Sinks(_ => null, exec: i => $"cat > '{dir.Sub($"out{i}")}'"), WireCompression.Zstd);
+        var (report, results) = await LoopbackSession.RunAsync(new CommandSource($"cat '{data}'"), 4, arity,
+            Sinks(_ => null, exec: i => $"cat > '{dir.Sub($"out{i}")}'"), zstd ? WireCompression.Zstd : WireCompression.None);
         Assert.True(report.Success, report.Message + "\n" + report.FormatTable());
         for (int i = 0; i < 4; i++) Assert.Equal(File.ReadAllBytes(data), File.ReadAllBytes(dir.Sub($"out{i}")));
     }
