@@ -32,10 +32,11 @@ internal static class Commands
         var nodes = new Option<string?>("--nodes") { Description = "File listing node names or addresses in chain order (one per line)" };
         var linkTimeout = new Option<double>("--link-timeout") { Description = "Seconds every node has to link to its parent", DefaultValueFactory = _ => 60 };
         var noDiscovery = new Option<bool>("--no-discovery") { Description = "Do not answer UDP session discovery" };
+        var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", DefaultValueFactory = _ => 60 };
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, keep, noProgress })
+                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
             cmd.Options.Add(o);
 
         cmd.SetAction(async (p, ct) =>
@@ -55,6 +56,7 @@ internal static class Commands
                 Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
+                StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 Log = log, ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
             };
             await using var server = new DeployServer(options);
@@ -85,8 +87,9 @@ internal static class Commands
         var nodeName = new Option<string?>("--name") { Description = "Node name reported to the server (default: host name)" };
         var assumeZeroed = new Option<bool>("--assume-zeroed") { Description = "Device reads back zeros already: do not zero the blocks the image leaves out" };
         var go = new Option<bool>("--go", "-g") { Description = "Tell a waiting server to start with the clients it has, then exit" };
+        var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child or the local disk may hold a full relay buffer back before it is given up (0 = never)", DefaultValueFactory = _ => 60 };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
-        foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, noProgress })
+        foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
             cmd.Options.Add(o);
 
         cmd.SetAction(async (p, ct) =>
@@ -100,6 +103,7 @@ internal static class Commands
                     : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), WaitRelease = p.GetValue(wait),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
+                StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
             };
             if (p.GetValue(go))

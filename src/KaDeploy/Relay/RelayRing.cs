@@ -161,10 +161,30 @@ public sealed class RelayRing : IDisposable
         }
     }
 
+    /// <summary>
+    /// The consumer holding the producer back, if it has not moved for <paramref name="limit"/>: the ring is
+    /// full, the producer waits, and this cursor is a whole ring behind. A slow consumer keeps moving and is
+    /// never returned; a hung one (a stopped process whose kernel still acknowledges, a disk that no longer
+    /// answers) is, so that the owner can give up on it and let everyone else go on.
+    /// </summary>
+    public RingCursor? FindStalled(TimeSpan limit)
+    {
+        lock (_gate)
+        {
+            if (!_producerWaiting) return null;
+            RingCursor? oldest = null;
+            foreach (var c in _cursors)
+                if (oldest is null || c.Position < oldest.Position) oldest = c;
+            if (oldest is null || _published - oldest.Position < SlotCount) return null;
+            return Environment.TickCount64 - oldest.LastProgress >= (long)limit.TotalMilliseconds ? oldest : null;
+        }
+    }
+
     internal bool TryRead(RingCursor cursor, out RingFrame frame)
     {
         lock (_gate)
         {
+            if (cursor.EvictedReason is { } evicted) throw new KaDeployException(evicted);
             if (cursor.Position < _published)
             {
                 int slot = (int)(cursor.Position % SlotCount);
@@ -176,6 +196,11 @@ public sealed class RelayRing : IDisposable
             frame = default;
             return false;
         }
+    }
+
+    internal void Wake(RingCursor cursor)
+    {
+        lock (_gate) cursor.WakeLocked();
     }
 
     internal void Advanced()
@@ -201,11 +226,35 @@ public sealed class RingCursor : IDisposable
     private readonly RelayRing _ring;
     private readonly SemaphoreSlim _signal = new(0, 1);
 
+    private readonly TaskCompletionSource<string> _evicted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _lastProgress = Environment.TickCount64;
+
     internal RingCursor(RelayRing ring, string name, long position)
     {
         _ring = ring;
         Name = name;
         Position = position;
+    }
+
+    /// <summary>When this consumer last took a frame (Environment.TickCount64).</summary>
+    internal long LastProgress => Volatile.Read(ref _lastProgress);
+
+    /// <summary>Why the ring gave up on this consumer, or null.</summary>
+    public string? EvictedReason { get; private set; }
+
+    /// <summary>Completes with the reason when the ring gives up on this consumer.</summary>
+    public Task<string> Evicted => _evicted.Task;
+
+    /// <summary>
+    /// Gives up on this consumer: detaches it so the producer moves on, and makes its next read throw.
+    /// A read or write it has in flight may see its slot reused; the consumer's output is void from now on.
+    /// </summary>
+    public void Evict(string reason)
+    {
+        EvictedReason ??= reason;
+        _ring.Detach(this);
+        _evicted.TrySetResult(EvictedReason);
+        _ring.Wake(this);
     }
 
     /// <summary>Who reads (for messages).</summary>
@@ -239,6 +288,7 @@ public sealed class RingCursor : IDisposable
     /// <summary>Releases the current frame and moves to the next.</summary>
     public void Advance()
     {
+        Volatile.Write(ref _lastProgress, Environment.TickCount64);
         Position++;
         _ring.Advanced();
     }

@@ -87,7 +87,9 @@ internal sealed class ChildLinks
             }
             await channel.SendAsync(new DataAccept(), ct).ConfigureAwait(false);
             var sender = new ChildSender(cursor, stream);
-            lock (_gate) _senders.Add(RunSenderAsync(sender, hello.NodeId, stream, ct));
+            // A write to a hung child never returns: closing the link is what unblocks it.
+            _ = cursor.Evicted.ContinueWith(_ => stream.Dispose(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            lock (_gate) _senders.Add(RunSenderAsync(sender, cursor, hello.NodeId, stream, ct));
         }
         catch (Exception e) when (e is KaDeployException or IOException or SocketException or OperationCanceledException)
         {
@@ -97,7 +99,7 @@ internal sealed class ChildLinks
         }
     }
 
-    private async Task RunSenderAsync(ChildSender sender, int childId, NetworkStream stream, CancellationToken ct)
+    private async Task RunSenderAsync(ChildSender sender, RingCursor cursor, int childId, NetworkStream stream, CancellationToken ct)
     {
         try
         {
@@ -112,7 +114,7 @@ internal sealed class ChildLinks
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or KaDeployException or OperationCanceledException)
         {
-            if (!ct.IsCancellationRequested) _childLost(childId, e.Message);
+            if (!ct.IsCancellationRequested) _childLost(childId, cursor.EvictedReason ?? e.Message);
         }
         finally
         {

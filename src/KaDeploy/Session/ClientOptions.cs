@@ -27,6 +27,8 @@ public sealed class ClientOptions
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromMinutes(10);
     /// <summary>How long to keep trying to reach the parent's data port.</summary>
     public TimeSpan LinkTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Give up on a child link or on the local sink when it holds a full relay buffer back this long (0 = never).</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>TCP_USER_TIMEOUT for links.</summary>
     public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Name reported to the server.</summary>

@@ -92,6 +92,7 @@ public sealed class DeployClient
         var receiver = new FrameReceiver(upstream, ring);
         var receiving = Task.Run(() => receiver.RunAsync(ct), ct);
         var local = new LocalSink(localCursor, sink, plan.Compression);
+        var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);
         var reporting = ReportProgressAsync(channel, receiver, local, ct);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine($"node {NodeId}", () => (local.PayloadBytes, plan.EstimatedLength > 0 ? plan.EstimatedLength : null, ""), _options.Log, terminal)
@@ -122,7 +123,7 @@ public sealed class DeployClient
             await Task.WhenAny(released.Task, controlReader).ConfigureAwait(false);
         }
         await runCts.CancelAsync().ConfigureAwait(false);
-        await Task.WhenAll(accepting, reporting).ConfigureAwait(false);
+        await Task.WhenAll(accepting, reporting, watching).ConfigureAwait(false);
         try { await controlReader.ConfigureAwait(false); } catch (OperationCanceledException) { }
         return result;
     }
@@ -248,11 +249,19 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
     {
         var reader = new RingReaderStream(cursor);
         Stream? decompressor = null;
+        bool abandoned = false;
         try
         {
             decompressor = compression == WireCompression.Zstd ? new DecompressionStream(reader, 1 << 20, leaveOpen: true) : null;
             _digest = new DigestReadStream(decompressor ?? reader);
-            await Task.Run(() => sink.ConsumeAsync(_digest, ct), ct).ConfigureAwait(false);
+            var consuming = Task.Run(() => sink.ConsumeAsync(_digest, ct), ct);
+            if (await Task.WhenAny(consuming, cursor.Evicted).ConfigureAwait(false) != consuming)
+            {
+                // The disk (or command) stopped taking data. Leave the stuck call behind, keep relaying.
+                abandoned = true;
+                return (false, "local sink stalled: " + await cursor.Evicted.ConfigureAwait(false));
+            }
+            await consuming.ConfigureAwait(false);
             await _digest.DrainAsync(ct).ConfigureAwait(false);
             // A decompressor stops at the end of its last frame; whatever follows on the wire must be nothing.
             var rest = new byte[4096];
@@ -272,10 +281,14 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
         }
         finally
         {
-            // Detach from the ring so that a failed sink never holds back the children.
-            decompressor?.Dispose();
-            _digest?.Dispose();
-            reader.Dispose();
+            // Detach from the ring so that a failed sink never holds back the children. An abandoned sink
+            // may still be inside these streams: the ring has already let go of it, leave them alone.
+            if (!abandoned)
+            {
+                decompressor?.Dispose();
+                _digest?.Dispose();
+                reader.Dispose();
+            }
         }
     }
 

@@ -138,11 +138,20 @@ public sealed partial class DeployServer
                     break;
                 case ChildLost c:
                     Log($"node {node.Id} lost its child {c.ChildId}: {c.Reason}");
+                    FailNode(c.ChildId, $"link from node {node.Id} lost: {c.Reason}");
                     break;
                 default:
                     throw new ProtocolException($"unexpected {m.Type} from a client");
             }
         }
+    }
+
+    // A node whose upstream link is gone cannot finish (no repair yet); do not wait for its verdict.
+    private void FailNode(int id, string reason)
+    {
+        ServerNode? child;
+        lock (_gate) child = _nodes.Find(n => n.Id == id);
+        child?.Fail(reason);
     }
 
     private void NodeLost(ServerNode node, string reason)

@@ -23,7 +23,11 @@ public sealed partial class DeployServer
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var links = new ChildLinks(_dataListener, ring, key,
             placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
-            _options.DeadPeerTimeout, Log, (child, reason) => Log($"lost the data link to node {child}: {reason}"));
+            _options.DeadPeerTimeout, Log, (child, reason) =>
+            {
+                Log($"lost the data link to node {child}: {reason}");
+                FailNode(child, $"link from the server lost: {reason}");
+            });
         var accepting = links.AcceptAsync(dataCts.Token);
 
         foreach (var p in placements)
@@ -46,6 +50,7 @@ public sealed partial class DeployServer
         Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
 
         var writer = new RingWriterStream(ring, ct);
+        var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine("sent", () => (writer.WireBytes, null, $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
@@ -66,6 +71,7 @@ public sealed partial class DeployServer
             await dataCts.CancelAsync().ConfigureAwait(false);
             await accepting.ConfigureAwait(false);
             await links.WhenSendersDoneAsync().ConfigureAwait(false);
+            await watching.ConfigureAwait(false);
         }
 
         foreach (var p in placements)

@@ -41,6 +41,8 @@ public sealed class ServerOptions
     public IReadOnlyList<string>? NodeOrder { get; init; }
     /// <summary>How long every node has to link up to its parent once the plan is out.</summary>
     public TimeSpan LinkTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>Give up on a child link that holds a full relay buffer back this long (0 = never).</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long unacknowledged data may sit before a peer is declared dead (TCP_USER_TIMEOUT).</summary>
     public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Where log lines go.</summary>

@@ -83,3 +83,69 @@ public class NodeFailureTests
         Assert.Contains("lost", dead.Message);
     }
 }
+
+/// <summary>One hung consumer must not hold the whole chain: after the stall limit it is given up.</summary>
+public class StallTests
+{
+    /// <summary>A sink whose disk stops answering after some bytes: it never reads again.</summary>
+    private sealed class HangingSink(long after) : KaDeploy.Payloads.IPayloadSink
+    {
+        public string Description => "a disk that stops answering";
+        public async Task ConsumeAsync(Stream input, CancellationToken cancellationToken)
+        {
+            var buffer = new byte[65536];
+            long seen = 0;
+            int n;
+            while ((n = await input.ReadAsync(buffer, cancellationToken)) > 0)
+                if ((seen += n) > after) await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+    }
+
+    private static async Task<(KaDeploy.Reporting.SessionReport Report, KaDeploy.Session.ClientResult[] Results)> RunAsync(
+        int arity, TimeSpan serverStall, TimeSpan clientStall, Func<int, KaDeploy.Payloads.IPayloadSink> sinks, Func<int, bool> hangsForever)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await using var server = new KaDeploy.Session.DeployServer(new KaDeploy.Session.ServerOptions
+        {
+            Source = new GeneratedSource(30_000_000), Clients = 3, Arity = arity, BufferBytes = 2 << 20, StallTimeout = serverStall,
+            Bind = System.Net.IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test",
+        });
+        var run = server.RunAsync(timeout.Token);
+        var clients = Enumerable.Range(0, 3).Select(i => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
+        {
+            Server = $"127.0.0.1:{server.ControlPort}", Session = "test", Bind = LoopbackSession.NextAddress(), BufferBytes = 2 << 20,
+            StallTimeout = clientStall, SinkFactory = _ => sinks(i), NodeName = $"n{i}",
+        }).RunAsync(timeout.Token)).ToArray();
+        // A node whose disk hangs for good never finishes: the others and the server must not wait for it.
+        var report = await run;
+        var finished = await Task.WhenAll(clients.Where((c, i) => !hangsForever(i)));
+        await timeout.CancelAsync();
+        await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+        return (report, finished);
+    }
+
+    [Fact]
+    public async Task ANodeWhoseDiskHangsGivesUpItsCopyAndKeepsRelaying()
+    {
+        // Chain: the hanging node is first, the other two are behind it and must still get everything.
+        var (report, results) = await RunAsync(1, TimeSpan.FromMinutes(5), TimeSpan.FromSeconds(2),
+            i => i == 0 ? new HangingSink(3_000_000) : new MemorySink(), _ => false);
+        var hung = Assert.Single(results, r => !r.Verified);
+        Assert.Contains("local sink stalled", hung.Message);
+        Assert.Equal(2, results.Count(r => r.Verified));
+        Assert.Equal(2, report.Nodes.Count(n => n.Verified));
+    }
+
+    [Fact]
+    public async Task AChildThatStopsReadingIsDroppedAndItsSiblingsFinish()
+    {
+        // Arity 3: all three hang off the server. Node 0's disk hangs and it never gives up on it itself,
+        // so it stops reading its link: the server drops that link after 2 s.
+        var (report, results) = await RunAsync(3, TimeSpan.FromSeconds(2), TimeSpan.Zero,
+            i => i == 0 ? new HangingSink(3_000_000) : new MemorySink(), i => i == 0);
+        Assert.Equal(2, results.Count(r => r.Verified));
+        Assert.False(report.Success);
+        Assert.Contains("took nothing for 2 s", Assert.Single(report.Nodes, n => !n.Verified).Message);
+        Assert.Equal(2, report.Nodes.Count(n => n.Verified));
+    }
+}
