@@ -73,6 +73,8 @@ public sealed class DeployClient
         Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
         using var ring = new RelayRing(_options.BufferBytes);
+        // A sink blocked in a synchronous read waits on the ring, not on the token: wake it with a fault.
+        using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException("cancelled")));
         var links = new ChildLinks(listener, ring, plan.LinkKey, plan.ChildIds, _options.DeadPeerTimeout, Log,
             (child, reason) =>
             {
