@@ -19,6 +19,36 @@ public class HostileInputTests
         return (server, log);
     }
 
+    /// <summary>A server already running its session, torn down with the test.</summary>
+    private sealed class RunningServer(DeployServer server, StringWriter log) : IAsyncDisposable
+    {
+        public DeployServer Server { get; } = server;
+        public StringWriter Log { get; } = log;
+        public CancellationTokenSource Cts { get; } = new(TimeSpan.FromMinutes(1));
+        public Task<KaDeploy.Reporting.SessionReport> Run { get; private set; } = null!;
+        public RunningServer Started() { Run = Server.RunAsync(Cts.Token); return this; }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            Cts.Dispose();
+        }
+    }
+
+    private static RunningServer Start(int clients)
+    {
+        var (server, log) = NewServer(clients);
+        return new RunningServer(server, log).Started();
+    }
+
+    /// <summary>A raw control connection, to say what a real client never would.</summary>
+    private static async Task<ControlChannel> RawControlAsync(int port)
+    {
+        var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await s.ConnectAsync(IPAddress.Loopback, port);
+        return new ControlChannel(new NetworkStream(s, ownsSocket: true));
+    }
+
     private static DeployClient NewClient(DeployServer server, MemorySink sink, string session = "test") => new(new ClientOptions
     {
         Server = $"127.0.0.1:{server.ControlPort}", Session = session, Bind = LoopbackSession.NextAddress(),
@@ -40,10 +70,8 @@ public class HostileInputTests
     [Fact]
     public async Task GarbageOnBothPortsIsLoggedAndTheSessionCompletes()
     {
-        var (server, log) = NewServer(2);
-        await using var _ = server;
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var run = server.RunAsync(cts.Token);
+        await using var session = Start(2);
+        var (server, log, cts, run) = (session.Server, session.Log, session.Cts, session.Run);
         var rng = new Random(7);
         for (int i = 0; i < 5; i++)
         {
@@ -66,10 +94,8 @@ public class HostileInputTests
     [Fact]
     public async Task AClientOfAnotherSessionIsRefusedClearly()
     {
-        var (server, log) = NewServer(1);
-        await using var _ = server;
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var run = server.RunAsync(cts.Token);
+        await using var session = Start(1);
+        var (server, log, cts, run) = (session.Server, session.Log, session.Cts, session.Run);
         var e = await Assert.ThrowsAsync<KaDeployException>(() => NewClient(server, new MemorySink(), "other").RunAsync(cts.Token));
         Assert.Contains("session 'other' is not this server's session 'test'", e.Message);
         var ok = await NewClient(server, new MemorySink()).RunAsync(cts.Token);
@@ -80,13 +106,9 @@ public class HostileInputTests
     [Fact]
     public async Task AClientOfAnotherProtocolVersionIsRefusedClearly()
     {
-        var (server, _) = NewServer(1);
-        await using var __ = server;
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var run = server.RunAsync(cts.Token);
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await s.ConnectAsync(IPAddress.Loopback, server.ControlPort);
-        var channel = new ControlChannel(new NetworkStream(s));
+        await using var session = Start(1);
+        var (server, log, cts, run) = (session.Server, session.Log, session.Cts, session.Run);
+        await using var channel = await RawControlAsync(server.ControlPort);
         await channel.SendAsync(new Hello(99, HelloRole.Client, "test", "x", "", 1), cts.Token);
         var refusal = Assert.IsType<Refuse>(await channel.ReceiveAsync(cts.Token));
         Assert.Contains("protocol version 99", refusal.Reason);
@@ -97,14 +119,10 @@ public class HostileInputTests
     [Fact]
     public async Task AClientThatVanishesBeforeTheStartIsForgotten()
     {
-        var (server, log) = NewServer(2);
-        await using var _ = server;
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var run = server.RunAsync(cts.Token);
-        using (var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        await using var session = Start(2);
+        var (server, log, cts, run) = (session.Server, session.Log, session.Cts, session.Run);
+        await using (var channel = await RawControlAsync(server.ControlPort))
         {
-            await s.ConnectAsync(IPAddress.Loopback, server.ControlPort);
-            var channel = new ControlChannel(new NetworkStream(s));
             await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Client, "test", "quitter", "", 5000), cts.Token);
             await channel.ExpectAsync<Welcome>(cts.Token);
         } // gone before the session is full
@@ -132,10 +150,8 @@ public class HostileInputTests
     [Fact]
     public async Task GoStartsAWaitingServerWithTheClientsItHas()
     {
-        var (server, _) = NewServer(5);
-        await using var __ = server;
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var run = server.RunAsync(cts.Token);
+        await using var session = Start(5);
+        var (server, log, cts, run) = (session.Server, session.Log, session.Cts, session.Run);
         var sinks = new[] { new MemorySink(), new MemorySink() };
         var clients = sinks.Select(s => NewClient(server, s).RunAsync(cts.Token)).ToArray();
         var options = new ClientOptions { Server = $"127.0.0.1:{server.ControlPort}", Session = "test", SinkFactory = _ => throw new InvalidOperationException() };
