@@ -27,6 +27,16 @@ public interface IPayloadSource
     Task WriteToAsync(Stream output, CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// A source whose length is not known up front but can be estimated (a file tree: a metadata walk).
+/// The server runs the estimate while it waits for clients, for progress and ETA on both sides.
+/// </summary>
+public interface IPayloadEstimate
+{
+    /// <summary>Approximate payload bytes; never needed for correctness.</summary>
+    Task<long> EstimateLengthAsync(CancellationToken cancellationToken);
+}
+
 /// <summary>Consumes the payload on a client (extracts a tree, writes a disk, feeds a command).</summary>
 public interface IPayloadSink
 {

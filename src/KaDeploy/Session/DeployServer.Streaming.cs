@@ -10,7 +10,7 @@ namespace KaDeploy.Session;
 
 public sealed partial class DeployServer
 {
-    private async Task RunSessionAsync(ServerNode[] nodes, SessionReport report, CancellationToken ct)
+    private async Task RunSessionAsync(ServerNode[] nodes, SessionReport report, Task<long>? estimate, CancellationToken ct)
     {
         if (nodes.Length == 0) throw new KaDeployException("no client registered");
         var endpoints = nodes.Select(n => new NodeEndpoint(n.Id, n.Report.Name, n.Address, n.DataPort)).ToArray();
@@ -30,6 +30,9 @@ public sealed partial class DeployServer
             });
         var accepting = links.AcceptAsync(dataCts.Token);
 
+        // The tree's size estimate has been running while clients registered; give it a moment more at most.
+        if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
+        long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
         foreach (var p in placements)
         {
             var node = byId[p.Node.NodeId];
@@ -39,7 +42,7 @@ public sealed partial class DeployServer
             var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
             // An empty parent address means "the host you reached the server's control port on".
             var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, _options.Source.EstimatedLength ?? -1, key);
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key);
             await node.TrySendAsync(plan, ct).ConfigureAwait(false);
         }
 
@@ -52,7 +55,9 @@ public sealed partial class DeployServer
         var writer = new RingWriterStream(ring, ct);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
-            ? new ProgressLine("sent", () => (writer.WireBytes, null, $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
+            ? new ProgressLine("sent", () => (Volatile.Read(ref _payloadProduced) is var produced and > 0 ? produced : writer.WireBytes,
+                estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
+                $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
         try
         {
@@ -103,7 +108,12 @@ public sealed partial class DeployServer
             top = zstd;
         }
         using var digest = new DigestWriteStream(top);
-        await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
+        using var counting = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
+        var source = Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct);
+        while (!source.IsCompleted && await Task.WhenAny(source, counting.WaitForNextTickAsync(ct).AsTask()).ConfigureAwait(false) != source)
+            Volatile.Write(ref _payloadProduced, digest.Length64);
+        await source.ConfigureAwait(false);
+        Volatile.Write(ref _payloadProduced, digest.Length64);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
         byte[] sha = digest.Digest();
         await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);

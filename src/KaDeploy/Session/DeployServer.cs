@@ -26,6 +26,7 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
     private int _nextId = 1;
+    private long _payloadProduced; // for progress; the source writes on the pool
     private bool _started;
 
     /// <summary>Binds the control, data and discovery ports at once, so that a port clash fails before anyone waits.</summary>
@@ -75,6 +76,11 @@ public sealed partial class DeployServer : IAsyncDisposable
         };
         var clock = Stopwatch.StartNew();
         _background.Add(AcceptControlAsync(ct));
+        // A tree's size is estimated (a metadata walk) while the nodes boot and register.
+        Task<long>? estimate = _options.Source.EstimatedLength is null && _options.Source is Payloads.IPayloadEstimate estimator
+            ? estimator.EstimateLengthAsync(ct) : null;
+        _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 
@@ -88,7 +94,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         Log($"starting with {nodes.Length} client(s): {why}");
         try
         {
-            await RunSessionAsync(nodes, report, ct).ConfigureAwait(false);
+            await RunSessionAsync(nodes, report, estimate, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is KaDeployException or IOException or SocketException)
         {
