@@ -100,3 +100,21 @@ public class TarTreeSourceTests
     public void GlobMatches(string pattern, string path, bool expected) =>
         Assert.Equal(expected, PathExclusions.Glob(pattern, path));
 }
+
+public class TarTreeEstimateTests
+{
+    [Fact]
+    public async Task TheSizeEstimateIsWithinAFewPerCentOfTheArchive()
+    {
+        using var dir = new KaDeploy.Tests.TestSupport.TempDirectory("kad-estimate");
+        string src = dir.Sub("src");
+        SampleTree.Create(src);
+        for (int i = 0; i < 200; i++) File.WriteAllBytes(Path.Combine(src, $"f{i}"), new byte[i * 997]);
+        var source = new KaDeploy.Payloads.Tar.TarTreeSource(new KaDeploy.Payloads.Tar.TarTreeSourceOptions { Root = src });
+        long estimate = await source.EstimateLengthAsync(default);
+        var counter = new MemoryStream();
+        await source.WriteToAsync(counter, default);
+        double ratio = (double)estimate / counter.Length;
+        Assert.InRange(ratio, 0.9, 1.1);
+    }
+}
