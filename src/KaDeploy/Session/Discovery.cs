@@ -32,6 +32,8 @@ public static class Discovery
                 r = await udp.ReceiveFromAsync(buffer, SocketFlags.None, any, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) { break; }
+            catch (ObjectDisposedException) { break; }
+            catch (SocketException e) when (cancellationToken.IsCancellationRequested || e.SocketErrorCode == SocketError.OperationAborted) { break; }
             catch (SocketException e) { log($"discovery: {e.Message}"); continue; }
             if (TryParseRequest(buffer.AsSpan(0, r.ReceivedBytes), out string? asked) && asked == session)
             {
