@@ -51,8 +51,23 @@ public sealed class DeployClient
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
 
+    private volatile string? _abortReason;
+
     /// <summary>Runs until this node's copy is verified or has failed (and, with -w, until released).</summary>
     public async Task<ClientResult> RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await RunCoreAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _abortReason is { } why)
+        {
+            // The server called the session off: say why, rather than "cancelled".
+            throw new KaDeployException($"server aborted: {why}");
+        }
+    }
+
+    private async Task<ClientResult> RunCoreAsync(CancellationToken cancellationToken)
     {
         using var runCts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var ct = runCts.Token;
@@ -217,6 +232,7 @@ public sealed class DeployClient
                     case Ping: break;
                     case Abort a:
                         Log($"server aborted: {a.Reason}");
+                        _abortReason = a.Reason;
                         await run.CancelAsync().ConfigureAwait(false);
                         return;
                     case null: return;

@@ -149,3 +149,32 @@ public class StallTests
         Assert.Equal(2, report.Nodes.Count(n => n.Verified));
     }
 }
+
+public class SourceFailureTests
+{
+    [Fact]
+    public async Task AFailingSourceAbortsEveryNodeWithTheReason()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        await using var server = new KaDeploy.Session.DeployServer(new KaDeploy.Session.ServerOptions
+        {
+            Source = new KaDeploy.Payloads.Exec.CommandSource("head -c 1000000 /dev/urandom; exit 2"), Clients = 2,
+            Bind = System.Net.IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test",
+        });
+        var run = server.RunAsync(timeout.Token);
+        var clients = Enumerable.Range(0, 2).Select(_ => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
+        {
+            Server = $"127.0.0.1:{server.ControlPort}", Session = "test", Bind = LoopbackSession.NextAddress(),
+            SinkFactory = _ => new MemorySink(), NodeName = "",
+        }).RunAsync(timeout.Token)).ToArray();
+        var report = await run;
+        Assert.False(report.Success);
+        Assert.Contains("exited with status 2", report.Message);
+        foreach (var c in clients)
+        {
+            // Either the abort reached the node first, or the broken stream did: never a verified copy.
+            var outcome = await Record.ExceptionAsync(async () => Assert.False((await c).Verified));
+            if (outcome is not null) Assert.Contains("server aborted: command", outcome.Message);
+        }
+    }
+}
