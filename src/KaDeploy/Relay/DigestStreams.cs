@@ -1,14 +1,17 @@
+using KaDeploy.IO;
 using System.Security.Cryptography;
 
 namespace KaDeploy.Relay;
 
 /// <summary>Pass-through write stream that counts and SHA-256-hashes the payload on its way to the wire.</summary>
-public sealed class DigestWriteStream(Stream inner) : Stream
+public sealed class DigestWriteStream(Stream inner) : SequentialWriteStream
 {
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
 
-    /// <summary>Payload bytes written.</summary>
-    public long Length64 { get; private set; }
+    private long _count;
+
+    /// <summary>Payload bytes written so far (safe to read from another thread for progress).</summary>
+    public long Length64 => Volatile.Read(ref _count);
 
     /// <summary>SHA-256 of everything written (call once, at the end).</summary>
     public byte[] Digest() => _hash.GetHashAndReset();
@@ -16,7 +19,7 @@ public sealed class DigestWriteStream(Stream inner) : Stream
     public override void Write(ReadOnlySpan<byte> buffer)
     {
         _hash.AppendData(buffer);
-        Length64 += buffer.Length;
+        Volatile.Write(ref _count, _count + buffer.Length);
         inner.Write(buffer);
     }
 
@@ -25,7 +28,7 @@ public sealed class DigestWriteStream(Stream inner) : Stream
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
         _hash.AppendData(buffer.Span);
-        Length64 += buffer.Length;
+        Volatile.Write(ref _count, _count + buffer.Length);
         return inner.WriteAsync(buffer, cancellationToken);
     }
 
@@ -34,14 +37,8 @@ public sealed class DigestWriteStream(Stream inner) : Stream
 
     public override void Flush() => inner.Flush();
     public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-    public override bool CanRead => false;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
     public override long Length => Length64;
     public override long Position { get => Length64; set => throw new NotSupportedException(); }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {
@@ -51,7 +48,7 @@ public sealed class DigestWriteStream(Stream inner) : Stream
 }
 
 /// <summary>Pass-through read stream that counts and SHA-256-hashes what the sink consumes.</summary>
-public sealed class DigestReadStream(Stream inner) : Stream
+public sealed class DigestReadStream(Stream inner) : SequentialReadStream
 {
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private long _count;
@@ -101,15 +98,7 @@ public sealed class DigestReadStream(Stream inner) : Stream
         Volatile.Write(ref _count, _count + data.Length);
     }
 
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
     public override long Position { get => BytesRead; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

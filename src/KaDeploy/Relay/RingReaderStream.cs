@@ -1,3 +1,4 @@
+using KaDeploy.IO;
 using KaDeploy.Protocol;
 
 namespace KaDeploy.Relay;
@@ -6,7 +7,7 @@ namespace KaDeploy.Relay;
 /// The local sink's view of the ring: a read-only stream of the Data payloads in order, ending at the
 /// End frame (whose contents are then in <see cref="End"/>).
 /// </summary>
-public sealed class RingReaderStream : Stream
+public sealed class RingReaderStream : SequentialReadStream
 {
     private readonly RingCursor _cursor;
     private RingFrame _frame;
@@ -82,15 +83,7 @@ public sealed class RingReaderStream : Stream
         _cursor.Advance();
     }
 
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
     public override long Position { get => WireBytes; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

@@ -1,3 +1,4 @@
+using KaDeploy.IO;
 using System.Buffers.Binary;
 using KaDeploy.Protocol;
 
@@ -7,7 +8,7 @@ namespace KaDeploy.Relay;
 /// The server's producer: a write-only stream that cuts what is written into full-size Data frames
 /// in the ring (one copy, from the writer's buffer into the slot), then an End frame.
 /// </summary>
-public sealed class RingWriterStream : Stream
+public sealed class RingWriterStream : SequentialWriteStream
 {
     private readonly RelayRing _ring;
     private readonly CancellationToken _cancellation;
@@ -88,12 +89,5 @@ public sealed class RingWriterStream : Stream
     }
 
     public override void Flush() { } // frames are sealed when full, so that every frame but the last is full
-    public override bool CanRead => false;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
     public override long Position { get => WireBytes; set => throw new NotSupportedException(); }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 }

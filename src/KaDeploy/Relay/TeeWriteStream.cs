@@ -1,7 +1,8 @@
+using KaDeploy.IO;
 namespace KaDeploy.Relay;
 
 /// <summary>Writes everything to two streams, in order (the wire first, then a side consumer).</summary>
-public sealed class TeeWriteStream(Stream first, Stream second) : Stream
+public sealed class TeeWriteStream(Stream first, Stream second) : SequentialWriteStream
 {
     public override void Write(ReadOnlySpan<byte> buffer)
     {
@@ -32,12 +33,4 @@ public sealed class TeeWriteStream(Stream first, Stream second) : Stream
         await second.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    public override bool CanRead => false;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 }

@@ -55,7 +55,7 @@ public sealed partial class DeployServer
         var writer = new RingWriterStream(ring, ct);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
-            ? new ProgressLine("sent", () => (Volatile.Read(ref _payloadProduced) is var produced and > 0 ? produced : writer.WireBytes,
+            ? new ProgressLine("sent", () => (_produced?.Length64 ?? writer.WireBytes,
                 estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
                 $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
@@ -108,12 +108,8 @@ public sealed partial class DeployServer
             top = zstd;
         }
         using var digest = new DigestWriteStream(top);
-        using var counting = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
-        var source = Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct);
-        while (!source.IsCompleted && await Task.WhenAny(source, counting.WaitForNextTickAsync(ct).AsTask()).ConfigureAwait(false) != source)
-            Volatile.Write(ref _payloadProduced, digest.Length64);
-        await source.ConfigureAwait(false);
-        Volatile.Write(ref _payloadProduced, digest.Length64);
+        _produced = digest;
+        await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
         byte[] sha = digest.Digest();
         await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);

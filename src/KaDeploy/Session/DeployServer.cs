@@ -26,7 +26,7 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
     private int _nextId = 1;
-    private long _payloadProduced; // for progress; the source writes on the pool
+    private volatile Relay.DigestWriteStream? _produced; // the payload's digest stream, read by the progress line
     private bool _started;
 
     /// <summary>Binds the control, data and discovery ports at once, so that a port clash fails before anyone waits.</summary>

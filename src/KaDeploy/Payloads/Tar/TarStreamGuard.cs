@@ -1,3 +1,4 @@
+using KaDeploy.IO;
 using System.Globalization;
 using System.Text;
 
@@ -9,7 +10,7 @@ namespace KaDeploy.Payloads.Tar;
 /// TarReader in .NET 10 rents a buffer of the declared size (up to 2 GiB) for such entries. Unseekable on purpose,
 /// so TarReader reads every byte through here.
 /// </summary>
-internal sealed class TarStreamGuard(Stream inner, int maxMetadataBytes) : Stream
+internal sealed class TarStreamGuard(Stream inner, int maxMetadataBytes) : SequentialReadStream
 {
     private const int Block = 512;
     private readonly byte[] _header = new byte[Block];
@@ -20,15 +21,6 @@ internal sealed class TarStreamGuard(Stream inner, int maxMetadataBytes) : Strea
     private int _paxFill;
     private long? _nextSize;
 
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 

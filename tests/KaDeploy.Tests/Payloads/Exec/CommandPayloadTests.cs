@@ -120,18 +120,9 @@ public class CommandPayloadTests
     }
 
     /// <summary>Zeros forever: a payload no early-exiting command could ever finish.</summary>
-    private sealed class EndlessStream : Stream
+    private sealed class EndlessStream : KaDeploy.IO.SequentialReadStream
     {
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
         public override int Read(byte[] buffer, int offset, int count) { Array.Clear(buffer, offset, count); return count; }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>A destination that breaks on the first write, like a chain whose first node went away.</summary>

@@ -252,17 +252,8 @@ public sealed class HostileArchiveTests : IDisposable
         await RefusedAsync(cut);
     }
 
-    private sealed class UnseekableStream(Stream inner) : Stream
+    private sealed class UnseekableStream(Stream inner) : KaDeploy.IO.SequentialReadStream
     {
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
         public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
