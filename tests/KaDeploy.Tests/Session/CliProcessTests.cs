@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using KaDeploy.Reporting;
 using KaDeploy.Tests.TestSupport;
 
@@ -22,11 +20,18 @@ public sealed class CliProcessTests : IDisposable
         return link;
     }
 
-    private static int FreePort()
+    // The server picks a free port itself (-p 0) and says which in its first log line: no window in
+    // which another test could take a port chosen here.
+    private async Task<(Process Server, int Port)> StartServerAsync(string program, params string[] args)
     {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
+        var server = Start(program, [.. args, "-p", "0"]);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (await server.StandardError.ReadLineAsync(timeout.Token) is { } line)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(line, @" on port (\d+),");
+            if (m.Success) return (server, int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+        }
+        throw new InvalidOperationException("the server exited before saying its port");
     }
 
     private Process Start(string program, params string[] args)
@@ -52,9 +57,8 @@ public sealed class CliProcessTests : IDisposable
     {
         string src = _dir.Sub("src");
         SampleTree.Create(src);
-        int port = FreePort();
         string report = _dir.Sub("report.json");
-        var server = Start(Link("ka-d-server"), "-n", "3", "-a", "1", "-s", "cli", "-p", port.ToString(), "--bind", "127.0.0.1",
+        var (server, port) = await StartServerAsync(Link("ka-d-server"), "-n", "3", "-a", "1", "-s", "cli", "--bind", "127.0.0.1",
             "--source", src, "--compress", "zstd", "--report", report, "--no-discovery", "-d", "1");
         var clients = new[]
         {
@@ -81,10 +85,8 @@ public sealed class CliProcessTests : IDisposable
         string src = _dir.Sub("src");
         Directory.CreateDirectory(src);
         File.WriteAllText(Path.Combine(src, "hello"), "hello");
-        int port = FreePort();
         // Discovery on loopback: the server answers on 127.0.0.1:4957; clients ask that address instead of broadcasting.
-        var server = Start(AppHost, "server", "-n", "5", "-s", "disc", "-p", port.ToString(), "--bind", "127.0.0.1", "--source", src);
-        await Task.Delay(1000);
+        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src);
         var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
         string said = "";
         for (int i = 0; i < 40 && !said.Contains("starts with 1"); i++)
