@@ -1,8 +1,9 @@
 # Shared helpers for bench/cluster, testbed/ci-smoke (sourced, not run).
 # Expects: ROOT (repository root), WORK (a private temp dir).
 
-TB_SW=kdtb-sw
-host_ns()   { echo "kdtb-h$1"; }
+TB_PREFIX=${KDTB_PREFIX:-kdtb}  # several clusters side by side: KDTB_PREFIX=kdtbX
+TB_SW=$TB_PREFIX-sw
+host_ns()   { echo "$TB_PREFIX-h$1"; }
 host_addr() { echo "198.18.0.$(($1 + 1))"; }
 now()       { date +%s.%N; }
 in_host()   { local i=$1; shift; ip netns exec "$(host_ns "$i")" "$@"; }
@@ -32,13 +33,13 @@ apt_need() { # cmd package...
 kill_hosts() {
     local n=$1 i pids
     for ((i = 0; i <= n; i++)); do
-        [[ -f /run/kdtb/$(host_ns "$i").owned ]] || continue
+        [[ -f /run/$TB_PREFIX/$(host_ns "$i").owned ]] || continue
         pids=$(ip netns pids "$(host_ns "$i")" 2>/dev/null || true)
         [[ -n $pids ]] && kill $pids 2>/dev/null
     done
     sleep 0.2
     for ((i = 0; i <= n; i++)); do
-        [[ -f /run/kdtb/$(host_ns "$i").owned ]] || continue
+        [[ -f /run/$TB_PREFIX/$(host_ns "$i").owned ]] || continue
         pids=$(ip netns pids "$(host_ns "$i")" 2>/dev/null || true)
         [[ -n $pids ]] && kill -9 $pids 2>/dev/null
     done
