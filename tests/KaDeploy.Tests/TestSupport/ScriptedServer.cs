@@ -132,6 +132,14 @@ public sealed class ScriptedServer : IAsyncDisposable
         catch (IOException) { }
     }
 
+    /// <summary>Reads a node's control messages until its LinkUp: its parent link is up, as a real server waits for before it streams.</summary>
+    public static async Task LinkedAsync(Node node, CancellationToken ct)
+    {
+        while (await node.Channel.ReceiveAsync(ct) is { } m)
+            if (m is LinkUp) return;
+        throw new InvalidOperationException($"node {node.Name} closed its control link before linking up");
+    }
+
     /// <summary>Reads a node's control messages until its Done (or the link closes: null).</summary>
     public static async Task<Done?> DoneAsync(Node node, CancellationToken ct)
     {
