@@ -139,7 +139,7 @@ internal static class Opt
                 return v;
             },
         };
-        return Register(o, "0");
+        return Register(o, min > 0 ? "0" : "12parsecs");
     }
 
     /// <summary>An IP address.</summary>

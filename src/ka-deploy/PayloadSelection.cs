@@ -48,7 +48,7 @@ internal static class PayloadSelection
             if (Opt.CheckWritableDirectory(target) is { } why) throw new KaDeployException($"--target {target}: {why}");
         }
         else if (target is not null) CheckTargetFile(target, force);
-        if (device is not null && !File.Exists(device)) throw new KaDeployException($"device {device} does not exist");
+        if (device is not null && !File.Exists(device)) throw new KaDeployException($"--device {device}: no such device or file");
         if (device is not null && Directory.Exists(device)) throw new KaDeployException($"--device {device} is a directory");
 
         return plan =>
