@@ -38,11 +38,14 @@ internal static class Commands
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
             cmd.Options.Add(o);
+        var installOptions = InstallCommands.AddServerOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
             var log = Console.Error;
-            var (payload, preCompressed) = PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            if (installed.ExitCode is { } dryRunExit) return dryRunExit;
+            var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
                 !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
@@ -91,6 +94,7 @@ internal static class Commands
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
             cmd.Options.Add(o);
+        var installOptions = InstallCommands.AddClientOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -100,7 +104,7 @@ internal static class Commands
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = ParseAddress(p.GetValue(discovery))!,
                 Bind = ParseAddress(p.GetValue(bind)), DataPort = p.GetValue(dataPort), Log = log,
                 SinkFactory = p.GetValue(go) ? _ => throw new InvalidOperationException()
-                    : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
+                    : InstallCommands.ClientSinks(p, installOptions, p.GetValue(nodeName) ?? Environment.MachineName, log) ?? PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), WaitRelease = p.GetValue(wait),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
@@ -112,7 +116,7 @@ internal static class Commands
                 return 0;
             }
             var result = await new DeployClient(common).RunAsync(ct);
-            return result.Verified ? 0 : 1;
+            return await InstallCommands.AfterClientAsync(p, installOptions, result.Verified, log);
         });
     }
 
@@ -158,7 +162,9 @@ internal static class Commands
     {
         try
         {
-            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Trim()).Where(l => l.Length > 0).ToArray();
+            // The first field is the node's name (the node list's other fields are for --install).
+            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+                .Where(l => l.Length > 0).ToArray();
         }
         catch (IOException e)
         {
