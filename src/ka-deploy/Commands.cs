@@ -43,6 +43,7 @@ internal static class Commands
                      allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd);
+        var installOptions = InstallCommands.AddServerOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -50,7 +51,9 @@ internal static class Commands
             if (p.GetValue(minClients) is int min && min > n) throw new UsageException($"--min-clients {min} is more than --clients {n}");
             using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
             var log = console.Log;
-            var (payload, preCompressed) = PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            if (installed.ExitCode is { } dryRunExit) return dryRunExit;
+            var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
                 !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
@@ -99,6 +102,7 @@ internal static class Commands
         foreach (var o in new Option[] { server, session, discovery, discoveryPort, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall })
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd, events: false);
+        var installOptions = InstallCommands.AddClientOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -109,7 +113,8 @@ internal static class Commands
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
                 Bind = p.GetValue(bind), DataPort = p.GetValue(dataPort), Log = log,
                 SinkFactory = p.GetValue(go) ? _ => throw new InvalidOperationException()
-                    : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
+                    : InstallCommands.ClientSinks(p, installOptions, p.GetValue(nodeName) ?? Environment.MachineName, log)
+                      ?? PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
                 BufferBytes = p.GetValue(buffer), WaitRelease = p.GetValue(wait),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
@@ -121,7 +126,7 @@ internal static class Commands
                 return 0;
             }
             var result = await new DeployClient(common).RunAsync(ct);
-            return result.Verified ? 0 : 1;
+            return await InstallCommands.AfterClientAsync(p, installOptions, result.Verified, log);
         });
     }
 
@@ -166,7 +171,9 @@ internal static class Commands
     {
         try
         {
-            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Trim()).Where(l => l.Length > 0).ToArray();
+            // The first field is the node's name (the node list's other fields are for --install).
+            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+                .Where(l => l.Length > 0).ToArray();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
