@@ -204,6 +204,8 @@ public sealed class FaultProxy : IAsyncDisposable
     // Applies the fault to the gathered window; false when the connection is finished.
     private async Task<bool> ActAsync(Socket from, Socket to, Fault fault, byte[] window)
     {
+        // Fired before the first broken byte leaves: the peer may hang up on it before the rest is sent.
+        _fired.TrySetResult();
         switch (fault.Kind)
         {
             case FaultKind.Flip:
@@ -221,21 +223,17 @@ public sealed class FaultProxy : IAsyncDisposable
                 await DeliverAsync(to, window.AsMemory(0, fault.Length));
                 break;
             case FaultKind.Stall:
-                _fired.TrySetResult();
                 await _released.Task.WaitAsync(_stop.Token);
                 return true;
             case FaultKind.Reset:
-                _fired.TrySetResult();
                 Abort(to);
                 Abort(from);
                 return false;
             case FaultKind.Cut:
-                _fired.TrySetResult();
                 to.Shutdown(SocketShutdown.Send);
                 from.Close();
                 return false;
         }
-        _fired.TrySetResult();
         return true;
     }
 
