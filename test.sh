@@ -57,3 +57,16 @@ if [ -x testbed/ci-smoke ]; then
     *) echo "test.sh: virtual-cluster smoke test FAILED ($rc)"; exit $rc ;;
   esac
 fi
+
+# The Debian package: built from the repository, installed with dpkg into a clean root, `ka-deploy demo` run
+# there, purged without leftovers (root only; it needs the NativeAOT build, so KA_SKIP_AOT=1 skips it too).
+if [ "${KA_SKIP_AOT:-0}" = 1 ]; then
+  echo "test.sh: Debian package test SKIPPED (KA_SKIP_AOT=1)"
+else
+  set +e; packaging/test-deb; rc=$?; set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: Debian package test SKIPPED (reason above)" ;;
+    *) echo "test.sh: Debian package test FAILED ($rc)"; exit $rc ;;
+  esac
+fi
