@@ -19,10 +19,10 @@ internal static class InstallCommands
     {
         var o = new ServerInstallOptions(
             new Option<bool>("--install") { Description = "Whole-node install: send the layout, every file system and the node list; clients run --install DISK" },
-            new Option<string?>("--layout") { Description = "With --install: layout file (small language, or TOML if it ends in .toml) instead of the source's own disk" },
-            new Option<string?>("--install-root") { Description = "With --install: root of the system to clone (default /)" },
-            new Option<string?>("--hooks") { Description = "With --install: directory of executables run chrooted in each clone" },
-            new Option<int[]>("--raw-partition") { Description = "With --install: source partition number to copy block by block (repeatable)" },
+            Opt.ReadableFile("--layout", "With --install: layout file (small language, or TOML if it ends in .toml) instead of the source's own disk"),
+            Opt.ExistingDirectory("--install-root", "With --install: root of the system to clone (default /)"),
+            Opt.ExistingDirectory("--hooks", "With --install: directory of executables run chrooted in each clone"),
+            Opt.RepeatedInt("--raw-partition", "With --install: source partition number to copy block by block (repeatable)", 1, 128),
             new Option<bool>("--dry-run") { Description = "With --install: print each node's plan and exit" });
         foreach (var opt in new Option[] { o.Install, o.Layout, o.Root, o.Hooks, o.Raw, o.DryRun }) cmd.Options.Add(opt);
         return o;
@@ -31,7 +31,7 @@ internal static class InstallCommands
     public static ClientInstallOptions AddClientOptions(Command cmd)
     {
         var o = new ClientInstallOptions(
-            new Option<string?>("--install") { Description = "Whole-node install onto this disk (partition, mkfs, receive, configure, boot loader)" },
+            Opt.Path("--install", "Whole-node install onto this disk (partition, mkfs, receive, configure, boot loader)", "DISK", "/nonexistent/ka-deploy-disk", "file"),
             new Option<bool>("--dry-run") { Description = "With --install: print this node's exact plan, receive and verify, write nothing" },
             new Option<bool>("--reboot") { Description = "With --install: reboot once the node is installed (after the release with -w)" });
         foreach (var opt in new Option[] { o.Install, o.DryRun, o.Reboot }) cmd.Options.Add(opt);
@@ -74,7 +74,9 @@ internal static class InstallCommands
             if (p.GetValue(o.DryRun) || p.GetValue(o.Reboot)) throw new KaDeployException("--dry-run and --reboot go with --install DISK");
             return null;
         }
-        DiskGuard.Check(disk);   // fail now, not after the whole cluster has waited for us
+        // Fail now, not after the whole cluster has waited for us.
+        try { DiskGuard.Check(disk); }
+        catch (KaDeployException e) { throw new KaDeployException($"--install {disk}: {e.Message}"); }
         var options = new NodeInstallOptions
         {
             Disk = disk, NodeName = nodeName, DryRun = p.GetValue(o.DryRun),
