@@ -30,6 +30,7 @@ switch (name)
         root.Subcommands.Add(client);
         root.Subcommands.Add(Commands.GoCommand());
         root.Subcommands.Add(Demo.Command());
+        if (OperatingSystem.IsLinux()) root.Subcommands.Add(NetbootCommands.Command()); // dnsmasq, initramfs: Linux only
         break;
 }
 
