@@ -51,11 +51,12 @@ public sealed record BootImage(string Directory, string KernelVersion, string Ke
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public static class BootImageBuilder
 {
-    /// <summary>Driver modules loaded at boot: virtual and common server NICs and disk controllers, then file systems.</summary>
+    /// <summary>Driver modules loaded at boot: virtual and common server NICs and disk controllers, then file systems
+    /// (crc32c first: ext4 asks the crypto API for it at mount time, which modules.dep does not list).</summary>
     public static readonly IReadOnlyList<string> Modules =
     [
         "virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "e1000", "e1000e", "igb", "ixgbe", "i40e", "mlx5_core",
-        "ahci", "nvme", "sd_mod", "sr_mod", "af_packet", "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "xfs", "btrfs", "efivarfs",
+        "ahci", "nvme", "sd_mod", "sr_mod", "af_packet", "crc32c_generic", "crc32c_intel", "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "xfs", "btrfs", "efivarfs",
     ];
 
     /// <summary>Tools for partitioning, file systems and boot loaders: (name, Debian package, required).</summary>

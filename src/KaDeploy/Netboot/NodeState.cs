@@ -135,8 +135,8 @@ public sealed class BootScripts
               #!ipxe
               # {node.Name} {node.Mac}: install
               echo ka-deploy netboot: {node.Name} installs
-              kernel vmlinuz initrd=initrd.img {KernelArguments} ka.name={node.Name} ka.mac={node.Mac} ka.report={ReportTo}
-              initrd initrd.img
+              kernel /vmlinuz initrd=initrd.img {KernelArguments} ka.name={node.Name} ka.mac={node.Mac} ka.report={ReportTo}
+              initrd /initrd.img
               boot
 
               """

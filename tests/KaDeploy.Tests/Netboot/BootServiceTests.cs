@@ -45,7 +45,7 @@ public class BootServiceTests
         var store = new NodeStateStore(dir.Path);
         store.Sync(Nodes, scripts);
         string script = File.ReadAllText(dir.Sub("tftp/nodes/52-54-00-18-00-01.ipxe"));
-        Assert.Contains("kernel vmlinuz initrd=initrd.img console=ttyS0 ka.server=198.18.0.1 ka.device=/dev/vda ka.name=n1 ka.mac=52:54:00:18:00:01 ka.report=198.18.0.1:30767", script);
+        Assert.Contains("kernel /vmlinuz initrd=initrd.img console=ttyS0 ka.server=198.18.0.1 ka.device=/dev/vda ka.name=n1 ka.mac=52:54:00:18:00:01 ka.report=198.18.0.1:30767", script);
         store.Set(Nodes[0], BootAction.Local, "installed", scripts);
         script = File.ReadAllText(dir.Sub("tftp/nodes/52-54-00-18-00-01.ipxe"));
         Assert.Contains("sanboot --no-describe --drive 0x80", script);
