@@ -70,3 +70,16 @@ else
     *) echo "test.sh: Debian package test FAILED ($rc)"; exit $rc ;;
   esac
 fi
+
+# Network install end to end (issue 7): qemu VMs network-boot, install, reboot into the clone. Takes ~10-20 min.
+if [ -x testbed/netinstall-e2e ] && [ "${KA_SKIP_NETINSTALL:-0}" != 1 ]; then
+  set +e
+  testbed/netinstall-e2e
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: network-install e2e SKIPPED (reason above)" ;;
+    *) echo "test.sh: network-install e2e FAILED ($rc)"; exit $rc ;;
+  esac
+fi
