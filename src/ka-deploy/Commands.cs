@@ -27,6 +27,7 @@ internal static class Commands
         var noDefaultExcludes = new Option<bool>("--no-default-excludes") { Description = "With --source /: do not skip /proc, /sys, /dev, /run, /tmp contents" };
         var compress = new Option<string?>("--compress") { Description = "Wire compression: none, zstd or zstd:LEVEL" };
         var buffer = new Option<string>("--buffer") { Description = "Relay buffer size", DefaultValueFactory = _ => "64MiB" };
+        var digest = new Option<string>("--digest") { Description = "End-to-end digest every node checks its copy against: xxh128 (default), sha256 or blake3", DefaultValueFactory = _ => "xxh128" };
         var releaseDelay = new Option<string?>("--release-delay", "-d") { Description = "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms" };
         var report = new Option<string?>("--report") { Description = "Write the session report as JSON to this file" };
         var nodes = new Option<string?>("--nodes") { Description = "File listing node names or addresses in chain order (one per line)" };
@@ -36,7 +37,7 @@ internal static class Commands
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
+                     allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
             cmd.Options.Add(o);
 
         cmd.SetAction(async (p, ct) =>
@@ -53,7 +54,7 @@ internal static class Commands
                 StartTimeout = p.GetValue(startTimeout) is { } st ? TimeSpan.FromSeconds(st) : null,
                 Arity = p.GetValue(arity), Session = p.GetValue(session)!, ControlPort = p.GetValue(port), DataPort = p.GetValue(dataPort),
                 Bind = ParseAddress(p.GetValue(bind)) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery),
-                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
+                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed, Digest = DigestAlgorithms.Parse(p.GetValue(digest)!),
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
