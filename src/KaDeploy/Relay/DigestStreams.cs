@@ -114,10 +114,15 @@ public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = 
     }
 }
 
-/// <summary>Pass-through read stream that counts and digests what the sink consumes.</summary>
-public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream
+/// <summary>
+/// Pass-through read stream that counts and digests what the sink consumes. Lends segments
+/// (<see cref="ISegmentReader"/>) without a copy when the stream below can, from a buffer of its own otherwise.
+/// </summary>
+public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream, ISegmentReader
 {
+    private const int SegmentBufferSize = 1 << 20;
     private readonly PayloadDigest _hash = new(algorithm);
+    private byte[]? _segmentBuffer;
     private long _count;
 
     /// <summary>Payload bytes read so far (safe to read from another thread for progress).</summary>
@@ -162,6 +167,24 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
+    /// <inheritdoc />
+    public async ValueTask<ReadOnlyMemory<byte>> ReadSegmentAsync(CancellationToken cancellationToken)
+    {
+        ReadOnlyMemory<byte> segment;
+        if (inner is ISegmentReader lender)
+        {
+            segment = await lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            _segmentBuffer ??= System.Buffers.ArrayPool<byte>.Shared.Rent(SegmentBufferSize);
+            int n = await inner.ReadAsync(_segmentBuffer, cancellationToken).ConfigureAwait(false);
+            segment = _segmentBuffer.AsMemory(0, n);
+        }
+        Account(segment.Span);
+        return segment;
+    }
+
     private void Account(ReadOnlySpan<byte> data)
     {
         _hash.Append(data);
@@ -172,7 +195,12 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _hash.Dispose();
+        if (disposing)
+        {
+            _hash.Dispose();
+            if (_segmentBuffer is not null) System.Buffers.ArrayPool<byte>.Shared.Return(_segmentBuffer);
+            _segmentBuffer = null;
+        }
         base.Dispose(disposing);
     }
 }
