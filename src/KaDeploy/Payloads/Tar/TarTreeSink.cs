@@ -269,7 +269,9 @@ public sealed class TarTreeSink : IPayloadSink
                     EnsureParents(rel, name);
                     string full = Full(rel);
                     Prepare(full, rel, name, isDirectory: false);
-                    var posix = (PosixTarEntry)entry;
+                    // A V7 header may carry these types too (found by fuzzing), but it has no device numbers.
+                    if (entry is not PosixTarEntry posix)
+                        throw new KaDeployException($"{name}: {type} entry in an old (V7) tar header, which has no device numbers");
                     FileKind kind = type switch
                     {
                         TarEntryType.CharacterDevice => FileKind.CharDevice,
