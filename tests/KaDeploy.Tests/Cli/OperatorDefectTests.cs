@@ -79,12 +79,12 @@ public sealed class OperatorDefectTests : IDisposable
         {
             [_dir.Path] = "is a directory",
             [empty] = "is empty",
-            [text] = "not a whole number of 512-byte sectors",
+            [text] = "no partition table or file-system signature",
         };
         foreach (var name in new[] { "junk.tar", "junk.tar.gz", "junk.tar.zst" })
         {
             File.WriteAllBytes(_dir.Sub(name), junk);
-            cases[_dir.Sub(name)] = "its content is not one";
+            cases[_dir.Sub(name)] = "is not a tar archive";
         }
         foreach (var (image, expected) in cases)
         {
