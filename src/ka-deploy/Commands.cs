@@ -32,11 +32,12 @@ internal static class Commands
         var nodes = new Option<string?>("--nodes") { Description = "File listing node names or addresses in chain order (one per line)" };
         var linkTimeout = new Option<double>("--link-timeout") { Description = "Seconds every node has to link to its parent", DefaultValueFactory = _ => 60 };
         var noDiscovery = new Option<bool>("--no-discovery") { Description = "Do not answer UDP session discovery" };
+        var discoveryPort = new Option<int>("--discovery-port") { Description = "UDP port answering session discovery (0 = any free port)", DefaultValueFactory = _ => ProtocolConstants.DiscoveryPort };
         var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", DefaultValueFactory = _ => 60 };
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
+                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep, noProgress })
             cmd.Options.Add(o);
 
         cmd.SetAction(async (p, ct) =>
@@ -52,7 +53,7 @@ internal static class Commands
                 Source = payload, Clients = n, MinClients = p.GetValue(minClients) ?? n,
                 StartTimeout = p.GetValue(startTimeout) is { } st ? TimeSpan.FromSeconds(st) : null,
                 Arity = p.GetValue(arity), Session = p.GetValue(session)!, ControlPort = p.GetValue(port), DataPort = p.GetValue(dataPort),
-                Bind = ParseAddress(p.GetValue(bind)) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery),
+                Bind = ParseAddress(p.GetValue(bind)) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery), DiscoveryPort = p.GetValue(discoveryPort),
                 Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
@@ -75,6 +76,7 @@ internal static class Commands
             : new Option<string?>("--server") { Description = "Server HOST[:PORT] (or find it by --session)" };
         var session = new Option<string>("--session", "-s") { Description = "Session name (found by UDP broadcast when --server is not given)", DefaultValueFactory = _ => "default" };
         var discovery = new Option<string>("--discovery-address") { Description = "Where to broadcast the session discovery", DefaultValueFactory = _ => "255.255.255.255" };
+        var discoveryPort = new Option<int>("--discovery-port") { Description = "UDP port of the session discovery", DefaultValueFactory = _ => ProtocolConstants.DiscoveryPort };
         var bind = new Option<string?>("--bind") { Description = "Local address for the data port and outgoing links" };
         var dataPort = new Option<int>("--data-port", "-P") { Description = "Port this node's children connect to (0 = any free port)" };
         var target = new Option<string?>("--target") { Description = "Directory to extract a tree into, or file to write an image to" };
@@ -89,7 +91,7 @@ internal static class Commands
         var go = new Option<bool>("--go", "-g") { Description = "Tell a waiting server to start with the clients it has, then exit" };
         var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child or the local disk may hold a full relay buffer back before it is given up (0 = never)", DefaultValueFactory = _ => 60 };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
-        foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
+        foreach (var o in new Option[] { server, session, discovery, discoveryPort, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
             cmd.Options.Add(o);
 
         cmd.SetAction(async (p, ct) =>
@@ -98,7 +100,7 @@ internal static class Commands
             var common = new ClientOptions
             {
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = ParseAddress(p.GetValue(discovery))!,
-                Bind = ParseAddress(p.GetValue(bind)), DataPort = p.GetValue(dataPort), Log = log,
+                DiscoveryPort = p.GetValue(discoveryPort), Bind = ParseAddress(p.GetValue(bind)), DataPort = p.GetValue(dataPort), Log = log,
                 SinkFactory = p.GetValue(go) ? _ => throw new InvalidOperationException()
                     : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
                 BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), WaitRelease = p.GetValue(wait),
@@ -125,12 +127,14 @@ internal static class Commands
         cmd.Options.Add(server);
         cmd.Options.Add(session);
         cmd.Options.Add(discovery);
+        var discoveryPort = new Option<int>("--discovery-port") { Description = "UDP port of the session discovery", DefaultValueFactory = _ => ProtocolConstants.DiscoveryPort };
+        cmd.Options.Add(discoveryPort);
         cmd.SetAction(async (p, ct) =>
         {
             var options = new ClientOptions
             {
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = ParseAddress(p.GetValue(discovery))!,
-                SinkFactory = _ => throw new InvalidOperationException(), Log = Console.Error,
+                DiscoveryPort = p.GetValue(discoveryPort), SinkFactory = _ => throw new InvalidOperationException(), Log = Console.Error,
             };
             Console.Error.WriteLine("ka-deploy go: " + await DeployClient.SendGoAsync(options, ct));
             return 0;

@@ -46,7 +46,7 @@ public sealed class DeployClient
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
     {
         if (options.Server is null)
-            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.Bind, log, ct).ConfigureAwait(false);
+            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, log, ct).ConfigureAwait(false);
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }

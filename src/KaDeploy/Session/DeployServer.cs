@@ -47,11 +47,14 @@ public sealed partial class DeployServer : IAsyncDisposable
             throw;
         }
         if (options.Discovery && options.Bind.AddressFamily == AddressFamily.InterNetwork)
-            _discovery = Discovery.BindResponder(options.Bind, Log);
+            _discovery = Discovery.BindResponder(options.Bind, Log, options.DiscoveryPort);
     }
 
     /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
     public int ControlPort => ((IPEndPoint)_controlListener.LocalEndPoint!).Port;
+
+    /// <summary>The UDP port answering session discovery, or null when discovery is off or its port was taken.</summary>
+    public int? DiscoveryPort => (_discovery?.LocalEndPoint as IPEndPoint)?.Port;
 
     /// <summary>The data port the server's direct children connect to.</summary>
     public int DataPort => ((IPEndPoint)_dataListener.LocalEndPoint!).Port;
@@ -83,6 +86,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
+        if (_discovery is not null) Log($"answering discovery for session '{_options.Session}' on UDP port {DiscoveryPort}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);
         ServerNode[] nodes;

@@ -43,19 +43,22 @@ public static class Discovery
         }
     }
 
-    /// <summary>Binds the discovery responder socket; null (with a logged reason) when the port is taken.</summary>
-    public static Socket? BindResponder(IPAddress bind, Action<string> log)
+    /// <summary>
+    /// Binds the discovery responder socket to UDP <paramref name="port"/> (0 = any free port, read back
+    /// from the socket); null (with a logged reason) when the port is taken.
+    /// </summary>
+    public static Socket? BindResponder(IPAddress bind, Action<string> log, int port = ProtocolConstants.DiscoveryPort)
     {
         var udp = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         try
         {
-            udp.Bind(new IPEndPoint(bind, ProtocolConstants.DiscoveryPort));
+            udp.Bind(new IPEndPoint(bind, port));
             return udp;
         }
         catch (SocketException e)
         {
             udp.Dispose();
-            log($"warning: session discovery disabled, UDP port {ProtocolConstants.DiscoveryPort} unavailable ({e.Message}); clients need --server");
+            log($"warning: session discovery disabled, UDP port {port} unavailable ({e.Message}); clients need --server");
             return null;
         }
     }
@@ -72,7 +75,11 @@ public static class Discovery
     }
 
     /// <summary>Broadcasts for <paramref name="session"/> and returns the answering server's control endpoint.</summary>
-    public static async Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, IPAddress? local, Action<string> log, CancellationToken cancellationToken)
+    public static Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, IPAddress? local, Action<string> log, CancellationToken cancellationToken) =>
+        FindServerAsync(session, broadcast, ProtocolConstants.DiscoveryPort, local, log, cancellationToken);
+
+    /// <summary>Broadcasts for <paramref name="session"/> to UDP <paramref name="port"/> and returns the answering server's control endpoint.</summary>
+    public static async Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, int port, IPAddress? local, Action<string> log, CancellationToken cancellationToken)
     {
         using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { EnableBroadcast = true };
         udp.Bind(new IPEndPoint(local ?? IPAddress.Any, 0));
@@ -82,7 +89,7 @@ public static class Discovery
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(8), ProtocolConstants.Version);
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(10), (ushort)name.Length);
         name.CopyTo(request, 12);
-        var target = new IPEndPoint(broadcast, ProtocolConstants.DiscoveryPort);
+        var target = new IPEndPoint(broadcast, port);
         var buffer = new byte[64];
         var found = new List<IPEndPoint>();
         for (int attempt = 1; attempt <= Tries && found.Count == 0; attempt++)

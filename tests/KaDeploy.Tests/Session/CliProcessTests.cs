@@ -85,22 +85,35 @@ public sealed class CliProcessTests : IDisposable
         string src = _dir.Sub("src");
         Directory.CreateDirectory(src);
         File.WriteAllText(Path.Combine(src, "hello"), "hello");
-        // Discovery on loopback: the server answers on 127.0.0.1:4957; clients ask that address instead of broadcasting.
-        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src);
-        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
-        string said = "";
-        for (int i = 0; i < 40 && !said.Contains("starts with 1"); i++)
-        {
-            await Task.Delay(250);
-            var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
-            said = go.Err;
-        }
-        Assert.Contains("starts with 1 of 5", said);
+        // Discovery on loopback, on a UDP port the server picks itself and says (never the fixed 4957,
+        // which another test or a real server may hold); clients ask that address and port instead of broadcasting.
+        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src,
+            "--discovery-port", "0");
+        int discoveryPort = await ReadPortAsync(server, @" on UDP port (\d+)$");
+        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--discovery-port", $"{discoveryPort}",
+            "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
+        // `go` starts with whoever has registered: wait until the client says it has, as an operator would.
+        await ReadPortAsync(client, @"registered with .* as node (\d+)");
+        var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
+        Assert.True(go.Code == 0, go.Err);
+        Assert.Contains("starts with 1 of 5", go.Err);
         var c = await FinishAsync(client);
         var s = await FinishAsync(server);
         Assert.True(c.Code == 0, c.Err);
         Assert.True(s.Code == 0, s.Err);
         Assert.Equal("hello", File.ReadAllText(_dir.Sub("n1/hello")));
+    }
+
+    // Reads a process's log until a line matches; returns the first group as a number.
+    private static async Task<int> ReadPortAsync(Process p, string pattern)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (await p.StandardError.ReadLineAsync(timeout.Token) is { } line)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(line, pattern);
+            if (m.Success) return int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        throw new InvalidOperationException($"the process exited before printing /{pattern}/");
     }
 
     [Fact]
