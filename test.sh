@@ -57,3 +57,29 @@ if [ -x testbed/ci-smoke ]; then
     *) echo "test.sh: virtual-cluster smoke test FAILED ($rc)"; exit $rc ;;
   esac
 fi
+
+# The Debian package: built from the repository, installed with dpkg into a clean root, `ka-deploy demo` run
+# there, purged without leftovers (root only; it needs the NativeAOT build, so KA_SKIP_AOT=1 skips it too).
+if [ "${KA_SKIP_AOT:-0}" = 1 ]; then
+  echo "test.sh: Debian package test SKIPPED (KA_SKIP_AOT=1)"
+else
+  set +e; packaging/test-deb; rc=$?; set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: Debian package test SKIPPED (reason above)" ;;
+    *) echo "test.sh: Debian package test FAILED ($rc)"; exit $rc ;;
+  esac
+fi
+
+# Network install end to end (issue 7): qemu VMs network-boot, install, reboot into the clone. Takes ~10-20 min.
+if [ -x testbed/netinstall-e2e ] && [ "${KA_SKIP_NETINSTALL:-0}" != 1 ]; then
+  set +e
+  testbed/netinstall-e2e
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: network-install e2e SKIPPED (reason above)" ;;
+    *) echo "test.sh: network-install e2e FAILED ($rc)"; exit $rc ;;
+  esac
+fi

@@ -47,14 +47,11 @@ public sealed partial class DeployServer : IAsyncDisposable
             throw;
         }
         if (options.Discovery && options.Bind.AddressFamily == AddressFamily.InterNetwork)
-            _discovery = Discovery.BindResponder(options.Bind, Log, options.DiscoveryPort);
+            _discovery = Discovery.BindResponder(options.Bind, options.DiscoveryPort, Log);
     }
 
     /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
     public int ControlPort => ((IPEndPoint)_controlListener.LocalEndPoint!).Port;
-
-    /// <summary>The UDP port answering session discovery, or null when discovery is off or its port was taken.</summary>
-    public int? DiscoveryPort => (_discovery?.LocalEndPoint as IPEndPoint)?.Port;
 
     /// <summary>The data port the server's direct children connect to.</summary>
     public int DataPort => ((IPEndPoint)_dataListener.LocalEndPoint!).Port;
@@ -78,15 +75,15 @@ public sealed partial class DeployServer : IAsyncDisposable
             Started = DateTimeOffset.UtcNow,
         };
         var clock = Stopwatch.StartNew();
+        _sessionClock.Start();
         _background.Add(AcceptControlAsync(ct));
         // A tree's size is estimated (a metadata walk) while the nodes boot and register.
         Task<long>? estimate = _options.Source.EstimatedLength is null && _options.Source is Payloads.IPayloadEstimate estimator
             ? estimator.EstimateLengthAsync(ct) : null;
         _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, Log, ct));
+        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
-        if (_discovery is not null) Log($"answering discovery for session '{_options.Session}' on UDP port {DiscoveryPort}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);
         ServerNode[] nodes;
@@ -96,6 +93,9 @@ public sealed partial class DeployServer : IAsyncDisposable
             nodes = [.. _nodes];
         }
         Log($"starting with {nodes.Length} client(s): {why}");
+        _phase = "linking";
+        using var recording = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var recorder = RecordProgressAsync(report, nodes, recording.Token);
         try
         {
             await RunSessionAsync(nodes, report, estimate, ct).ConfigureAwait(false);
@@ -108,6 +108,9 @@ public sealed partial class DeployServer : IAsyncDisposable
             await Task.WhenAll(nodes.Select(n => n.TrySendAsync(new Abort(e.Message), ct))).ConfigureAwait(false);
         }
         report.Seconds = clock.Elapsed.TotalSeconds;
+        _phase = "done";
+        await recording.CancelAsync().ConfigureAwait(false);
+        await recorder.ConfigureAwait(false);
         report.Nodes = nodes.Select(n => n.Report).ToList();
         report.Success = report.Message.Length == 0 && nodes.Length > 0 && nodes.All(n => n.Report.Verified);
         if (!report.Success && report.Message.Length == 0)

@@ -18,7 +18,7 @@ public class RelayRingTests
         var produce = Task.Run(async () =>
         {
             await writer.WriteAsync(data);
-            await writer.CompleteAsync(data.Length, SHA256.HashData(data), default);
+            await writer.CompleteAsync(data.Length, DigestAlgorithm.Sha256, SHA256.HashData(data), default);
         });
         var fastRead = ReadAllAsync(fast, 0);
         var slowRead = ReadAllAsync(slow, 2);

@@ -85,15 +85,18 @@ public sealed class CliProcessTests : IDisposable
         string src = _dir.Sub("src");
         Directory.CreateDirectory(src);
         File.WriteAllText(Path.Combine(src, "hello"), "hello");
-        // Discovery on loopback, on a UDP port the server picks itself and says (never the fixed 4957,
-        // which another test or a real server may hold); clients ask that address and port instead of broadcasting.
-        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src,
-            "--discovery-port", "0");
-        int discoveryPort = await ReadPortAsync(server, @" on UDP port (\d+)$");
-        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--discovery-port", $"{discoveryPort}",
+        // Discovery on loopback, on a UDP port of this test's own (never the fixed 4957 another run may use): the
+        // client broadcasts on the loopback network (127.255.255.255), as it would on a cluster's.
+        using var reserve = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+        reserve.SetSocketOption(System.Net.Sockets.SocketOptionLevel.Socket, System.Net.Sockets.SocketOptionName.ReuseAddress, true);
+        reserve.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SO_REUSEPORT, as the servers bind it
+        reserve.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Any, 0));
+        string discoveryPort = ((System.Net.IPEndPoint)reserve.LocalEndPoint!).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src, "--discovery-port", discoveryPort);
+        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.255.255.255", "--discovery-port", discoveryPort,
             "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
         // `go` starts with whoever has registered: wait until the client says it has, as an operator would.
-        await ReadPortAsync(client, @"registered with .* as node (\d+)");
+        await ReadUntilAsync(client, "registered with ");
         var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
         Assert.True(go.Code == 0, go.Err);
         Assert.Contains("starts with 1 of 5", go.Err);
@@ -104,16 +107,13 @@ public sealed class CliProcessTests : IDisposable
         Assert.Equal("hello", File.ReadAllText(_dir.Sub("n1/hello")));
     }
 
-    // Reads a process's log until a line matches; returns the first group as a number.
-    private static async Task<int> ReadPortAsync(Process p, string pattern)
+    // Reads a process's log until a line holds `text` (the rest stays readable for FinishAsync).
+    private static async Task ReadUntilAsync(Process p, string text)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         while (await p.StandardError.ReadLineAsync(timeout.Token) is { } line)
-        {
-            var m = System.Text.RegularExpressions.Regex.Match(line, pattern);
-            if (m.Success) return int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-        }
-        throw new InvalidOperationException($"the process exited before printing /{pattern}/");
+            if (line.Contains(text, StringComparison.Ordinal)) return;
+        throw new InvalidOperationException($"the process exited before saying '{text}'");
     }
 
     [Fact]
