@@ -1,5 +1,3 @@
-using KaDeploy.Relay;
-using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
@@ -22,7 +20,7 @@ public static class WireFrames
     public static byte[] End(long wireLength, long payloadLength, ReadOnlySpan<byte> sha256, long? frameOffset = null)
     {
         var body = new byte[DataFrameHeader.EndPayloadSize];
-        new EndOfStream(wireLength, payloadLength, DigestAlgorithm.Sha256, sha256.ToArray()).Write(body);
+        new KaDeploy.Relay.EndOfStream(wireLength, payloadLength, DigestAlgorithm.Sha256, sha256.ToArray()).Write(body);
         long at = frameOffset ?? wireLength;
         return Frame(DataFrameType.End, body, at, DataFrameHeader.ComputeChecksum(body, at));
     }
