@@ -38,12 +38,14 @@ internal static class Commands
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
             cmd.Options.Add(o);
+        var raw = new Option<bool>("--raw") { Description = "With --image: send the file as a raw disk image even without a partition table or file-system signature" };
+        cmd.Options.Add(raw);
 
         cmd.SetAction(async (p, ct) =>
         {
             var log = Console.Error;
             var (payload, preCompressed) = PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
-                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
+                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log, raw: p.GetValue(raw));
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
             int n = p.GetValue(clients);
