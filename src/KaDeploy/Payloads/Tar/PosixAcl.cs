@@ -35,6 +35,14 @@ internal static class PosixAcl
             entries.Add(Parse(entry));
         }
         if (entries.Count == 0) throw new FormatException("empty ACL");
+        if (!entries.Exists(e => e.Tag == Mask) && entries.Exists(e => e.Tag is User or Group))
+        {
+            // Named entries need a mask; star and older writers leave it out. Compute it as acl_calc_mask and
+            // setfacl do: the union of the group class (named users, owning group, named groups).
+            ushort mask = 0;
+            foreach (var e in entries) if (e.Tag is User or GroupObj or Group) mask |= e.Perm;
+            entries.Add((Mask, mask, UndefinedId));
+        }
         entries.Sort((a, b) => a.Tag != b.Tag ? a.Tag.CompareTo(b.Tag) : a.Id.CompareTo(b.Id));
         var value = new byte[4 + 8 * entries.Count];
         BinaryPrimitives.WriteUInt32LittleEndian(value, 2); // POSIX_ACL_XATTR_VERSION

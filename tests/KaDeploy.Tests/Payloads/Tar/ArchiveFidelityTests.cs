@@ -323,4 +323,31 @@ public class ArchiveFidelityTests : IDisposable
         Assert.All(results, r => Assert.False(r.Verified));
         Assert.All(results, r => Assert.Contains("'bad-\\xff'", r.Message));
     }
+
+    [Fact]
+    public async Task ANumericFieldStartingWithNulIsZeroAsGnuTarReadsIt()
+    {
+        // libarchive's test_read_format_tar_timestamp_overflow: "\0\0\0\0016" in the size field; GNU tar reads 0.
+        byte[] archive = new RawTar().Header(B("f"), '0', 0, format: "gnu", tweak: h =>
+        {
+            h.AsSpan(124, 12).Clear();
+            "0016"u8.CopyTo(h.AsSpan(131));
+        }).End();
+        await ExtractAsync(archive);
+        Assert.Equal(0, new FileInfo(Path.Combine(Target, "f")).Length);
+    }
+
+    [SkippableFact]
+    public async Task AStarAclWithoutAMaskGetsTheMaskSetfaclWouldCompute()
+    {
+        Skip.IfNot(Environment.IsPrivilegedProcess, "setting ACLs naming other users needs root");
+        byte[] archive = new RawTar()
+            .Pax('x', ("SCHILY.acl.access", B("user::--x,group::r--,other::-w-,user:user77:r--:77,group:group78:rwx:78")))
+            .Header(B("f"), '0', 0, mode: "0000142")
+            .End();
+        await ExtractAsync(archive);
+        string acl = TempDirectory.RunCapture("getfacl", "-n", "-p", Path.Combine(Target, "f")).Output;
+        Assert.Contains("user:77:r--", acl);
+        Assert.Contains("mask::rwx", acl);
+    }
 }
