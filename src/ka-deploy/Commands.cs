@@ -30,6 +30,7 @@ internal static class Commands
         var compress = Opt.Checked("--compress", "Wire compression: none, zstd or zstd:LEVEL", "none|zstd[:LEVEL]",
             t => PayloadSelection.ParseCompression(t), "lz4", "none zstd");
         var buffer = Opt.Size("--buffer", "Relay buffer size (1MiB to 64GiB)", MinBuffer, MaxBuffer, "64MiB");
+        var digest = Opt.Choice("--digest", "End-to-end digest every node checks its copy against", ["xxh128", "sha256", "blake3"], "xxh128");
         var releaseDelay = Opt.Checked("--release-delay", "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms",
             "T", t => ParseDelay(t), "soon", null, "-d");
         var report = Opt.OutputFile("--report", "Write the session report as JSON to this file (its directory must exist)");
@@ -40,9 +41,10 @@ internal static class Commands
         var stall = Opt.Seconds("--stall-timeout", "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", 0, 86400, 60);
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
+                     allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd);
+        var installOptions = InstallCommands.AddServerOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -50,7 +52,9 @@ internal static class Commands
             if (p.GetValue(minClients) is int min && min > n) throw new UsageException($"--min-clients {min} is more than --clients {n}");
             using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
             var log = console.Log;
-            var (payload, preCompressed) = PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            if (installed.ExitCode is { } dryRunExit) return dryRunExit;
+            var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
                 !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
@@ -60,7 +64,7 @@ internal static class Commands
                 StartTimeout = p.GetValue(startTimeout) is { } st ? TimeSpan.FromSeconds(st) : null,
                 Arity = p.GetValue(arity), Session = p.GetValue(session)!, ControlPort = p.GetValue(port), DataPort = p.GetValue(dataPort),
                 Bind = p.GetValue(bind) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery), DiscoveryPort = p.GetValue(discoveryPort),
-                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
+                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed, Digest = DigestAlgorithms.Parse(p.GetValue(digest)!),
                 BufferBytes = p.GetValue(buffer), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
@@ -99,6 +103,7 @@ internal static class Commands
         foreach (var o in new Option[] { server, session, discovery, discoveryPort, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall })
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd, events: false);
+        var installOptions = InstallCommands.AddClientOptions(cmd);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -109,7 +114,8 @@ internal static class Commands
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
                 Bind = p.GetValue(bind), DataPort = p.GetValue(dataPort), Log = log,
                 SinkFactory = p.GetValue(go) ? _ => throw new InvalidOperationException()
-                    : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
+                    : InstallCommands.ClientSinks(p, installOptions, p.GetValue(nodeName) ?? Environment.MachineName, log)
+                      ?? PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
                 BufferBytes = p.GetValue(buffer), WaitRelease = p.GetValue(wait),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
@@ -121,7 +127,7 @@ internal static class Commands
                 return 0;
             }
             var result = await new DeployClient(common).RunAsync(ct);
-            return result.Verified ? 0 : 1;
+            return await InstallCommands.AfterClientAsync(p, installOptions, result.Verified, log);
         });
     }
 
@@ -166,7 +172,9 @@ internal static class Commands
     {
         try
         {
-            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Trim()).Where(l => l.Length > 0).ToArray();
+            // The first field is the node's name (the node list's other fields are for --install).
+            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+                .Where(l => l.Length > 0).ToArray();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

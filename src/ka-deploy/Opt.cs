@@ -364,4 +364,24 @@ internal static class Opt
         };
         return Register(o, "", "file");
     }
+
+    /// <summary>A repeatable integer in [min, max].</summary>
+    public static Option<int[]> RepeatedInt(string name, string description, int min, int max, string valueName = "N", params string[] aliases)
+    {
+        var o = new Option<int[]>(name, aliases)
+        {
+            Description = description, HelpName = valueName, AllowMultipleArgumentsPerToken = false,
+            CustomParser = r =>
+            {
+                var values = new List<int>();
+                foreach (var t in r.Tokens)
+                {
+                    if (int.TryParse(t.Value, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max) values.Add(v);
+                    else r.AddError($"{Name(r)} '{t.Value}': expected a whole number from {min} to {max}");
+                }
+                return [.. values];
+            },
+        };
+        return Register(o, (max + 1L).ToString(CultureInfo.InvariantCulture));
+    }
 }
