@@ -1,25 +1,35 @@
 using KaDeploy.Protocol;
+using KaDeploy.Security;
 
 namespace KaDeploy.Relay;
 
 /// <summary>
 /// A client's upstream loop: reads frames from the parent link straight into ring slots (the only
 /// copy on the relay path is the kernel's), checks each one (magic, size, offset continuity,
-/// XxHash3) before anyone forwards it, and publishes it.
+/// XxHash3) before anyone forwards it, and publishes it. In a keyed session (a <see cref="StreamCipher"/>
+/// is given) every frame must be sealed and is opened (AES-GCM tag checked, plaintext written beside
+/// the wire bytes) before it is published; a clear frame is refused, so nobody can downgrade the link.
 /// </summary>
 public sealed class FrameReceiver
 {
     private readonly Stream _upstream;
     private readonly RelayRing _ring;
+    private readonly StreamCipher? _cipher;
     private long _expectedOffset;
 
-    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0)
+    /// <param name="upstream">The parent link, after its handshake.</param>
+    /// <param name="ring">The node's ring (with sealed slots when <paramref name="cipher"/> is given).</param>
+    /// <param name="startOffset">Wire offset of the first frame expected (resume).</param>
+    /// <param name="cipher">The session's stream cipher in a keyed session; null accepts clear frames only.</param>
+    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0, StreamCipher? cipher = null)
     {
         ArgumentNullException.ThrowIfNull(upstream);
         ArgumentNullException.ThrowIfNull(ring);
+        if (cipher is not null && !ring.IsSealed) throw new ArgumentException("an opening receiver needs a ring with sealed slots", nameof(ring));
         _upstream = upstream;
         _ring = ring;
         _expectedOffset = startOffset;
+        _cipher = cipher;
     }
 
     /// <summary>Who sends the frames ("parent node 3 (10.0.0.3:4000)", "the server (...)"): failures name the peer that was lost.</summary>
@@ -40,15 +50,29 @@ public sealed class FrameReceiver
                 var header = DataFrameHeader.Read(slot);
                 if (header.Offset != _expectedOffset)
                     throw new ProtocolException($"frame at offset {header.Offset}, expected {_expectedOffset}");
-                var payload = slot.AsMemory(DataFrameHeader.Size, header.PayloadLength);
-                await ReadExactlyAsync(payload, header, cancellationToken).ConfigureAwait(false);
-                if (DataFrameHeader.ComputeChecksum(payload.Span, header.Offset) != header.Checksum)
-                    throw new ProtocolException($"checksum mismatch in the frame at offset {header.Offset}");
+                var wire = slot.AsMemory(DataFrameHeader.Size, header.PayloadLength);
+                await ReadExactlyAsync(wire, header, cancellationToken).ConfigureAwait(false);
+                Memory<byte> payload;
+                if (_cipher is not null)
+                {
+                    payload = slot.AsMemory(RelayRing.PlaintextOffset, header.PlaintextLength);
+                    _cipher.Open(header, slot.AsSpan(0, DataFrameHeader.Size + header.PayloadLength), payload.Span);
+                }
+                else if (header.IsSealed)
+                {
+                    throw new ProtocolException($"sealed frame at offset {header.Offset}, but this node has no stream key (keyed server, unkeyed node)");
+                }
+                else
+                {
+                    payload = wire;
+                    if (DataFrameHeader.ComputeChecksum(payload.Span, header.Offset) != header.Checksum)
+                        throw new ProtocolException($"checksum mismatch in the frame at offset {header.Offset}");
+                }
                 switch (header.Type)
                 {
                     case DataFrameType.Data:
                         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
-                        Volatile.Write(ref _expectedOffset, header.Offset + header.PayloadLength);
+                        Volatile.Write(ref _expectedOffset, header.Offset + header.PlaintextLength);
                         break;
                     case DataFrameType.End:
                         var end = EndOfStream.Parse(payload.Span);
