@@ -95,11 +95,11 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
     // Copies what is left of the held frame; releases the slot as soon as it is drained.
     private int CopyOut(Span<byte> buffer)
     {
-        int n = Math.Min(_frame.Header.PayloadLength - _consumed, buffer.Length);
+        int n = Math.Min(_frame.Header.PlaintextLength - _consumed, buffer.Length);
         _frame.Payload.Span.Slice(_consumed, n).CopyTo(buffer);
         _consumed += n;
         WireBytes += n;
-        if (_consumed == _frame.Header.PayloadLength) Release();
+        if (_consumed == _frame.Header.PlaintextLength) Release();
         return n;
     }
 

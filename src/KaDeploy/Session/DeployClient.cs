@@ -46,7 +46,7 @@ public sealed class DeployClient
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
     {
         if (options.Server is null)
-            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.Bind, log, ct).ConfigureAwait(false);
+            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, options.ConnectTimeout, log, ct).ConfigureAwait(false);
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
@@ -106,7 +106,10 @@ public sealed class DeployClient
 
         var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var controlReader = ReadControlAsync(channel, released, runCts, ct);
-        var receiver = new FrameReceiver(upstream, ring);
+        var receiver = new FrameReceiver(upstream, ring)
+        {
+            Peer = plan.ParentId == 0 ? $"the server ({parentAddress}:{plan.ParentPort})" : $"parent node {plan.ParentId} ({parentAddress}:{plan.ParentPort})",
+        };
         var receiving = Task.Run(() => receiver.RunAsync(ct), ct);
         var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);

@@ -17,6 +17,7 @@ public sealed partial class DeployServer
         var ordered = _options.NodeOrder is { } order ? TreePlanner.OrderByList(endpoints, order) : TreePlanner.OrderByAddress(endpoints);
         var placements = TreePlanner.Plan(ordered, _options.Arity);
         var byId = nodes.ToDictionary(n => n.Id);
+        AssignPlaces(placements, byId, _options.Arity);
         var key = RandomNumberGenerator.GetBytes(16);
 
         using var ring = new RelayRing(_options.BufferBytes);
@@ -33,6 +34,9 @@ public sealed partial class DeployServer
         // The tree's size estimate has been running while clients registered; give it a moment more at most.
         if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
         long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
+        Interlocked.Exchange(ref _estimatedTotal, estimated);
+        _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         foreach (var p in placements)
         {
             var node = byId[p.Node.NodeId];
@@ -51,13 +55,14 @@ public sealed partial class DeployServer
         await FailUnlinkedAsync(nodes, placements, byId, ct).ConfigureAwait(false);
         if (nodes.All(n => n.IsFinished)) throw new KaDeployException("no node could link up");
         Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
+        _phase = "streaming";
 
         var writer = new RingWriterStream(ring, ct);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine("sent", () => (_produced?.Length64 ?? writer.WireBytes,
                 estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
-                $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
+                (SlowestProgress(nodes) is long slowest ? $" | slowest node {ProgressLine.Size(slowest)}" : "") + $" | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
         try
         {
@@ -88,12 +93,13 @@ public sealed partial class DeployServer
         }
     }
 
-    private static long SlowestProgress(ServerNode[] nodes)
+    // Null once every node has finished: "slowest node 0 B" at the end said the opposite of what happened.
+    private static long? SlowestProgress(ServerNode[] nodes)
     {
         long min = long.MaxValue;
         foreach (var n in nodes)
             if (!n.IsFinished) min = Math.Min(min, Volatile.Read(ref n.ProgressBytes));
-        return min == long.MaxValue ? 0 : min;
+        return min == long.MaxValue ? null : min;
     }
 
     // Source → digest → (zstd) → frames in the ring. The source runs on the pool: tar and

@@ -27,6 +27,8 @@ public sealed class ServerOptions
     public int DataPort { get; init; }
     /// <summary>Answer UDP session discovery.</summary>
     public bool Discovery { get; init; } = true;
+    /// <summary>UDP port of session discovery (4957, the original's; tests and side-by-side clusters pick their own).</summary>
+    public int DiscoveryPort { get; init; } = ProtocolConstants.DiscoveryPort;
     /// <summary>Wire compression.</summary>
     public WireCompression Compression { get; init; }
     /// <summary>The source already writes zstd (a .tar.zst image): relay it as is, with <see cref="Compression"/> = Zstd.</summary>
