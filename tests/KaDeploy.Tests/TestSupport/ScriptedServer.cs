@@ -23,7 +23,8 @@ public static class WireFrames
         var body = new byte[DataFrameHeader.EndPayloadSize];
         BinaryPrimitives.WriteInt64LittleEndian(body, wireLength);
         BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8), payloadLength);
-        sha256.CopyTo(body.AsSpan(16));
+        body[16] = (byte)DigestAlgorithm.Sha256; // the algorithm the plan names by default
+        sha256.CopyTo(body.AsSpan(17));
         long at = frameOffset ?? wireLength;
         return Frame(DataFrameType.End, body, at, DataFrameHeader.ComputeChecksum(body, at));
     }
