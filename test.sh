@@ -25,3 +25,19 @@ if [ -x testbed/ci-smoke ]; then
     *) echo "test.sh: virtual-cluster smoke test FAILED ($rc)"; exit $rc ;;
   esac
 fi
+
+# Fuzzing (issue 9): every decoder under AFL for KA_FUZZ_SECONDS each (CI: 30), fuzz/README.md.
+# Property-based runs of the same targets are part of the xunit suite above on every run.
+if [ -n "${KA_FUZZ_SECONDS:-}" ] || [ -n "${CI:-}" ]; then
+  set +e
+  fuzz/run --seconds "${KA_FUZZ_SECONDS:-30}"
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: AFL fuzzing SKIPPED (reason above)" ;;
+    *) echo "test.sh: AFL fuzzing FAILED ($rc)"; exit $rc ;;
+  esac
+else
+  echo "test.sh: AFL fuzzing not run (KA_FUZZ_SECONDS=30 ./test.sh runs it; CI does)"
+fi
