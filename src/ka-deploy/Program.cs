@@ -44,6 +44,7 @@ namespace KaDeploy.Cli
                     root.Subcommands.Add(Demo.Command());
                     root.Subcommands.Add(ReportCommand.Command());
                     root.Subcommands.Add(Documentation.Command());
+                    root.Subcommands.Add(KeygenCommand.Command());
                     break;
             }
             // Every command answers --version, not only the root (an administrator types `ka-deploy server --version`).
