@@ -56,7 +56,7 @@ public static class Seeds
         var payload = new byte[length];
         new Random(length).NextBytes(payload);
         writer.Write(payload);
-        writer.CompleteAsync(length, SHA256.HashData(payload), CancellationToken.None).GetAwaiter().GetResult();
+        writer.CompleteAsync(length, DigestAlgorithm.Sha256, SHA256.HashData(payload), CancellationToken.None).GetAwaiter().GetResult();
         var output = new MemoryStream();
         while (true)
         {

@@ -30,6 +30,7 @@ internal static class Commands
         var compress = Opt.Checked("--compress", "Wire compression: none, zstd or zstd:LEVEL", "none|zstd[:LEVEL]",
             t => PayloadSelection.ParseCompression(t), "lz4", "none zstd");
         var buffer = Opt.Size("--buffer", "Relay buffer size (1MiB to 64GiB)", MinBuffer, MaxBuffer, "64MiB");
+        var digest = Opt.Choice("--digest", "End-to-end digest every node checks its copy against", ["xxh128", "sha256", "blake3"], "xxh128");
         var releaseDelay = Opt.Checked("--release-delay", "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms",
             "T", t => ParseDelay(t), "soon", null, "-d");
         var report = Opt.OutputFile("--report", "Write the session report as JSON to this file (its directory must exist)");
@@ -40,7 +41,7 @@ internal static class Commands
         var stall = Opt.Seconds("--stall-timeout", "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", 0, 86400, 60);
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
+                     allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd);
         var installOptions = InstallCommands.AddServerOptions(cmd);
@@ -63,7 +64,7 @@ internal static class Commands
                 StartTimeout = p.GetValue(startTimeout) is { } st ? TimeSpan.FromSeconds(st) : null,
                 Arity = p.GetValue(arity), Session = p.GetValue(session)!, ControlPort = p.GetValue(port), DataPort = p.GetValue(dataPort),
                 Bind = p.GetValue(bind) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery), DiscoveryPort = p.GetValue(discoveryPort),
-                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
+                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed, Digest = DigestAlgorithms.Parse(p.GetValue(digest)!),
                 BufferBytes = p.GetValue(buffer), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),

@@ -29,8 +29,15 @@ internal static class Documentation
         return cmd;
     }
 
-    /// <summary>The options of a command as --help lists them (visible ones, help and version included).</summary>
-    public static IEnumerable<Option> VisibleOptions(Command cmd) => cmd.Options.Where(o => !o.Hidden);
+    /// <summary>The options of a command as --help lists them: its own visible ones, then those its ancestors pass down (--help).</summary>
+    public static IEnumerable<Option> VisibleOptions(Command cmd)
+    {
+        var own = cmd.Options.Where(o => !o.Hidden).ToList();
+        var inherited = new List<Option>();
+        for (var parent = cmd.Parents.OfType<Command>().FirstOrDefault(); parent is not null; parent = parent.Parents.OfType<Command>().FirstOrDefault())
+            inherited.AddRange(parent.Options.Where(o => o.Recursive && !o.Hidden && !own.Contains(o) && !inherited.Contains(o)));
+        return own.Concat(inherited);
+    }
 
     /// <summary>All spellings of an option, long first.</summary>
     public static IEnumerable<string> Spellings(Option o) => new[] { o.Name }.Concat(o.Aliases).Distinct().OrderBy(s => s.StartsWith("--", StringComparison.Ordinal) ? 1 : 0);

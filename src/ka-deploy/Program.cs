@@ -45,6 +45,7 @@ namespace KaDeploy.Cli
                     root.Subcommands.Add(ReportCommand.Command());
                     root.Subcommands.Add(Documentation.Command());
                     root.Subcommands.Add(KeygenCommand.Command());
+                    if (OperatingSystem.IsLinux()) root.Subcommands.Add(NetbootCommands.Command()); // dnsmasq, initramfs: Linux only
                     break;
             }
             // Every command answers --version, not only the root (an administrator types `ka-deploy server --version`).

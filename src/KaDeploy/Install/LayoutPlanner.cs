@@ -53,7 +53,7 @@ public static class LayoutPlanner
         {
             long needBytes = (needed + (layout.Table == "gpt" ? 34 : 0)) * SectorSize;
             throw new KaDeployException(
-                $"disk {disk} is too small: {Mib(diskBytes)} MiB, the layout needs at least {Mib(needBytes)} MiB" +
+                $"disk {disk} is too small: {Mib(diskBytes)} MiB, the layout needs at least {(needBytes + (1 << 20) - 1) >> 20} MiB" +
                 (fillIndex >= 0 ? $" (with {Mib(sizes[fillIndex] * SectorSize)} MiB for the fill partition {layout.Partitions[fillIndex].MountPoint})" : ""));
         }
         if (fillIndex >= 0) sizes[fillIndex] += end - needed;

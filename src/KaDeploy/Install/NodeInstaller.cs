@@ -250,6 +250,11 @@ public sealed class NodeInstaller : IAsyncDisposable
     public async Task InstallBootLoaderAsync(CancellationToken ct)
     {
         var (m, disk, planned) = Ready();
+        if (!m.BiosBoot && !m.UefiBoot)
+        {
+            _o.Warn("the layout has neither a BIOS boot partition (or MBR) nor an EFI system partition: no boot loader is installed");
+            return;
+        }
         BeginPhase("boot loader");
         await MountChrootAsync(ct).ConfigureAwait(false);
         if (!File.Exists(Staged("/usr/sbin/grub-install")))

@@ -84,6 +84,8 @@ public sealed partial class DeployServer
             foreach (var row in Snapshot().Nodes)
             {
                 if (!histories.TryGetValue(row.Id, out var h)) continue;
+                // A finished node's line ends where it finished: a failed node stays at the bytes it had, not drawn on to the end.
+                if (seen[row.Id] is NodeState.Verified or NodeState.Failed) continue;
                 bool changed = seen[row.Id] != row.State;
                 h.Add(t, row.Bytes, force: last || (changed && row.State is NodeState.Verified or NodeState.Failed));
                 if (!changed) continue;

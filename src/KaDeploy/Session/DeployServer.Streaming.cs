@@ -46,7 +46,7 @@ public sealed partial class DeployServer
             var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
             // An empty parent address means "the host you reached the server's control port on".
             var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key);
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest);
             await node.TrySendAsync(plan, ct).ConfigureAwait(false);
         }
 
@@ -66,7 +66,9 @@ public sealed partial class DeployServer
             : null;
         try
         {
-            (report.PayloadBytes, report.Sha256) = await ProduceAsync(writer, ring, ct).ConfigureAwait(false);
+            (report.PayloadBytes, report.Digest) = await ProduceAsync(writer, ring, ct).ConfigureAwait(false);
+            report.DigestAlgorithm = _options.Digest.Name();
+            if (_options.Digest == DigestAlgorithm.Sha256) report.Sha256 = report.Digest;
             report.WireBytes = writer.WireBytes;
             await Task.WhenAll(nodes.Select(n => n.Finished)).WaitAsync(ct).ConfigureAwait(false);
         }
@@ -100,9 +102,9 @@ public sealed partial class DeployServer
         return min == long.MaxValue ? null : min;
     }
 
-    // Source → SHA-256 → (zstd) → frames in the ring. The source runs on the pool: tar and
+    // Source → digest → (zstd) → frames in the ring. The source runs on the pool: tar and
     // compressors write synchronously and block on the ring when the tree pushes back.
-    private async Task<(long Length, string Sha256)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
+    private async Task<(long Length, string Digest)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
     {
         if (_options.SourceIsZstd) return await ProducePreCompressedAsync(writer, ct).ConfigureAwait(false);
         CompressionStream? zstd = null;
@@ -113,26 +115,27 @@ public sealed partial class DeployServer
             zstd.SetParameter(ZSTD_cParameter.ZSTD_c_nbWorkers, Environment.ProcessorCount);
             top = zstd;
         }
-        using var digest = new DigestWriteStream(top);
+        using var digest = new DigestWriteStream(top, _options.Digest);
         _produced = digest;
         await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
-        byte[] sha = digest.Digest();
-        await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);
-        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, sha256 {Convert.ToHexStringLower(sha)}");
-        return (digest.Length64, Convert.ToHexStringLower(sha));
+        byte[] sum = digest.Digest();
+        await writer.CompleteAsync(digest.Length64, _options.Digest, sum, ct).ConfigureAwait(false);
+        string hex = Hex(_options.Digest, sum);
+        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, {_options.Digest.Name()} {hex}");
+        return (digest.Length64, hex);
     }
 
     // The source's zstd frames go to the wire untouched; a side pipe decompresses them only to compute
     // the digest of the payload the clients will decompress and check.
-    private async Task<(long Length, string Sha256)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
+    private async Task<(long Length, string Digest)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
     {
         var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
         var hashing = Task.Run(async () =>
         {
             await using var compressed = pipe.Reader.AsStream();
             await using var plain = new DecompressionStream(compressed, 1 << 20, leaveOpen: true);
-            using var digest = new DigestReadStream(plain);
+            using var digest = new DigestReadStream(plain, _options.Digest);
             await digest.DrainAsync(ct).ConfigureAwait(false);
             return (digest.BytesRead, digest.Digest());
         }, ct);
@@ -147,11 +150,16 @@ public sealed partial class DeployServer
             await pipe.Writer.CompleteAsync(e).ConfigureAwait(false);
             throw;
         }
-        var (length, sha) = await hashing.ConfigureAwait(false);
-        await writer.CompleteAsync(length, sha, ct).ConfigureAwait(false);
-        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), sha256 {Convert.ToHexStringLower(sha)}");
-        return (length, Convert.ToHexStringLower(sha));
+        var (length, sum) = await hashing.ConfigureAwait(false);
+        await writer.CompleteAsync(length, _options.Digest, sum, ct).ConfigureAwait(false);
+        string hex = Hex(_options.Digest, sum);
+        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {hex}");
+        return (length, hex);
     }
+
+    // XXH3-128 fills 16 of the 32 digest bytes; the rest are padding, not worth showing.
+    internal static string Hex(DigestAlgorithm algorithm, byte[] digest) =>
+        Convert.ToHexStringLower(algorithm == DigestAlgorithm.XxHash128 ? digest.AsSpan(0, 16) : digest);
 
     private async Task FailUnlinkedAsync(ServerNode[] nodes, IReadOnlyList<NodePlacement> placements,
         Dictionary<int, ServerNode> byId, CancellationToken ct)

@@ -29,15 +29,16 @@ public class FuzzRegressionTests
     [InlineData('3')] // character device
     [InlineData('4')] // block device
     [InlineData('6')] // FIFO
-    public async Task V7_device_or_fifo_entry_is_refused_not_a_crash(char type)
+    public async Task V7_device_or_fifo_entry_is_extracted_or_refused_not_a_crash(char type)
     {
         // CsCheck found this (seed 7LpYqfJqzqu1): the extractor cast every device entry to PosixTarEntry,
-        // and an InvalidCastException escaped instead of a one-line refusal.
+        // and an InvalidCastException escaped instead of a one-line refusal. (The byte-level sink that
+        // replaced it reads V7 device headers itself; either outcome is fine, another exception is not.)
         using var dir = new TempDirectory();
         var archive = new MemoryStream([.. V7Header("dev", type), .. new byte[1024]]);
         var sink = new TarTreeSink(new TarTreeSinkOptions { Target = dir.Path, Force = true, PreserveOwnership = false });
-        var e = await Assert.ThrowsAsync<KaDeployException>(() => sink.ConsumeAsync(archive, default));
-        Assert.Contains("V7", e.Message);
+        try { await sink.ConsumeAsync(archive, default); }
+        catch (KaDeployException) { }
     }
 
     [Fact]

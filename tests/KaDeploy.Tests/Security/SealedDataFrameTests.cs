@@ -31,7 +31,7 @@ public class SealedDataFrameTests
         using var cursor = ring.Attach("test");
         var writer = new RingWriterStream(ring, default, cipher);
         writer.Write(payload);
-        writer.CompleteAsync(payload.Length, SHA256.HashData(payload), default).GetAwaiter().GetResult();
+        writer.CompleteAsync(payload.Length, DigestAlgorithm.Sha256, SHA256.HashData(payload), default).GetAwaiter().GetResult();
         var frames = new List<byte[]>();
         while (true)
         {
@@ -77,7 +77,7 @@ public class SealedDataFrameTests
         Assert.Null(error);
         Assert.Equal(payload, published);
         Assert.Equal(payload.Length, end!.WireLength);
-        Assert.Equal(SHA256.HashData(payload), end.Sha256);
+        Assert.Equal(SHA256.HashData(payload), end.Digest);
     }
 
     [Fact]

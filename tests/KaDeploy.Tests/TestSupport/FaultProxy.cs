@@ -64,13 +64,21 @@ public sealed class FaultProxy : IAsyncDisposable
     /// <param name="target">The real peer.</param>
     /// <param name="fault">What to break in the downstream direction of the first connection.</param>
     public FaultProxy(IPEndPoint listen, IPEndPoint target, Fault? fault = null)
+        : this(Bind(listen), target, fault)
+    {
+    }
+
+    /// <summary>
+    /// Starts listening on a socket the test bound earlier (connections to a bound socket that does
+    /// not listen yet are refused): a peer that is "not up yet" at a port nobody else can take meanwhile.
+    /// </summary>
+    public FaultProxy(Socket bound, IPEndPoint target, Fault? fault = null)
     {
         _target = target;
         _fault = fault ?? Fault.None;
-        _listener = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        _listener = bound;
         try
         {
-            _listener.Bind(listen);
             _listener.Listen(16);
         }
         catch
@@ -79,6 +87,22 @@ public sealed class FaultProxy : IAsyncDisposable
             throw;
         }
         _accepting = AcceptAsync();
+    }
+
+    /// <summary>A TCP socket bound to <paramref name="at"/> (port 0 = any free port), not yet listening.</summary>
+    public static Socket Bind(IPEndPoint at)
+    {
+        var socket = new Socket(at.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.Bind(at);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Where the connecting side must connect.</summary>
@@ -204,6 +228,8 @@ public sealed class FaultProxy : IAsyncDisposable
     // Applies the fault to the gathered window; false when the connection is finished.
     private async Task<bool> ActAsync(Socket from, Socket to, Fault fault, byte[] window)
     {
+        // Fired before the first broken byte leaves: the peer may hang up on it before the rest is sent.
+        _fired.TrySetResult();
         switch (fault.Kind)
         {
             case FaultKind.Flip:
@@ -221,21 +247,17 @@ public sealed class FaultProxy : IAsyncDisposable
                 await DeliverAsync(to, window.AsMemory(0, fault.Length));
                 break;
             case FaultKind.Stall:
-                _fired.TrySetResult();
                 await _released.Task.WaitAsync(_stop.Token);
                 return true;
             case FaultKind.Reset:
-                _fired.TrySetResult();
                 Abort(to);
                 Abort(from);
                 return false;
             case FaultKind.Cut:
-                _fired.TrySetResult();
                 to.Shutdown(SocketShutdown.Send);
                 from.Close();
                 return false;
         }
-        _fired.TrySetResult();
         return true;
     }
 
