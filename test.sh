@@ -58,6 +58,22 @@ if [ -x testbed/ci-smoke ]; then
   esac
 fi
 
+# Fuzzing (issue 9): every decoder under AFL for KA_FUZZ_SECONDS each (CI: 30), fuzz/README.md.
+# Property-based runs of the same targets are part of the xunit suite above on every run.
+if [ -n "${KA_FUZZ_SECONDS:-}" ] || [ -n "${CI:-}" ]; then
+  set +e
+  fuzz/run --seconds "${KA_FUZZ_SECONDS:-30}"
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: AFL fuzzing SKIPPED (reason above)" ;;
+    *) echo "test.sh: AFL fuzzing FAILED ($rc)"; exit $rc ;;
+  esac
+else
+  echo "test.sh: AFL fuzzing not run (KA_FUZZ_SECONDS=30 ./test.sh runs it; CI does)"
+fi
+
 # The Debian package: built from the repository, installed with dpkg into a clean root, `ka-deploy demo` run
 # there, purged without leftovers (root only; it needs the NativeAOT build, so KA_SKIP_AOT=1 skips it too).
 if [ "${KA_SKIP_AOT:-0}" = 1 ]; then

@@ -28,6 +28,7 @@ public static class FuzzTargets
         ["tar"] = TarExtract,
         ["image"] = ImageSniff,
         ["handshake"] = HandshakeBoth,
+        ["layout"] = Layout,
     };
 
     // Fixed keys: the fuzzer explores the decoders, not the cipher (it cannot forge a tag).
@@ -137,6 +138,21 @@ public static class FuzzTargets
             result.Cipher?.Dispose();
         }
         catch (HandshakeException) { }
+    }
+
+    /// <summary>A layout file (install), in both its languages, parsed and validated.</summary>
+    public static void Layout(byte[] input)
+    {
+        string text = System.Text.Encoding.UTF8.GetString(input);
+        foreach (bool toml in new[] { false, true })
+        {
+            try
+            {
+                var layout = toml ? KaDeploy.Install.LayoutFile.ParseToml(text) : KaDeploy.Install.LayoutFile.Parse(text);
+                KaDeploy.Install.LayoutValidator.Validate(layout);
+            }
+            catch (KaDeployException) { }
+        }
     }
 
     /// <summary>Where file-backed targets write: tmpfs when there is one.</summary>

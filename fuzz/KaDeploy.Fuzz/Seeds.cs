@@ -37,6 +37,10 @@ public static class Seeds
         var tar = Tar();
         yield return ("image", [tar, Gzip(tar), Zstd(tar), new byte[2048]]);
         yield return ("handshake", Handshakes());
+        yield return ("layout", [
+            "table gpt\nbios_grub 1\nefi 256 /boot/efi\nlinux 512 /boot label=boot\nswap 2G\nlinux fill / fs=xfs label=root options=noatime\n"u8.ToArray(),
+            "table = \"gpt\"\n[[partition]]\ntype = \"efi\"\nsize = \"256M\"\nmount = \"/boot/efi\"\n[[partition]]\ntype = \"linux\"\nsize = \"fill\"\nmount = \"/\"\nfs = \"ext4\"\n"u8.ToArray(),
+        ]);
     }
 
     internal static byte[] Key32(int start) => Enumerable.Range(start, 32).Select(i => (byte)i).ToArray();

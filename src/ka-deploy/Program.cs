@@ -44,6 +44,7 @@ namespace KaDeploy.Cli
                     root.Subcommands.Add(Demo.Command());
                     root.Subcommands.Add(ReportCommand.Command());
                     root.Subcommands.Add(Documentation.Command());
+                    root.Subcommands.Add(KeygenCommand.Command());
                     if (OperatingSystem.IsLinux()) root.Subcommands.Add(NetbootCommands.Command()); // dnsmasq, initramfs: Linux only
                     break;
             }
