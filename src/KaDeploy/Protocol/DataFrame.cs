@@ -8,7 +8,7 @@ public enum DataFrameType : byte
 {
     /// <summary>A chunk of the wire stream at a given offset.</summary>
     Data = 1,
-    /// <summary>End of stream: wire length, payload length and SHA-256 of the payload.</summary>
+    /// <summary>End of stream: wire length, payload length, digest algorithm and digest of the payload.</summary>
     End = 2,
     /// <summary>The sender gives up; the payload is a UTF-8 reason.</summary>
     Abort = 3,
@@ -27,7 +27,7 @@ public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLen
     private const uint FrameMagic = 0x4644444B; // "KDDF"
 
     /// <summary>Bytes of the End frame's payload.</summary>
-    public const int EndPayloadSize = 8 + 8 + 32;
+    public const int EndPayloadSize = 8 + 8 + 1 + 32;
 
     /// <summary>Writes the header into the first <see cref="Size"/> bytes of <paramref name="destination"/>.</summary>
     public void Write(Span<byte> destination)

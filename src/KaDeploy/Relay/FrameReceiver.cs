@@ -22,6 +22,9 @@ public sealed class FrameReceiver
         _expectedOffset = startOffset;
     }
 
+    /// <summary>Who sends the frames ("parent node 3 (10.0.0.3:4000)", "the server (...)"): failures name the peer that was lost.</summary>
+    public string Peer { get; init; } = "upstream";
+
     /// <summary>Wire bytes received and verified so far.</summary>
     public long WireBytes => Volatile.Read(ref _expectedOffset);
 
@@ -54,9 +57,16 @@ public sealed class FrameReceiver
                         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
                         return end;
                     case DataFrameType.Abort:
-                        throw new KaDeployException("upstream aborted: " + System.Text.Encoding.UTF8.GetString(payload.Span));
+                        throw new KaDeployException($"{Peer} aborted: " + System.Text.Encoding.UTF8.GetString(payload.Span));
                 }
             }
+        }
+        catch (IOException e)
+        {
+            // A reset or dead-peer timeout: the socket's message alone does not say which link broke.
+            var named = new KaDeployException($"link to {Peer} lost: {e.Message}", e);
+            _ring.Fault(named);
+            throw named;
         }
         catch (Exception e)
         {
@@ -71,7 +81,7 @@ public sealed class FrameReceiver
         int got = await _upstream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellationToken).ConfigureAwait(false);
         if (got < buffer.Length)
             throw new ProtocolException(frame.PayloadLength == 0 && frame.Offset == 0 && frame.Type == 0
-                ? $"upstream closed the link in a frame header (after {_expectedOffset} bytes)"
-                : $"upstream closed the link in a {frame.PayloadLength}-byte frame at offset {frame.Offset}");
+                ? $"{Peer} closed the link in a frame header (after {_expectedOffset} bytes)"
+                : $"{Peer} closed the link in a {frame.PayloadLength}-byte frame at offset {frame.Offset}");
     }
 }

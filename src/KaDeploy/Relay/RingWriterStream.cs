@@ -1,5 +1,4 @@
 using KaDeploy.IO;
-using System.Buffers.Binary;
 using KaDeploy.Protocol;
 
 namespace KaDeploy.Relay;
@@ -72,16 +71,14 @@ public sealed class RingWriterStream : SequentialWriteStream
     }
 
     /// <summary>Publishes the last partial frame and the End frame with the payload digest.</summary>
-    public async Task CompleteAsync(long payloadLength, byte[] sha256, CancellationToken cancellationToken)
+    public async Task CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[] digest, CancellationToken cancellationToken)
     {
         if (_slot is not null && _filled > 0) Seal();
         var slot = _slot ?? await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false);
         _slot = null;
         long wireLength = _offset;
         var payload = slot.AsSpan(DataFrameHeader.Size, DataFrameHeader.EndPayloadSize);
-        BinaryPrimitives.WriteInt64LittleEndian(payload, wireLength);
-        BinaryPrimitives.WriteInt64LittleEndian(payload[8..], payloadLength);
-        sha256.CopyTo(payload[16..]);
+        new EndOfStream(wireLength, payloadLength, algorithm, digest).Write(payload);
         var header = new DataFrameHeader(DataFrameType.End, DataFrameHeader.EndPayloadSize, wireLength,
             DataFrameHeader.ComputeChecksum(payload, wireLength));
         header.Write(slot);
