@@ -299,9 +299,7 @@ public sealed class BootService
         }
         catch (IOException)
         {
-            string pid = "?";
-            try { pid = File.ReadAllText(path).Trim(); } catch (IOException) { }
-            throw new KaDeployException($"another `ka-deploy netboot serve` (pid {pid}) is already serving {ifName}");
+            throw new KaDeployException($"another `ka-deploy netboot serve` is already serving {ifName} (lock {path})");
         }
     }
 
