@@ -52,11 +52,11 @@ public sealed record BootImage(string Directory, string KernelVersion, string Ke
 public static class BootImageBuilder
 {
     /// <summary>Driver modules loaded at boot: virtual and common server NICs and disk controllers (a driver without its
-    /// device loads and does nothing), ext4 and FAT, and crc32c, which ext4 asks the crypto API for at mount time (not in modules.dep).</summary>
+    /// device loads and does nothing), ext4 and FAT (Debian mounts FAT with iocharset=ascii: nls_ascii), and crc32c, which ext4 asks the crypto API for at mount time (not in modules.dep).</summary>
     public static readonly IReadOnlyList<string> BootModules =
     [
         "virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "e1000", "e1000e", "igb", "ixgbe", "i40e", "mlx5_core",
-        "ahci", "nvme", "sd_mod", "sr_mod", "af_packet", "crc32c_generic", "crc32c_intel", "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+        "ahci", "nvme", "sd_mod", "sr_mod", "af_packet", "crc32c_generic", "crc32c_intel", "ext4", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
     ];
 
     /// <summary>File-system modules in the image, loaded by the kernel when a mount needs them (btrfs and xfs take
