@@ -8,8 +8,10 @@ public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader head
 {
     /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
     public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(0, length);
-    /// <summary>The payload alone.</summary>
-    public ReadOnlyMemory<byte> Payload => buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
+    /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies after the wire bytes (<see cref="RelayRing.PlaintextOffset"/>).</summary>
+    public ReadOnlyMemory<byte> Payload => header.IsSealed
+        ? buffer.AsMemory(RelayRing.PlaintextOffset, header.PlaintextLength)
+        : buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
     public DataFrameHeader Header => header;
     public long Sequence => sequence;
 }
@@ -27,6 +29,15 @@ public sealed class RelayRing : IDisposable
     /// <summary>Bytes of one slot: a header and the largest payload.</summary>
     public const int SlotSize = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload;
 
+    /// <summary>
+    /// In a ring of sealed frames, where each slot keeps the frame's plaintext: after the wire bytes,
+    /// which are forwarded as they arrived (relays never re-encrypt), so the local sink reads clear
+    /// bytes that were opened once.
+    /// </summary>
+    public const int PlaintextOffset = SlotSize;
+
+    private readonly int _slotBytes;
+
     private readonly object _gate = new();
     private readonly byte[]?[] _buffers;
     private readonly int[] _lengths;
@@ -39,14 +50,20 @@ public sealed class RelayRing : IDisposable
     private Exception? _fault;
 
     /// <param name="capacityBytes">Buffer size (--buffer); at least four slots.</param>
-    public RelayRing(long capacityBytes)
+    /// <param name="sealedFrames">The session is keyed: each slot also holds the opened plaintext (<see cref="PlaintextOffset"/>).</param>
+    public RelayRing(long capacityBytes, bool sealedFrames = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
-        int slots = (int)Math.Clamp(capacityBytes / SlotSize, 4, 1 << 16);
+        _slotBytes = sealedFrames ? SlotSize + ProtocolConstants.MaxChunkPayload : SlotSize;
+        IsSealed = sealedFrames;
+        int slots = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
         _buffers = new byte[slots][];
         _lengths = new int[slots];
         _headers = new DataFrameHeader[slots];
     }
+
+    /// <summary>Slots have room for a sealed frame's plaintext.</summary>
+    public bool IsSealed { get; }
 
     /// <summary>Number of slots.</summary>
     public int SlotCount => _buffers.Length;
@@ -75,7 +92,7 @@ public sealed class RelayRing : IDisposable
             for (long s = Math.Max(0, _published - SlotCount); s < _published; s++)
             {
                 var h = _headers[s % SlotCount];
-                if (offset >= h.Offset && offset < h.Offset + Math.Max(1, h.PayloadLength)) return s;
+                if (offset >= h.Offset && offset < h.Offset + Math.Max(1, h.PlaintextLength)) return s;
             }
             return null;
         }
@@ -131,7 +148,7 @@ public sealed class RelayRing : IDisposable
         }
         int slot = (int)(_published % SlotCount);
         // Pinned heap: slots live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
-        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(SlotSize, pinned: true);
+        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(_slotBytes, pinned: true);
         return true;
     }
 

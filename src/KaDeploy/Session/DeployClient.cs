@@ -46,7 +46,7 @@ public sealed class DeployClient
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
     {
         if (options.Server is null)
-            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.Bind, log, ct).ConfigureAwait(false);
+            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, options.ConnectTimeout, log, ct).ConfigureAwait(false);
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
@@ -106,9 +106,12 @@ public sealed class DeployClient
 
         var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var controlReader = ReadControlAsync(channel, released, runCts, ct);
-        var receiver = new FrameReceiver(upstream, ring);
+        var receiver = new FrameReceiver(upstream, ring)
+        {
+            Peer = plan.ParentId == 0 ? $"the server ({parentAddress}:{plan.ParentPort})" : $"parent node {plan.ParentId} ({parentAddress}:{plan.ParentPort})",
+        };
         var receiving = Task.Run(() => receiver.RunAsync(ct), ct);
-        var local = new LocalSink(localCursor, sink, plan.Compression);
+        var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);
         var reporting = ReportProgressAsync(channel, receiver, local, ct);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
@@ -256,8 +259,8 @@ public sealed class DeployClient
     }
 }
 
-/// <summary>Ring → (zstd) → SHA-256 → sink, then the verdict against the End frame.</summary>
-internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression)
+/// <summary>Ring → (zstd) → digest → sink, then the verdict against the End frame.</summary>
+internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression, DigestAlgorithm algorithm)
 {
     private DigestReadStream? _digest;
 
@@ -271,7 +274,7 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
         try
         {
             decompressor = compression == WireCompression.Zstd ? new DecompressionStream(reader, 1 << 20, leaveOpen: true) : null;
-            _digest = new DigestReadStream(decompressor ?? reader);
+            _digest = new DigestReadStream(decompressor ?? reader, algorithm);
             var consuming = Task.Run(() => sink.ConsumeAsync(_digest, ct), ct);
             if (await Task.WhenAny(consuming, cursor.Evicted).ConfigureAwait(false) != consuming)
             {
@@ -286,11 +289,13 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
             if (await reader.ReadAsync(rest, ct).ConfigureAwait(false) > 0)
                 return (false, "unexpected data after the end of the compressed payload");
             var end = reader.End ?? throw new KaDeployException("stream ended without an End frame");
-            byte[] sha = _digest.Digest();
+            byte[] sum = _digest.Digest();
+            if (end.Algorithm != algorithm)
+                return (false, $"the End frame carries a {end.Algorithm.Name()} digest, the plan named {algorithm.Name()}");
             if (_digest.BytesRead != end.PayloadLength)
                 return (false, $"payload length {_digest.BytesRead} differs from the server's {end.PayloadLength}");
-            if (!sha.AsSpan().SequenceEqual(end.Sha256))
-                return (false, $"SHA-256 mismatch: got {Convert.ToHexStringLower(sha)}, server sent {Convert.ToHexStringLower(end.Sha256)}");
+            if (!sum.AsSpan().SequenceEqual(end.Digest))
+                return (false, $"{algorithm.Name()} mismatch: got {DeployServer.Hex(algorithm, sum)}, server sent {DeployServer.Hex(algorithm, end.Digest)}");
             return (true, "");
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)

@@ -134,11 +134,11 @@ public sealed partial class DeployServer
                     break;
                 case Done d:
                     node.MarkDone(d);
-                    Log($"node {node.Id} {node.Report.Name}: {(d.Verified ? "verified" : "FAILED")} {d.PayloadBytes} bytes in {d.ElapsedMilliseconds / 1000.0:0.00} s{(d.Message.Length > 0 ? ": " + d.Message : "")}");
+                    Log($"{Describe(node.Id)}: {(d.Verified ? "verified" : "FAILED")} {d.PayloadBytes} bytes in {d.ElapsedMilliseconds / 1000.0:0.00} s{(d.Message.Length > 0 ? ": " + d.Message : "")}");
                     break;
                 case ChildLost c:
-                    Log($"node {node.Id} lost its child {c.ChildId}: {c.Reason}");
-                    FailNode(c.ChildId, $"link from node {node.Id} lost: {c.Reason}");
+                    Log($"{Describe(node.Id)} lost its child {Describe(c.ChildId)}: {c.Reason}");
+                    FailNode(c.ChildId, $"link from its parent {Describe(node.Id)} lost: {c.Reason}");
                     break;
                 default:
                     throw new ProtocolException($"unexpected {m.Type} from a client");
@@ -169,7 +169,7 @@ public sealed partial class DeployServer
         }
         if (!node.IsFinished)
         {
-            Log($"node {node.Id} {node.Report.Name} lost: {reason}");
+            Log($"{Describe(node.Id)} lost: {reason}");
             node.Fail($"lost: {reason}");
         }
     }
