@@ -92,12 +92,26 @@ public static class FuzzTargets
     public static void TarExtract(byte[] input)
     {
         string target = Path.Combine(ScratchRoot, "tar-" + Environment.ProcessId);
-        if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+        RemoveTree(target);
         Directory.CreateDirectory(target);
         var sink = new TarTreeSink(new TarTreeSinkOptions { Target = target, Force = true, PreserveOwnership = false, Warn = _ => { } });
         try { sink.ConsumeAsync(new MemoryStream(input, writable: false), CancellationToken.None).GetAwaiter().GetResult(); }
         catch (KaDeployException) { }
-        finally { Directory.Delete(target, recursive: true); }
+        finally { RemoveTree(target); }
+    }
+
+    // Names are bytes: an extracted name that is not UTF-8 cannot be enumerated back through .NET strings, so
+    // a failed managed delete falls back to rm -rf.
+    private static void RemoveTree(string path)
+    {
+        if (!Directory.Exists(path)) return;
+        try { Directory.Delete(path, recursive: true); }
+        catch (IOException)
+        {
+            using var rm = System.Diagnostics.Process.Start("rm", ["-rf", "--", path]);
+            rm.WaitForExit();
+            if (Directory.Exists(path)) throw;
+        }
     }
 
     /// <summary>An image file as the server sniffs it (tar, zstd, gzip, raw disk).</summary>

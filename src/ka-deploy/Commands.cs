@@ -45,6 +45,8 @@ internal static class Commands
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd);
         var installOptions = InstallCommands.AddServerOptions(cmd);
+        var raw = Opt.Flag("--raw", "With --image: send the file as a raw disk image even without a partition table or file-system signature");
+        cmd.Options.Add(raw);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -55,7 +57,7 @@ internal static class Commands
             var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
             if (installed.ExitCode is { } dryRunExit) return dryRunExit;
             var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
-                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
+                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log, raw: p.GetValue(raw));
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
             var options = new ServerOptions

@@ -14,14 +14,15 @@ internal static class PayloadSelection
     /// <summary>Server side: exactly one of --source, --image, --device, --exec; none means the whole system (/).</summary>
     public static (IPayloadSource Source, bool PreCompressedZstd) ServerSource(
         string? source, string? image, string? device, string? exec, bool oneFileSystem, IReadOnlyList<string> excludes,
-        bool defaultExcludes, TextWriter log)
+        bool defaultExcludes, TextWriter log, bool raw = false)
     {
         int given = new[] { source, image, device, exec }.Count(s => s is not null);
         if (given > 1) throw new KaDeployException("give only one of --source, --image, --device, --exec");
+        if (raw && image is null) throw new KaDeployException("--raw applies to --image only");
         if (image is not null)
         {
-            var img = ImageSource.Open(CheckImageFile(image));
-            CheckImageMatchesName(image, img);
+            var img = ImageSource.Open(CheckImageFile(image), new ImageSourceOptions { Raw = raw });
+            if (!raw) CheckImageMatchesName(image, img); // --raw: the operator said what it is
             return (img, img.PreCompressedZstd);
         }
         if (device is not null) return (new BlockDeviceSource(device), false);

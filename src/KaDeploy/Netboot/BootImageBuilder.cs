@@ -69,6 +69,9 @@ public static class BootImageBuilder
         ("efibootmgr", "efibootmgr", false),
     ];
 
+    /// <summary>Libraries the NativeAOT client loads with dlopen (System.Security.Cryptography.Native uses OpenSSL).</summary>
+    public static readonly IReadOnlyList<string> RuntimeLibraries = ["libssl.so.3", "libcrypto.so.3"];
+
     private const string Format = "ka-netboot-image-1"; // bump when the layout of the image changes
 
     /// <summary>Builds the image or returns the cached one with the same inputs.</summary>
@@ -139,6 +142,14 @@ public static class BootImageBuilder
             var libraries = new SortedSet<string>(StringComparer.Ordinal);
             CopyFile(options.ClientBinary, Path.Combine(tree, "usr/bin/ka-deploy"));
             AddLibraries(options.ClientBinary, libraries);
+            // .NET opens OpenSSL at run time (SHA-256, the digests every copy is verified with): ldd cannot see it.
+            foreach (var soname in RuntimeLibraries)
+            {
+                string? lib = new[] { "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64" }.Select(d => Path.Combine(d, soname)).FirstOrDefault(File.Exists)
+                    ?? throw new KaDeployException($"{soname} not found; the client needs it (apt-get install libssl3)");
+                libraries.Add(lib);
+                AddLibraries(lib, libraries);
+            }
             manifest.Add($"ka-deploy {options.ClientBinary} {new FileInfo(options.ClientBinary).Length} bytes");
             var toolNames = new HashSet<string>(StringComparer.Ordinal);
             foreach (var t in tools)
@@ -233,7 +244,11 @@ public static class BootImageBuilder
                 if (st != 0 || !File.Exists(file))
                     throw new KaDeployException($"apt-get download {package}: {e.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault()?.Trim() ?? "failed"}");
             }
-            if (ExternalTool.Check($"dpkg-deb -c {file}", "dpkg-deb", "-c", file).Contains("/boot/vmlinuz", StringComparison.Ordinal)) return file;
+            // Listing a kernel package decompresses all of it (seconds): the answer is kept beside the .deb.
+            string marker = file + ".kernel";
+            if (!File.Exists(marker))
+                File.WriteAllText(marker, ExternalTool.Check($"dpkg-deb -c {file}", "dpkg-deb", "-c", file).Contains("/boot/vmlinuz", StringComparison.Ordinal) ? "yes\n" : "no\n");
+            if (File.ReadAllText(marker).StartsWith("yes", StringComparison.Ordinal)) return file;
             // A metapackage (linux-image-amd64): follow its dependency on the versioned kernel package.
             string? next = (Field(show, "Depends") ?? "").Split(',').Select(d => d.Trim().Split(' ')[0]).FirstOrDefault(d => d.StartsWith("linux-image-", StringComparison.Ordinal));
             package = next ?? throw new KaDeployException($"package {package} holds no kernel and depends on none");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace KaDeploy.Netboot;
@@ -103,6 +104,7 @@ public sealed class BootService
         store.Sync(_o.Nodes, scripts);
         // `netboot state` rewrites a node's script without the service's options: it reads them from here.
         NodeStateStore.WriteAtomically(Path.Combine(state, "boot-arguments"), scripts.KernelArguments + "\n" + scripts.ReportTo + "\n");
+        StopStaleDnsmasq(state);
         string conf = Path.Combine(state, "dnsmasq.conf");
         IPAddress? network = _o.Proxy ? Network(address, prefix) : null;
         File.WriteAllText(conf, DnsmasqConfig.Render(ifName, _o.Range, network, _o.Nodes, state));
@@ -115,6 +117,12 @@ public sealed class BootService
         log.WriteLine($"netboot: serving {ifName} ({address}/{prefix}) {(_o.Proxy ? "as proxy-DHCP" : $"range {_o.Range!.Value.Start}-{_o.Range!.Value.End}")}, {_o.Nodes.Count} nodes, state {state}");
         foreach (var s in store.List()) log.WriteLine($"netboot:   {s.Name,-16} {s.Mac}  {(s.Action == BootAction.Install ? "install" : "local")}");
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        // SIGTERM (systemd, kill) and SIGINT end the service through the finally below, which stops dnsmasq: the
+        // default action would end this process at once and leave dnsmasq answering DHCP with nobody in charge.
+        void Stop(PosixSignalContext context) { context.Cancel = true; _stoppedBySignal = true; stop.Cancel(); }
+        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var onHup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Stop);
         var exited = dnsmasq.WaitForExitAsync(CancellationToken.None).ContinueWith(_ => stop.Cancel(), TaskScheduler.Default);
         var stderr = RelayDnsmasqLog(dnsmasq, stop.Token);
         try
@@ -138,12 +146,34 @@ public sealed class BootService
             try { await stderr.ConfigureAwait(false); } catch (OperationCanceledException) { }
             File.Delete(Path.Combine(state, "dnsmasq.pid"));
         }
-        if (!cancellationToken.IsCancellationRequested)
+        if (!cancellationToken.IsCancellationRequested && !_stoppedBySignal)
             throw new KaDeployException($"dnsmasq stopped (status {dnsmasq.ExitCode}): {_lastDnsmasqLine}");
         log.WriteLine("netboot: stopped");
     }
 
     private volatile string _lastDnsmasqLine = "";
+    private volatile bool _stoppedBySignal;
+
+    /// <summary>A service killed hard (SIGKILL, power loss of the session) leaves its dnsmasq; the lock says no service
+    /// runs on this interface now, so a dnsmasq still running with this state directory's configuration is stopped.</summary>
+    private void StopStaleDnsmasq(string state)
+    {
+        string pidFile = Path.Combine(state, "dnsmasq.pid");
+        if (!File.Exists(pidFile)) return;
+        if (int.TryParse(File.ReadAllText(pidFile).Trim(), CultureInfo.InvariantCulture, out int pid))
+        {
+            string cmdline = "";
+            try { cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' '); } catch (IOException) { }
+            if (cmdline.Contains("dnsmasq", StringComparison.Ordinal) && cmdline.Contains(Path.Combine(state, "dnsmasq.conf"), StringComparison.Ordinal))
+            {
+                _o.Log.WriteLine($"netboot: stopping dnsmasq (pid {pid}) left by a previous run of this state directory");
+                using var stale = Process.GetProcessById(pid);
+                stale.Kill();
+                stale.WaitForExit(5000);
+            }
+        }
+        File.Delete(pidFile);
+    }
 
     private Process StartDnsmasq(string conf)
     {

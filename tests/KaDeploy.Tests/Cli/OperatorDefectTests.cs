@@ -75,24 +75,24 @@ public sealed class OperatorDefectTests : IDisposable
         File.WriteAllBytes(empty, []);
         var junk = new byte[4096];
         new Random(11).NextBytes(junk);
-        var cases = new Dictionary<string, string>
+        // Content is judged by the image sniffing (Payloads/Image), names and file kinds by the CLI: either refusal will do,
+        // as long as it is one line naming why.
+        var cases = new Dictionary<string, string[]>
         {
-            [_dir.Path] = "is a directory",
-            [empty] = "is empty",
-            [text] = "not a whole number of 512-byte sectors",
+            [_dir.Path] = ["is a directory"],
+            [empty] = ["is empty"],
+            [text] = ["not a whole number of 512-byte sectors", "refusing to send it as a disk image"],
         };
         foreach (var name in new[] { "junk.tar", "junk.tar.gz", "junk.tar.zst" })
         {
             File.WriteAllBytes(_dir.Sub(name), junk);
-            cases[_dir.Sub(name)] = "its content is not one";
+            cases[_dir.Sub(name)] = ["its content is not one", "is not a tar archive"];
         }
         foreach (var (image, expected) in cases)
         {
             var r = await CliRunner.RunAsync(CliRunner.AppHost, ["server", "--image", image, "-p", "0", "--no-discovery"], TimeSpan.FromSeconds(20));
-            // junk that starts like gzip or zstd is refused by the content sniffing itself: still one line, exit 1.
-            CliRunner.AssertOneLineRefusal(r, $"--image {Path.GetFileName(image)}", 1);
-            if (!image.EndsWith(".gz", StringComparison.Ordinal) && !image.EndsWith(".zst", StringComparison.Ordinal))
-                Assert.Contains(expected, r.Err);
+            CliRunner.AssertOneLineRefusal(r, $"--image {Path.GetFileName(image)}", 1, 2);
+            Assert.True(expected.Any(e => r.Err.Contains(e, StringComparison.Ordinal)), $"--image {Path.GetFileName(image)}: {r.Err}");
         }
     }
 

@@ -43,15 +43,25 @@ public class InstallerLoopTests
         layout.Partitions[0].SourceUuid = OldRoot;
         layout.Partitions[1].SourceUuid = OldHome;
         layout.Partitions[1].MinBytes = 16 << 20;
+        // A partition copied block by block between them (what --raw-partition sends): data at 0 and 5 MiB, zeros elsewhere.
+        layout.Partitions.Insert(1, new PartitionSpec { Role = PartitionRole.Raw, SizeBytes = 8 << 20, Origin = "raw" });
+        layout.Partitions[1].Number = 2;
+        layout.Partitions[2].Number = 3;
+        var raw = new byte[8 << 20];
+        Random.Shared.NextBytes(raw.AsSpan(0, 70_000));
+        Random.Shared.NextBytes(raw.AsSpan(5 << 20, 4096));
+        File.WriteAllBytes(d.Sub("raw.img"), raw);
         LayoutValidator.Validate(layout);
         var m = new InstallManifest { Session = "t", Layout = layout, Nodes = NodeList.Parse("n1 198.18.1.9/24 rack=x\nn2") };
         m.Parts.Add(new ManifestPart { Index = 1, Kind = PartKind.Tree, Name = "/", Partition = 1, MountPoint = "/" });
-        m.Parts.Add(new ManifestPart { Index = 2, Kind = PartKind.Tree, Name = "/home", Partition = 2, MountPoint = "/home" });
+        m.Parts.Add(new ManifestPart { Index = 2, Kind = PartKind.Tree, Name = "/home", Partition = 3, MountPoint = "/home" });
+        m.Parts.Add(new ManifestPart { Index = 3, Kind = PartKind.BlockMap, Name = "partition 2", Partition = 2 });
         var src = new MultiPartSource(
         [
             new PartSource(PartKind.Manifest, "manifest", new BufferSource(m.ToJson(), "manifest")),
             new PartSource(PartKind.Tree, "/", new TarTreeSource(new TarTreeSourceOptions { Root = root, Excludes = [root + "/home/*"] })),
             new PartSource(PartKind.Tree, "/home", new TarTreeSource(new TarTreeSourceOptions { Root = home })),
+            new PartSource(PartKind.BlockMap, "partition 2", new KaDeploy.Payloads.Block.BlockDeviceSource(d.Sub("raw.img"))),
         ]);
         return (m, src);
     }
@@ -84,9 +94,9 @@ public class InstallerLoopTests
         try
         {
             await sink.ConsumeAsync(await StreamAsync(src), CancellationToken.None);
-            Assert.Contains(log, l => l.StartsWith("part 2/3 /: ", StringComparison.Ordinal) && l.EndsWith("SHA-256 verified", StringComparison.Ordinal));
+            Assert.Contains(log, l => l.StartsWith("part 2/4 /: ", StringComparison.Ordinal) && l.EndsWith("SHA-256 verified", StringComparison.Ordinal));
             Assert.Contains(log, l => l.StartsWith("phases: partition", StringComparison.Ordinal));
-            string p1 = disk.Device + "p1", p2 = disk.Device + "p2";
+            string p1 = disk.Device + "p1", p2 = disk.Device + "p3";
             string uuid1 = PayloadTestKit.Run("blkid", "-s", "UUID", "-o", "value", p1);
             string uuid2 = PayloadTestKit.Run("blkid", "-s", "UUID", "-o", "value", p2);
             Assert.Equal("khome", PayloadTestKit.Run("blkid", "-s", "LABEL", "-o", "value", p2));
@@ -101,7 +111,14 @@ public class InstallerLoopTests
             Assert.Equal(File.ReadAllBytes(d.Sub("src/usr/share/data")), File.ReadAllBytes(Path.Combine(mnt, "usr/share/data")));
             Assert.Equal("hello", File.ReadAllText(Path.Combine(mnt, "home/alice/notes")));
             // The fill partition took the rest of the 160 MiB disk.
-            Assert.InRange(sink.Installer.Planned[1].SizeBytes, 100L << 20, 111L << 20);
+            Assert.InRange(sink.Installer.Planned[2].SizeBytes, 95L << 20, 103L << 20);
+            // The raw partition holds the source's bytes, its zero blocks included.
+            using (var part = File.OpenRead(disk.Device + "p2"))
+            {
+                var back = new byte[8 << 20];
+                part.ReadExactly(back);
+                Assert.True(back.AsSpan().SequenceEqual(File.ReadAllBytes(d.Sub("raw.img"))), "raw partition differs from its source");
+            }
             // Nothing is left mounted by the installer.
             Assert.DoesNotContain(d.Sub("staging"), File.ReadAllText("/proc/self/mountinfo"));
         }
@@ -136,7 +153,7 @@ public class InstallerLoopTests
         using var small = LoopDevice.Attach(d, "small.img", new byte[48 << 20]);
         var tooSmall = new InstallerSink(new NodeInstallOptions { Disk = small.Device, NodeName = "n1", Macs = [] });
         e = await Assert.ThrowsAsync<KaDeployException>(async () => await tooSmall.ConsumeAsync(await StreamAsync(src), CancellationToken.None));
-        Assert.StartsWith($"disk {small.Device} is too small: 48 MiB, the layout needs at least 66 MiB", e.Message);
+        Assert.StartsWith($"disk {small.Device} is too small: 48 MiB, the layout needs at least 74 MiB", e.Message);
         Assert.True(AllZero(small.BackingFile));
     }
 }

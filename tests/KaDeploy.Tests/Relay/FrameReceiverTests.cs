@@ -64,7 +64,7 @@ public class FrameReceiverTests
     public async Task ACorruptedEndFrameIsNeverPublished()
     {
         var frames = WireFrames.Stream(Payload, 1000);
-        frames[^1][DataFrameHeader.Size + 16] ^= 0x80; // the digest the End frame promises
+        frames[^1][DataFrameHeader.Size + 20] ^= 0x80; // the digest the End frame promises
         var o = await ReceiveAsync(WireFrames.Concat(frames));
         Assert.IsType<ProtocolException>(o.ReceiverError);
         Assert.Equal(frames.Count - 1, o.Published);

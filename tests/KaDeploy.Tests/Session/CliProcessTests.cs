@@ -95,19 +95,25 @@ public sealed class CliProcessTests : IDisposable
         var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src, "--discovery-port", discoveryPort);
         var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.255.255.255", "--discovery-port", discoveryPort,
             "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
-        string said = "";
-        for (int i = 0; i < 40 && !said.Contains("starts with 1"); i++)
-        {
-            await Task.Delay(250);
-            var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
-            said = go.Err;
-        }
-        Assert.Contains("starts with 1 of 5", said);
+        // `go` starts with whoever has registered: wait until the client says it has, as an operator would.
+        await ReadUntilAsync(client, "registered with ");
+        var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
+        Assert.True(go.Code == 0, go.Err);
+        Assert.Contains("starts with 1 of 5", go.Err);
         var c = await FinishAsync(client);
         var s = await FinishAsync(server);
         Assert.True(c.Code == 0, c.Err);
         Assert.True(s.Code == 0, s.Err);
         Assert.Equal("hello", File.ReadAllText(_dir.Sub("n1/hello")));
+    }
+
+    // Reads a process's log until a line holds `text` (the rest stays readable for FinishAsync).
+    private static async Task ReadUntilAsync(Process p, string text)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (await p.StandardError.ReadLineAsync(timeout.Token) is { } line)
+            if (line.Contains(text, StringComparison.Ordinal)) return;
+        throw new InvalidOperationException($"the process exited before saying '{text}'");
     }
 
     [Fact]

@@ -43,7 +43,7 @@ public class IntegrityTests
 
     public static TheoryData<string, string> WrongEnds => new()
     {
-        { "sha256", "SHA-256 mismatch" },
+        { "sha256", "sha256 mismatch" },
         { "payload length +1", "payload length" },
         { "payload length -1", "payload length" },
         { "wire length", "stream ended at" },

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
@@ -21,9 +20,7 @@ public static class WireFrames
     public static byte[] End(long wireLength, long payloadLength, ReadOnlySpan<byte> sha256, long? frameOffset = null)
     {
         var body = new byte[DataFrameHeader.EndPayloadSize];
-        BinaryPrimitives.WriteInt64LittleEndian(body, wireLength);
-        BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8), payloadLength);
-        sha256.CopyTo(body.AsSpan(16));
+        new KaDeploy.Relay.EndOfStream(wireLength, payloadLength, DigestAlgorithm.Sha256, sha256.ToArray()).Write(body);
         long at = frameOffset ?? wireLength;
         return Frame(DataFrameType.End, body, at, DataFrameHeader.ComputeChecksum(body, at));
     }

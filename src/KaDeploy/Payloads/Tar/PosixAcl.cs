@@ -35,6 +35,14 @@ internal static class PosixAcl
             entries.Add(Parse(entry));
         }
         if (entries.Count == 0) throw new FormatException("empty ACL");
+        if (!entries.Exists(e => e.Tag == Mask) && entries.Exists(e => e.Tag is User or Group))
+        {
+            // Named entries need a mask; star and older writers leave it out. Compute it as acl_calc_mask and
+            // setfacl do: the union of the group class (named users, owning group, named groups).
+            ushort mask = 0;
+            foreach (var e in entries) if (e.Tag is User or GroupObj or Group) mask |= e.Perm;
+            entries.Add((Mask, mask, UndefinedId));
+        }
         entries.Sort((a, b) => a.Tag != b.Tag ? a.Tag.CompareTo(b.Tag) : a.Id.CompareTo(b.Id));
         var value = new byte[4 + 8 * entries.Count];
         BinaryPrimitives.WriteUInt32LittleEndian(value, 2); // POSIX_ACL_XATTR_VERSION
@@ -46,6 +54,38 @@ internal static class PosixAcl
             BinaryPrimitives.WriteUInt32LittleEndian(e[4..], entries[i].Id);
         }
         return value;
+    }
+
+    /// <summary>
+    /// The text form of a system.posix_acl_* xattr value, comma-separated with numeric qualifiers
+    /// ("user::rw-,user:1234:rw-,group::r--,mask::rw-,other::r--"), which GNU tar (acl_from_text), bsdtar and
+    /// <see cref="ToXattr"/> all read back to the same value. Null when the value is not a version-2 ACL.
+    /// </summary>
+    public static byte[]? ToText(ReadOnlySpan<byte> xattr)
+    {
+        if (xattr.Length < 4 || (xattr.Length - 4) % 8 != 0 || BinaryPrimitives.ReadUInt32LittleEndian(xattr) != 2) return null;
+        var sb = new System.Text.StringBuilder();
+        for (int at = 4; at < xattr.Length; at += 8)
+        {
+            ushort tag = BinaryPrimitives.ReadUInt16LittleEndian(xattr[at..]);
+            ushort perm = BinaryPrimitives.ReadUInt16LittleEndian(xattr[(at + 2)..]);
+            uint id = BinaryPrimitives.ReadUInt32LittleEndian(xattr[(at + 4)..]);
+            string? prefix = tag switch
+            {
+                UserObj => "user:",
+                User => $"user:{id}",
+                GroupObj => "group:",
+                Group => $"group:{id}",
+                Mask => "mask:",
+                Other => "other:",
+                _ => null,
+            };
+            if (prefix == null) return null;
+            if (sb.Length > 0) sb.Append(',');
+            sb.Append(prefix);
+            sb.Append(':').Append((perm & 4) != 0 ? 'r' : '-').Append((perm & 2) != 0 ? 'w' : '-').Append((perm & 1) != 0 ? 'x' : '-');
+        }
+        return System.Text.Encoding.ASCII.GetBytes(sb.ToString());
     }
 
     private static (ushort, ushort, uint) Parse(ReadOnlySpan<byte> entry)

@@ -384,8 +384,8 @@ internal sealed class TarArchiveReader : IDisposable
     }
 
     /// <summary>
-    /// A numeric field: octal with optional leading spaces/NULs and trailing space or NUL (a field of only spaces or
-    /// NULs is 0, as plexus-archiver writes uid/gid), or GNU base-256 (first byte 0x80 positive, 0xFF negative).
+    /// A numeric field: octal with optional leading spaces and trailing space or NUL (a field of only spaces or
+    /// starting with NUL is 0; plexus-archiver writes uid/gid of spaces), or GNU base-256 (first byte 0x80 positive, 0xFF negative).
     /// </summary>
     internal static long Number(ReadOnlySpan<byte> f, string what, long offset)
     {
@@ -402,8 +402,11 @@ internal sealed class TarArchiveReader : IDisposable
             }
             return v;
         }
+        // Leading spaces are skipped; a field that then starts with NUL is empty, i.e. 0, whatever follows (GNU tar's
+        // from_header: libarchive's timestamp_overflow archive has "\0\0\0\0016" in its size field, and GNU tar reads 0).
         int p = 0;
-        while (p < f.Length && f[p] is (byte)' ' or 0) p++;
+        while (p < f.Length && f[p] == ' ') p++;
+        if (p == f.Length || f[p] == 0) return 0;
         long r = 0;
         int digits = 0;
         while (p < f.Length && f[p] is >= (byte)'0' and <= (byte)'7')

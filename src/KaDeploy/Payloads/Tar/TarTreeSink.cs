@@ -165,7 +165,10 @@ public sealed class TarTreeSink : IPayloadSink
         // Open directory fds for a prefix of the last entry's path: _stack[i] is component i. Archives list a
         // directory's entries together, so most entries reuse their parent's fd and cost no path walk at all.
         private readonly List<(byte[] Name, int Fd)> _stack = [];
-        private readonly List<(List<byte[]> Path, uint Mode, long Sec, uint Nsec)> _deferred = [];
+        // Directories are finished last, deepest first, as GNU tar and bsdtar do: mode, then xattrs and ACLs (an ACL's
+        // mask lands in the group bits, so it goes after chmod; a default ACL set early would be inherited by entries
+        // the archive lists without one), then mtime, once nothing more is created inside.
+        private readonly List<(List<byte[]> Path, TarHeader Header)> _deferred = [];
         private byte[] _name = [];
 
         public long Entries;
@@ -292,8 +295,7 @@ public sealed class TarTreeSink : IPayloadSink
                         fd = Directory(path, path.Count, create: false);
                     }
                     if (_options.PreserveOwnership) Check("fchown", PosixAt.Chown(fd, [], e.Uid, e.Gid));
-                    ApplyXattrs(e, fd, null);
-                    _deferred.Add((path, mode, e.MtimeSec, e.MtimeNsec));
+                    _deferred.Add((path, e));
                     break;
                 }
 
@@ -457,12 +459,13 @@ public sealed class TarTreeSink : IPayloadSink
         public void FinishDirectories()
         {
             _deferred.Sort((a, b) => b.Path.Count.CompareTo(a.Path.Count));
-            foreach ((List<byte[]> path, uint mode, long sec, uint nsec) in _deferred)
+            foreach ((List<byte[]> path, TarHeader e) in _deferred)
             {
-                _name = path.Count == 0 ? "."u8.ToArray() : System.Text.Encoding.UTF8.GetBytes(Join(path, path.Count));
+                _name = e.Name;
                 int fd = path.Count == 0 ? _rootFd : Directory(path, path.Count, create: false);
-                if (LinuxNative.Fchmod(fd, mode) != 0) throw Failed("fchmod", LinuxNative.Errno());
-                Check("futimens", PosixAt.SetTimes(fd, sec, nsec));
+                if (LinuxNative.Fchmod(fd, e.Mode & 0xFFF) != 0) throw Failed("fchmod", LinuxNative.Errno());
+                ApplyXattrs(e, fd, null);
+                Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
             }
         }
 

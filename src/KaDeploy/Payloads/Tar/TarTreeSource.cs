@@ -199,6 +199,14 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                 if (errno == LinuxNative.ENODATA) continue; // removed since it was listed
                 throw Posix.Error($"lgetxattr {ByteNames.Printable(name)}", ByteNames.Printable(path), errno);
             }
+            // POSIX ACLs go as SCHILY.acl.access/default text, the form GNU tar --acls and bsdtar --acls restore
+            // (neither applies system.posix_acl_* from xattr records).
+            bool access = name.AsSpan().SequenceEqual("system.posix_acl_access"u8), dflt = name.AsSpan().SequenceEqual("system.posix_acl_default"u8);
+            if ((access || dflt) && PosixAcl.ToText(value) is byte[] text)
+            {
+                w.AddRecord(access ? "SCHILY.acl.access"u8 : "SCHILY.acl.default"u8, text);
+                continue;
+            }
             if (!name.AsSpan().Contains((byte)'='))
             {
                 w.AddRecord([.. "SCHILY.xattr."u8, .. name], value);
