@@ -205,7 +205,11 @@ public static class LayoutFile
             "t" or "tb" or "tib" => 1L << 40,
             _ => throw new KaDeployException($"{where}: bad size unit in '{text}' (use M, G, T)"),
         };
-        return checked((long)(v * unit));
+        double bytes = v * unit;
+        // 2^62 bytes (4 EiB) is past any disk; beyond it the cast would overflow (found by AFL).
+        if (!double.IsFinite(bytes) || bytes > (double)(1L << 62))
+            throw new KaDeployException($"{where}: size '{text}' is larger than any disk");
+        return (long)bytes;
     }
 }
 

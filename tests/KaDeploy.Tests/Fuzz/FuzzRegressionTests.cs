@@ -55,4 +55,13 @@ public class FuzzRegressionTests
     {
         FuzzTargets.TarExtract([.. V7Header("dev", '3'), .. new byte[1024]]);
     }
+
+    [Theory]
+    [InlineData("table gpt\nbios_grub 12222222222222222222222 /bl\n")] // AFL, 30 s run in the CI budget: an OverflowException escaped
+    [InlineData("linux 99999999999999999999T /\n")]
+    public void An_absurd_layout_size_is_a_one_line_refusal(string layout)
+    {
+        var e = Assert.Throws<KaDeployException>(() => KaDeploy.Install.LayoutFile.Parse(layout));
+        Assert.Contains("larger than any disk", e.Message);
+    }
 }
