@@ -11,15 +11,24 @@ public sealed class FrameReceiver
 {
     private readonly Stream _upstream;
     private readonly RelayRing _ring;
+    private readonly bool _faultRing;
     private long _expectedOffset;
 
-    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0)
+    /// <param name="upstream">The data link, positioned after its handshake.</param>
+    /// <param name="ring">Where verified frames are published.</param>
+    /// <param name="startOffset">Wire offset of the first frame expected (a resumed link starts where the last one stopped).</param>
+    /// <param name="faultRingOnError">
+    /// Fail the ring's consumers when the link fails. A node that can be re-attached passes false: its
+    /// children and sink wait for the frames a new parent will bring.
+    /// </param>
+    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0, bool faultRingOnError = true)
     {
         ArgumentNullException.ThrowIfNull(upstream);
         ArgumentNullException.ThrowIfNull(ring);
         _upstream = upstream;
         _ring = ring;
         _expectedOffset = startOffset;
+        _faultRing = faultRingOnError;
     }
 
     /// <summary>Wire bytes received and verified so far.</summary>
@@ -60,7 +69,7 @@ public sealed class FrameReceiver
         }
         catch (Exception e)
         {
-            _ring.Fault(e);
+            if (_faultRing) _ring.Fault(e);
             throw;
         }
     }
