@@ -35,6 +35,12 @@ internal static class Commands
         var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", DefaultValueFactory = _ => 60 };
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
+        // Repair (issue 8)
+        var failureTimeout = new Option<double>("--failure-timeout") { Description = "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", DefaultValueFactory = _ => 3 };
+        var spoolOpt = new Option<string>("--spool") { Description = "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (last 1 GiB) or 'none'", DefaultValueFactory = _ => "memory" };
+        var okFile = new Option<string?>("--ok-file") { Description = "Write the names of the nodes that verified their copy, one per line" };
+        var koFile = new Option<string?>("--ko-file") { Description = "Write the names of the nodes that failed, one per line" };
+        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile }) cmd.Options.Add(o);
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
             cmd.Options.Add(o);
@@ -58,11 +64,16 @@ internal static class Commands
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 Log = log, ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
+                FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
+                NoSpool = p.GetValue(spoolOpt) == "none",
+                SpoolDirectory = p.GetValue(spoolOpt) is "none" or "memory" ? null : p.GetValue(spoolOpt),
             };
             await using var server = new DeployServer(options);
             var result = await server.RunAsync(ct);
             Console.Out.Write(result.FormatTable());
             if (p.GetValue(report) is { } reportPath) result.WriteJson(reportPath);
+            if (p.GetValue(okFile) is { } ok) KaDeploy.Reporting.SessionReport.WriteNames(ok, result.Succeeded);
+            if (p.GetValue(koFile) is { } ko) KaDeploy.Reporting.SessionReport.WriteNames(ko, result.Failed.Select(f => f.Name));
             if (!result.Success) log.WriteLine($"ka-deploy server: {result.Message}");
             return result.Success ? 0 : 1;
         });
@@ -91,6 +102,11 @@ internal static class Commands
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
             cmd.Options.Add(o);
+        // Repair (issue 8)
+        var clientFailureTimeout = new Option<double>("--failure-timeout") { Description = "Seconds of silence from the server after which it is taken as lost", DefaultValueFactory = _ => 3 };
+        var retain = new Option<string>("--retain") { Description = "Kept in the relay buffer behind the slowest child, for orphans that resume from this node", DefaultValueFactory = _ => "16MiB" };
+        cmd.Options.Add(clientFailureTimeout);
+        cmd.Options.Add(retain);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -105,6 +121,9 @@ internal static class Commands
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
+                FailureTimeout = TimeSpan.FromSeconds(p.GetValue(clientFailureTimeout)),
+                RetainBytes = PayloadSelection.ParseSize(p.GetValue(retain)!),
+                IncompleteMarkerTarget = p.GetValue(target),
             };
             if (p.GetValue(go))
             {

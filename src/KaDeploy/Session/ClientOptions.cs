@@ -37,10 +37,11 @@ public sealed class ClientOptions
     /// <summary>Kept in the ring behind the slowest consumer, for orphans that resume from this node (--retain).</summary>
     public long RetainBytes { get; init; } = 16L << 20;
     /// <summary>
-    /// File written before the first byte and removed only once the copy is verified (for --target: a
-    /// directory's <c>.ka-deploy-incomplete</c>, or FILE.ka-deploy-incomplete); null = none.
+    /// The --target path, for the "not verified" marker written before the first byte and removed only once
+    /// the copy is verified: TARGET/.ka-deploy-incomplete for a directory, TARGET.ka-deploy-incomplete for a
+    /// file. Null (devices, commands) = no marker: there the exit code and the report are the record.
     /// </summary>
-    public string? IncompleteMarker { get; init; }
+    public string? IncompleteMarkerTarget { get; init; }
     /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
     public ITransport? Transport { get; init; }
     /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>

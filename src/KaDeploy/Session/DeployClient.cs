@@ -156,7 +156,8 @@ public sealed class DeployClient
         var clock = Stopwatch.StartNew();
         var receiving = Task.Run(() => UpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, server, ct), ct);
         // The marker says "not verified" from before the first byte until the copy is verified.
-        string? marker = _options.IncompleteMarker;
+        string? marker = _options.IncompleteMarkerTarget is not { } target ? null
+            : Directory.Exists(target) ? Path.Combine(target, ".ka-deploy-incomplete") : target.TrimEnd('/') + ".ka-deploy-incomplete";
         if (marker is not null)
         {
             try { await File.WriteAllTextAsync(marker, $"ka-deploy: copy in progress or failed; removed only once verified (node {NodeId}, server {server})\n", ct).ConfigureAwait(false); }

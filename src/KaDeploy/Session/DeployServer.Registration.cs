@@ -129,7 +129,7 @@ public sealed partial class DeployServer
             switch (m)
             {
                 case null:
-                    NodeLost(node, "control link closed");
+                    NodeLost(node, "control link lost: closed by the node");
                     return;
                 case Heartbeat h:
                     Volatile.Write(ref node.VerifiedOffset, h.VerifiedOffset);
