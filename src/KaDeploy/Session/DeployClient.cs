@@ -174,7 +174,14 @@ public sealed class DeployClient
         if (progress is not null) await progress.DisposeAsync().ConfigureAwait(false);
         if (verified && marker is not null)
         {
-            try { File.Delete(marker); }
+            try
+            {
+                // Removing the marker must not change the extracted root directory's mtime (set from the archive).
+                string dir = Path.GetDirectoryName(Path.GetFullPath(marker))!;
+                var st = Platform.Posix.LStat(dir);
+                File.Delete(marker);
+                if (Path.GetFileName(marker) == ".ka-deploy-incomplete") Platform.Posix.SetTimes(dir, st.MtimeSec, st.MtimeNsec);
+            }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { verified = false; message = $"cannot remove the marker {marker}: {e.Message}"; }
         }
         var result = new ClientResult(verified, ring.NextOffset, local.PayloadBytes, clock.Elapsed, message, NodeId);
@@ -447,7 +454,9 @@ public sealed class DeployClient
             while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
             {
                 long silent = Environment.TickCount64 - Volatile.Read(ref _lastHeard);
-                if (silent >= _options.FailureTimeout.TotalMilliseconds)
+                // Before the plan the server may be busy (a tree walk, a slow start): nothing is lost by waiting longer.
+                double limit = _plan.Task.IsCompleted ? _options.FailureTimeout.TotalMilliseconds : Math.Max(_options.FailureTimeout.TotalMilliseconds, 30_000);
+                if (silent >= limit)
                 {
                     ServerLost(server, $"no heartbeat for {silent / 1000.0:0.0} s");
                     return;

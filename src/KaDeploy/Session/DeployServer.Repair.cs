@@ -45,7 +45,8 @@ public sealed partial class DeployServer
                 {
                     if (n.Gone) continue;
                     long silent = now - n.LastHeard;
-                    if (silent >= _options.FailureTimeout.TotalMilliseconds)
+                    // Before the start nothing is lost by waiting: a node busy booting is not dropped for 3 s of silence.
+                    if (silent >= (started ? _options.FailureTimeout.TotalMilliseconds : Math.Max(_options.FailureTimeout.TotalMilliseconds, 30_000)))
                     {
                         NodeLost(n, $"no heartbeat for {silent / 1000.0:0.0} s");
                         continue;
