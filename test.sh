@@ -25,3 +25,16 @@ if [ -x testbed/ci-smoke ]; then
     *) echo "test.sh: virtual-cluster smoke test FAILED ($rc)"; exit $rc ;;
   esac
 fi
+
+# Repair on the virtual cluster (issue 8): kill, stop, cut off nodes mid-stream (a few minutes).
+if [ -x testbed/repair-e2e ] && [ "${KA_SKIP_REPAIR_E2E:-0}" != 1 ]; then
+  set +e
+  testbed/repair-e2e
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: virtual-cluster repair test SKIPPED (reason above)" ;;
+    *) echo "test.sh: virtual-cluster repair test FAILED ($rc)"; exit $rc ;;
+  esac
+fi
