@@ -5,76 +5,91 @@ using KaDeploy.Session;
 
 namespace KaDeploy.Cli;
 
-/// <summary>Options and actions of `server`, `client` and `go`, shared with the compat names.</summary>
+/// <summary>Options and actions of `server`, `client` and `go`, shared with the compat names. Every option is made by <see cref="Opt"/>.</summary>
 internal static class Commands
 {
+    private const long MinBuffer = 1L << 20, MaxBuffer = 64L << 30;
+
     public static void AddServerOptions(Command cmd, bool compat)
     {
-        var clients = new Option<int>("--clients", "-n") { Description = "Number of clients to wait for", DefaultValueFactory = _ => 1 };
-        var minClients = new Option<int?>("--min-clients") { Description = "With --start-timeout: start with at least this many" };
-        var startTimeout = new Option<double?>("--start-timeout") { Description = "Seconds to wait for all clients before starting with --min-clients" };
-        var arity = new Option<int>("--arity", "-a") { Description = "Tree arity; 1 = chain (fastest on a switched network)", DefaultValueFactory = _ => 1 };
-        var session = new Option<string>("--session", "-s") { Description = "Session name; clients of another session are refused", DefaultValueFactory = _ => "default" };
-        var port = new Option<int>("--port", "-p") { Description = "Control port", DefaultValueFactory = _ => ProtocolConstants.DefaultControlPort };
-        var dataPort = new Option<int>("--data-port", "-P") { Description = "Port the server's own children connect to (0 = any free port)" };
-        var bind = new Option<string?>("--bind") { Description = "Local address to listen on" };
-        var source = new Option<string?>("--source") { Description = "Directory tree to send (default /, with --one-file-system and the usual exclusions)" };
-        var image = new Option<string?>("--image") { Description = "Archive (.tar, .tar.zst, .tar.gz) or raw disk image to send" };
-        var device = new Option<string?>("--device") { Description = "Block device to send raw (zero blocks are skipped)" };
-        var exec = new Option<string?>("--exec", "-e") { Description = "Command whose standard output is the payload" };
-        var exclude = new Option<string[]>("--exclude") { Description = "Path or glob under the source to leave out (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var allFs = new Option<bool>("--all-file-systems") { Description = "Descend into other mounted file systems under the source" };
-        var noDefaultExcludes = new Option<bool>("--no-default-excludes") { Description = "With --source /: do not skip /proc, /sys, /dev, /run, /tmp contents" };
-        var compress = new Option<string?>("--compress") { Description = "Wire compression: none, zstd or zstd:LEVEL" };
-        var buffer = new Option<string>("--buffer") { Description = "Relay buffer size", DefaultValueFactory = _ => "64MiB" };
-        var releaseDelay = new Option<string?>("--release-delay", "-d") { Description = "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms" };
-        var report = new Option<string?>("--report") { Description = "Write the session report as JSON to this file" };
-        var nodes = new Option<string?>("--nodes") { Description = "File listing node names or addresses in chain order (one per line)" };
-        var linkTimeout = new Option<double>("--link-timeout") { Description = "Seconds every node has to link to its parent", DefaultValueFactory = _ => 60 };
-        var noDiscovery = new Option<bool>("--no-discovery") { Description = "Do not answer UDP session discovery" };
-        var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", DefaultValueFactory = _ => 60 };
+        var clients = Opt.Int("--clients", "Number of clients to wait for", 1, 100_000, 1, "N", "-n");
+        var minClients = Opt.OptionalInt("--min-clients", "With --start-timeout: start with at least this many", 1, 100_000);
+        var startTimeout = Opt.OptionalSeconds("--start-timeout", "Seconds to wait for all clients before starting with --min-clients", 0, 86400 * 7);
+        var arity = Opt.Int("--arity", "Tree arity; 1 = chain (fastest on a switched network)", 1, 64, 1, "A", "-a");
+        var session = Opt.Name("--session", "Session name; clients of another session are refused", "default", "NAME", "-s");
+        var port = Opt.Port("--port", "Control port", ProtocolConstants.DefaultControlPort, allowAny: true, "-p");
+        var dataPort = Opt.Port("--data-port", "Port the server's own children connect to (0 = any free port)", 0, allowAny: true, "-P");
+        var bind = Opt.Address("--bind", "Local address to listen on");
+        var source = Opt.ExistingDirectory("--source", "Directory tree to send (default /, with --one-file-system and the usual exclusions)");
+        var image = Opt.Path("--image", "Archive (.tar, .tar.zst, .tar.gz) or raw disk image to send", "FILE", "/nonexistent/ka-deploy.img", "file");
+        var device = Opt.ReadableFile("--device", "Block device to send raw (zero blocks are skipped)", "DEVICE");
+        var exec = Opt.Command("--exec", "Command whose standard output is the payload", "-e");
+        var exclude = Opt.Repeated("--exclude", "Path or glob under the source to leave out (repeatable)", "PATH");
+        var allFs = Opt.Flag("--all-file-systems", "Descend into other mounted file systems under the source");
+        var noDefaultExcludes = Opt.Flag("--no-default-excludes", "With --source /: do not skip /proc, /sys, /dev, /run, /tmp contents");
+        var compress = Opt.Checked("--compress", "Wire compression: none, zstd or zstd:LEVEL", "none|zstd[:LEVEL]",
+            t => PayloadSelection.ParseCompression(t), "lz4", "none zstd");
+        var buffer = Opt.Size("--buffer", "Relay buffer size (1MiB to 64GiB)", MinBuffer, MaxBuffer, "64MiB");
+        var digest = Opt.Choice("--digest", "End-to-end digest every node checks its copy against", ["xxh128", "sha256", "blake3"], "xxh128");
+        var releaseDelay = Opt.Checked("--release-delay", "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms",
+            "T", t => ParseDelay(t), "soon", null, "-d");
+        var report = Opt.OutputFile("--report", "Write the session report as JSON to this file (its directory must exist)");
+        var nodes = Opt.ReadableFile("--nodes", "File listing node names or addresses in chain order (one per line)");
+        var linkTimeout = Opt.Seconds("--link-timeout", "Seconds every node has to link to its parent", 1, 86400, 60);
+        var noDiscovery = Opt.Flag("--no-discovery", "Do not answer UDP session discovery");
+        var discoveryPort = Opt.Port("--discovery-port", "UDP port of session discovery", ProtocolConstants.DiscoveryPort, allowAny: false);
+        var stall = Opt.Seconds("--stall-timeout", "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", 0, 86400, 60);
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
-        var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         // Repair (issue 8)
-        var failureTimeout = new Option<double>("--failure-timeout") { Description = "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", DefaultValueFactory = _ => 3 };
-        var spoolOpt = new Option<string>("--spool") { Description = "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (last 1 GiB) or 'none'", DefaultValueFactory = _ => "memory" };
-        var okFile = new Option<string?>("--ok-file") { Description = "Write the names of the nodes that verified their copy, one per line" };
-        var koFile = new Option<string?>("--ko-file") { Description = "Write the names of the nodes that failed, one per line" };
+        var failureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", 0.5, 3600, 3);
+        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (last 1 GiB, the default) or 'none'",
+            "DIR|memory|none", t => { if (t is not ("memory" or "none") && !Directory.Exists(t)) throw new KaDeployException($"--spool {t}: no such directory (or say memory or none)"); },
+            "/nonexistent/ka-deploy-spool", "directory");
+        var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");
+        var koFile = Opt.OutputFile("--ko-file", "Write the names of the nodes that failed, one per line");
         foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile }) cmd.Options.Add(o);
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
-                     allFs, noDefaultExcludes, compress, buffer, releaseDelay, report, nodes, linkTimeout, noDiscovery, stall, keep, noProgress })
+                     allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
+        var view = OperatorConsole.AddOptions(cmd);
+        var installOptions = InstallCommands.AddServerOptions(cmd);
+        var raw = Opt.Flag("--raw", "With --image: send the file as a raw disk image even without a partition table or file-system signature");
+        cmd.Options.Add(raw);
 
         cmd.SetAction(async (p, ct) =>
         {
-            var log = Console.Error;
-            var (payload, preCompressed) = PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
-                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log);
+            int n = p.GetValue(clients);
+            if (p.GetValue(minClients) is int min && min > n) throw new UsageException($"--min-clients {min} is more than --clients {n}");
+            using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
+            var log = console.Log;
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            if (installed.ExitCode is { } dryRunExit) return dryRunExit;
+            var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
+                !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log, raw: p.GetValue(raw));
             var (compression, level) = PayloadSelection.ParseCompression(p.GetValue(compress));
             if (preCompressed) compression = WireCompression.Zstd;
-            int n = p.GetValue(clients);
             var options = new ServerOptions
             {
                 Source = payload, Clients = n, MinClients = p.GetValue(minClients) ?? n,
                 StartTimeout = p.GetValue(startTimeout) is { } st ? TimeSpan.FromSeconds(st) : null,
                 Arity = p.GetValue(arity), Session = p.GetValue(session)!, ControlPort = p.GetValue(port), DataPort = p.GetValue(dataPort),
-                Bind = ParseAddress(p.GetValue(bind)) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery),
-                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed,
-                BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
+                Bind = p.GetValue(bind) ?? IPAddress.Any, Discovery = !p.GetValue(noDiscovery), DiscoveryPort = p.GetValue(discoveryPort),
+                Compression = compression, CompressionLevel = level, SourceIsZstd = preCompressed, Digest = DigestAlgorithms.Parse(p.GetValue(digest)!),
+                BufferBytes = p.GetValue(buffer), ReleaseDelay = ParseDelay(p.GetValue(releaseDelay)),
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
-                Log = log, ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
+                Log = log, ProgressOnTerminal = null, // the operator console draws the live view from snapshots
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
                 NoSpool = p.GetValue(spoolOpt) == "none",
-                SpoolDirectory = p.GetValue(spoolOpt) is "none" or "memory" ? null : p.GetValue(spoolOpt),
+                SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
             };
             await using var server = new DeployServer(options);
-            var result = await server.RunAsync(ct);
-            Console.Out.Write(result.FormatTable());
+            var result = await console.RunServerAsync(server, ct);
+            console.Summary(result);
             if (p.GetValue(report) is { } reportPath) result.WriteJson(reportPath);
             if (p.GetValue(okFile) is { } ok) KaDeploy.Reporting.SessionReport.WriteNames(ok, result.Succeeded);
             if (p.GetValue(koFile) is { } ko) KaDeploy.Reporting.SessionReport.WriteNames(ko, result.Failed.Select(f => f.Name));
-            if (!result.Success) log.WriteLine($"ka-deploy server: {result.Message}");
+            if (!result.Success) console.Error($"ka-deploy server: {result.Message}");
             return result.Success ? 0 : 1;
         });
     }
@@ -82,73 +97,78 @@ internal static class Commands
     public static void AddClientOptions(Command cmd, bool compat)
     {
         var server = compat
-            ? new Option<string?>("--server", "-h") { Description = "Server HOST[:PORT]" }
-            : new Option<string?>("--server") { Description = "Server HOST[:PORT] (or find it by --session)" };
-        var session = new Option<string>("--session", "-s") { Description = "Session name (found by UDP broadcast when --server is not given)", DefaultValueFactory = _ => "default" };
-        var discovery = new Option<string>("--discovery-address") { Description = "Where to broadcast the session discovery", DefaultValueFactory = _ => "255.255.255.255" };
-        var bind = new Option<string?>("--bind") { Description = "Local address for the data port and outgoing links" };
-        var dataPort = new Option<int>("--data-port", "-P") { Description = "Port this node's children connect to (0 = any free port)" };
-        var target = new Option<string?>("--target") { Description = "Directory to extract a tree into, or file to write an image to" };
-        var force = new Option<bool>("--force") { Description = "Extract into a target that is not empty" };
-        var device = new Option<string?>("--device") { Description = "Block device to write a disk image or raw stream to" };
-        var exec = new Option<string?>("--exec", "-e") { Description = "Command that reads the payload on standard input" };
-        var wait = new Option<bool>("--wait-release", "-w") { Description = "Exit only when the server releases this node" };
-        var buffer = new Option<string>("--buffer") { Description = "Relay buffer size", DefaultValueFactory = _ => "64MiB" };
-        var connectTimeout = new Option<double>("--connect-timeout") { Description = "Seconds to keep trying to reach the server", DefaultValueFactory = _ => 600 };
-        var nodeName = new Option<string?>("--name") { Description = "Node name reported to the server (default: host name)" };
-        var assumeZeroed = new Option<bool>("--assume-zeroed") { Description = "Device reads back zeros already: do not zero the blocks the image leaves out" };
-        var go = new Option<bool>("--go", "-g") { Description = "Tell a waiting server to start with the clients it has, then exit" };
-        var stall = new Option<double>("--stall-timeout") { Description = "Seconds a child or the local disk may hold a full relay buffer back before it is given up (0 = never)", DefaultValueFactory = _ => 60 };
-        var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
-        foreach (var o in new Option[] { server, session, discovery, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall, noProgress })
+            ? Opt.HostPort("--server", "Server HOST[:PORT]", "-h")
+            : Opt.HostPort("--server", "Server HOST[:PORT] (or find it by --session)");
+        var session = Opt.Name("--session", "Session name (found by UDP broadcast when --server is not given)", "default", "NAME", "-s");
+        var discovery = Opt.Address("--discovery-address", "Where to broadcast the session discovery", "255.255.255.255");
+        var discoveryPort = Opt.Port("--discovery-port", "UDP port of session discovery", ProtocolConstants.DiscoveryPort, allowAny: false);
+        var bind = Opt.Address("--bind", "Local address for the data port and outgoing links");
+        var dataPort = Opt.Port("--data-port", "Port this node's children connect to (0 = any free port)", 0, allowAny: true, "-P");
+        var target = Opt.Path("--target", "Directory to extract a tree into, or file to write an image to", "PATH", "/nonexistent/ka-deploy/target", "file");
+        var force = Opt.Flag("--force", "Extract into a target directory that is not empty, or overwrite a target file");
+        var device = Opt.Path("--device", "Block device to write a disk image or raw stream to", "DEVICE", "/nonexistent/ka-deploy-device", "file");
+        var exec = Opt.Command("--exec", "Command that reads the payload on standard input", "-e");
+        var wait = Opt.Flag("--wait-release", "Exit only when the server releases this node", "-w");
+        var buffer = Opt.Size("--buffer", "Relay buffer size (1MiB to 64GiB)", MinBuffer, MaxBuffer, "64MiB");
+        var connectTimeout = Opt.Seconds("--connect-timeout", "Seconds to keep looking for (discovery) and trying to reach the server", 1, 86400 * 7, 600);
+        var nodeName = Opt.Name("--name", "Node name reported to the server (default: host name)", null);
+        var assumeZeroed = Opt.Flag("--assume-zeroed", "Device reads back zeros already: do not zero the blocks the image leaves out");
+        var go = Opt.Flag("--go", "Tell a waiting server to start with the clients it has, then exit", "-g");
+        var stall = Opt.Seconds("--stall-timeout", "Seconds a child or the local disk may hold a full relay buffer back before it is given up (0 = never)", 0, 86400, 60);
+        foreach (var o in new Option[] { server, session, discovery, discoveryPort, bind, dataPort, target, force, device, exec, wait, buffer, connectTimeout, nodeName, assumeZeroed, go, stall })
             cmd.Options.Add(o);
+        var view = OperatorConsole.AddOptions(cmd, events: false);
+        var installOptions = InstallCommands.AddClientOptions(cmd);
         // Repair (issue 8)
-        var clientFailureTimeout = new Option<double>("--failure-timeout") { Description = "Seconds of silence from the server after which it is taken as lost", DefaultValueFactory = _ => 3 };
-        var retain = new Option<string>("--retain") { Description = "Kept in the relay buffer behind the slowest child, for orphans that resume from this node", DefaultValueFactory = _ => "16MiB" };
+        var clientFailureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence from the server after which it is taken as lost", 0.5, 3600, 3);
+        var retain = Opt.Size("--retain", "Kept in the relay buffer behind the slowest child, for orphans that resume from this node", 0, MaxBuffer, "16MiB");
         cmd.Options.Add(clientFailureTimeout);
         cmd.Options.Add(retain);
 
         cmd.SetAction(async (p, ct) =>
         {
-            var log = Console.Error;
+            using var console = new OperatorConsole(view.Read(p), "ka-deploy client");
+            var log = console.Log;
             var common = new ClientOptions
             {
-                Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = ParseAddress(p.GetValue(discovery))!,
-                Bind = ParseAddress(p.GetValue(bind)), DataPort = p.GetValue(dataPort), Log = log,
+                Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
+                Bind = p.GetValue(bind), DataPort = p.GetValue(dataPort), Log = log,
                 SinkFactory = p.GetValue(go) ? _ => throw new InvalidOperationException()
-                    : PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
-                BufferBytes = PayloadSelection.ParseSize(p.GetValue(buffer)!), WaitRelease = p.GetValue(wait),
+                    : InstallCommands.ClientSinks(p, installOptions, p.GetValue(nodeName) ?? Environment.MachineName, log)
+                      ?? PayloadSelection.ClientSinks(p.GetValue(target), p.GetValue(device), p.GetValue(exec), p.GetValue(force), p.GetValue(assumeZeroed), log),
+                BufferBytes = p.GetValue(buffer), WaitRelease = p.GetValue(wait),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
-                ProgressOnTerminal = p.GetValue(noProgress) ? null : !Console.IsErrorRedirected,
+                ProgressOnTerminal = console.ClientProgress,
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(clientFailureTimeout)),
-                RetainBytes = PayloadSelection.ParseSize(p.GetValue(retain)!),
+                RetainBytes = p.GetValue(retain),
                 IncompleteMarkerTarget = p.GetValue(target),
             };
             if (p.GetValue(go))
             {
-                log.WriteLine("ka-deploy go: " + await DeployClient.SendGoAsync(common, ct));
+                console.Error("ka-deploy go: " + await DeployClient.SendGoAsync(common, ct));
                 return 0;
             }
             var result = await new DeployClient(common).RunAsync(ct);
-            return result.Verified ? 0 : 1;
+            return await InstallCommands.AfterClientAsync(p, installOptions, result.Verified, log);
         });
     }
 
     public static Command GoCommand()
     {
         var cmd = new Command("go", "Tell a waiting server to start now with the clients it has.");
-        var server = new Option<string?>("--server") { Description = "Server HOST[:PORT] (or find it by --session)" };
-        var session = new Option<string>("--session", "-s") { Description = "Session name", DefaultValueFactory = _ => "default" };
-        var discovery = new Option<string>("--discovery-address") { Description = "Where to broadcast the session discovery", DefaultValueFactory = _ => "255.255.255.255" };
-        cmd.Options.Add(server);
-        cmd.Options.Add(session);
-        cmd.Options.Add(discovery);
+        var server = Opt.HostPort("--server", "Server HOST[:PORT] (or find it by --session)");
+        var session = Opt.Name("--session", "Session name", "default", "NAME", "-s");
+        var discovery = Opt.Address("--discovery-address", "Where to broadcast the session discovery", "255.255.255.255");
+        var discoveryPort = Opt.Port("--discovery-port", "UDP port of session discovery", ProtocolConstants.DiscoveryPort, allowAny: false);
+        var timeout = Opt.Seconds("--connect-timeout", "Seconds to keep looking for the server", 1, 3600, 10);
+        foreach (var o in new Option[] { server, session, discovery, discoveryPort, timeout }) cmd.Options.Add(o);
         cmd.SetAction(async (p, ct) =>
         {
             var options = new ClientOptions
             {
-                Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = ParseAddress(p.GetValue(discovery))!,
+                Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
+                ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(timeout)),
                 SinkFactory = _ => throw new InvalidOperationException(), Log = Console.Error,
             };
             Console.Error.WriteLine("ka-deploy go: " + await DeployClient.SendGoAsync(options, ct));
@@ -157,31 +177,34 @@ internal static class Commands
         return cmd;
     }
 
-    private static IPAddress? ParseAddress(string? text) =>
-        text is null ? null
-        : IPAddress.TryParse(text, out var a) ? a
-        : throw new KaDeployException($"'{text}' is not an IP address");
-
     /// <summary>Plain numbers are tenths of a second (the original's -d); "2s", "300ms" are durations.</summary>
     internal static TimeSpan ParseDelay(string? text)
     {
         if (string.IsNullOrEmpty(text)) return TimeSpan.Zero;
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        if (text.EndsWith("ms", StringComparison.Ordinal) && double.TryParse(text[..^2], inv, out double ms)) return TimeSpan.FromMilliseconds(ms);
-        if (text.EndsWith('s') && double.TryParse(text[..^1], inv, out double s)) return TimeSpan.FromSeconds(s);
-        if (double.TryParse(text, inv, out double tenths) && tenths >= 0) return TimeSpan.FromSeconds(tenths / 10);
-        throw new KaDeployException($"--release-delay '{text}': expected tenths of a second (5) or a duration (2s, 300ms)");
+        var style = System.Globalization.NumberStyles.Float;
+        TimeSpan? t = null;
+        if (text.EndsWith("ms", StringComparison.Ordinal) && double.TryParse(text[..^2], style, inv, out double ms)) t = TimeSpan.FromMilliseconds(ms);
+        else if (text.EndsWith('s') && double.TryParse(text[..^1], style, inv, out double s)) t = TimeSpan.FromSeconds(s);
+        else if (double.TryParse(text, style, inv, out double tenths)) t = TimeSpan.FromSeconds(tenths / 10);
+        if (t is { } d && d >= TimeSpan.Zero && d <= TimeSpan.FromHours(1)) return d;
+        throw new KaDeployException($"--release-delay '{text}': expected tenths of a second (5) or a duration (2s, 300ms), at most an hour");
     }
 
     private static IReadOnlyList<string> ReadNodes(string file)
     {
         try
         {
-            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Trim()).Where(l => l.Length > 0).ToArray();
+            // The first field is the node's name (the node list's other fields are for --install).
+            return File.ReadAllLines(file).Select(l => l.Split('#')[0].Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+                .Where(l => l.Length > 0).ToArray();
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new KaDeployException($"--nodes {file}: {e.Message}");
         }
     }
 }
+
+/// <summary>A mistake in the command line found by the action (two options that contradict): exit 2, as a parse error.</summary>
+internal sealed class UsageException(string message) : KaDeployException(message);

@@ -18,25 +18,40 @@ internal static class Demo
     public static Command Command()
     {
         var cmd = new Command("demo", "Clone a sample tree (or --source DIR) to N local clients over loopback, verify every copy, print the summary.");
-        var clients = new Option<int>("--clients", "-n") { Description = "Number of local clients", DefaultValueFactory = _ => 5 };
-        var source = new Option<string?>("--source") { Description = "Directory to clone instead of the generated sample tree" };
-        var arity = new Option<int>("--arity", "-a") { Description = "Tree arity; 1 = chain", DefaultValueFactory = _ => 1 };
-        var compress = new Option<string?>("--compress") { Description = "Wire compression: none, zstd or zstd:LEVEL" };
-        var keep = new Option<bool>("--keep") { Description = "Keep the work directory (targets) for inspection" };
-        var report = new Option<string?>("--report") { Description = "Write the session report as JSON to this file" };
-        foreach (var o in new Option[] { clients, source, arity, compress, keep, report }) cmd.Options.Add(o);
-        cmd.SetAction((p, ct) => RunAsync(p.GetValue(clients), p.GetValue(source), p.GetValue(arity), p.GetValue(compress), p.GetValue(keep), p.GetValue(report), ct));
+        var clients = Opt.Int("--clients", "Number of local clients", 1, 200, 5, "N", "-n");
+        var source = Opt.ExistingDirectory("--source", "Directory to clone instead of the generated sample tree");
+        var arity = Opt.Int("--arity", "Tree arity; 1 = chain", 1, 64, 1, "A", "-a");
+        var compress = Opt.Checked("--compress", "Wire compression: none, zstd or zstd:LEVEL", "none|zstd[:LEVEL]",
+            t => PayloadSelection.ParseCompression(t), "lz4", "none zstd");
+        var keep = Opt.Flag("--keep", "Keep the work directory (targets) for inspection");
+        var report = Opt.OutputFile("--report", "Write the session report as JSON to this file (its directory must exist)");
+        var throttle = Opt.Size("--throttle", "Limit each node's disk to this many bytes a second (to watch a session; 0 = no limit)", 0, 1L << 40, "0");
+        var failNode = Opt.OptionalInt("--fail-node", "Make node N's disk fail part way through (to see a failure in the view and the report)", 1, 200);
+        var extra = Opt.Size("--extra-data", "Add a file of this many random bytes to the generated sample tree (a longer session)", 0, 16L << 30, "0");
+        foreach (var o in new Option[] { clients, source, arity, compress, keep, report, throttle, failNode, extra }) cmd.Options.Add(o);
+        var view = OperatorConsole.AddOptions(cmd);
+        cmd.SetAction((p, ct) => RunAsync(new DemoChoice(p.GetValue(clients), p.GetValue(source), p.GetValue(arity), p.GetValue(compress), p.GetValue(keep),
+            p.GetValue(report), p.GetValue(throttle), p.GetValue(failNode), p.GetValue(extra), view.Read(p)), ct));
         return cmd;
     }
 
-    private static async Task<int> RunAsync(int clients, string? source, int arity, string? compress, bool keep, string? reportPath, CancellationToken ct)
+    private sealed record DemoChoice(int Clients, string? Source, int Arity, string? Compress, bool Keep, string? Report, long Throttle, int? FailNode,
+        long ExtraData, ViewChoice View);
+
+    private static async Task<int> RunAsync(DemoChoice choice, CancellationToken ct)
     {
-        if (clients is < 1 or > 200) throw new KaDeployException("--clients must be between 1 and 200 for the demo");
+        var (clients, source, arity, compress, keep, reportPath) = (choice.Clients, choice.Source, choice.Arity, choice.Compress, choice.Keep, choice.Report);
+        if (choice.FailNode > clients) throw new UsageException($"--fail-node {choice.FailNode}: there are only {clients} node(s)");
         var (compression, level) = PayloadSelection.ParseCompression(compress);
+        // Every node's sink blocks a pool thread while it writes (as a real node's does, in its own process); N nodes in
+        // one process need N of them at once, or the pool's slow thread injection stalls progress reports and the view.
+        ThreadPool.GetMinThreads(out int workers, out int io);
+        ThreadPool.SetMinThreads(Math.Max(workers, 4 * clients + 8), io);
         // /var/tmp rather than /tmp: it is a disk file system here, where xattrs and holes behave as on a node's disk.
         string work = Path.Combine(Directory.Exists("/var/tmp") ? "/var/tmp" : Path.GetTempPath(), $"ka-deploy-demo-{Environment.ProcessId}");
         Directory.CreateDirectory(work);
-        var log = TextWriter.Synchronized(Console.Error);
+        using var console = new OperatorConsole(choice.View, "demo");
+        var log = console.Log;
         try
         {
             string root = source is null ? Path.Combine(work, "source") : Path.GetFullPath(source);
@@ -44,6 +59,7 @@ internal static class Demo
             {
                 var built = SampleTree.Create(root);
                 log.WriteLine($"demo: generated a sample tree in {root} ({SampleTree.Describe(built)}every entry type)");
+                if (choice.ExtraData > 0) DemoSinks.WriteRandomFile(Path.Combine(root, "extra-data.bin"), choice.ExtraData);
             }
             else if (!Directory.Exists(root)) throw new KaDeployException($"--source {root} is not a directory");
 
@@ -59,7 +75,7 @@ internal static class Demo
                 Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "demo", Log = log,
                 BufferBytes = 16L << 20,
             });
-            var serverRun = server.RunAsync(ct);
+            var serverRun = console.RunServerAsync(server, ct);
             var targets = Enumerable.Range(1, clients).Select(i => Path.Combine(work, $"node{i}")).ToArray();
             var runs = targets.Select((target, i) =>
             {
@@ -69,19 +85,20 @@ internal static class Demo
                 {
                     Server = $"127.0.0.1:{server.ControlPort}", Session = "demo",
                     Bind = IPAddress.Parse($"127.0.{(i + 10) / 250}.{(i + 10) % 250 + 1}"),
-                    SinkFactory = _ => sink, BufferBytes = 16L << 20, NodeName = $"node{i + 1}", Log = log,
+                    SinkFactory = plan => DemoSinks.Wrap(sink, choice.Throttle, choice.FailNode == i + 1 ? Math.Max(1, plan.EstimatedLength * 2 / 5) : null),
+                    BufferBytes = 16L << 20, NodeName = $"node{i + 1}", Log = log,
                 }).RunAsync(ct);
             }).ToArray();
             var results = await Task.WhenAll(runs);
             var report = await serverRun;
-            Console.Out.Write(report.FormatTable());
+            console.Summary(report);
             if (reportPath is not null) report.WriteJson(reportPath);
 
             bool identical = true;
             var excludes = root == "/" ? TarTreeSource.DefaultExclusions(root, work) : [];
             for (int i = 0; i < targets.Length; i++)
             {
-                if (!results[i].Verified) { identical = false; continue; }
+                if (!results[i].Verified) { identical = false; Console.Out.WriteLine($"node{i + 1}: FAILED: {results[i].Message}"); continue; }
                 var diffs = TreeComparer.Compare(root, targets[i], new TreeComparisonOptions { Excludes = excludes });
                 if (diffs.Count == 0) Console.Out.WriteLine($"node{i + 1}: {targets[i]} is identical to {root} (content, type, mode, owner, mtime, links, xattrs, holes)");
                 else

@@ -14,13 +14,15 @@ internal static class PayloadSelection
     /// <summary>Server side: exactly one of --source, --image, --device, --exec; none means the whole system (/).</summary>
     public static (IPayloadSource Source, bool PreCompressedZstd) ServerSource(
         string? source, string? image, string? device, string? exec, bool oneFileSystem, IReadOnlyList<string> excludes,
-        bool defaultExcludes, TextWriter log)
+        bool defaultExcludes, TextWriter log, bool raw = false)
     {
         int given = new[] { source, image, device, exec }.Count(s => s is not null);
         if (given > 1) throw new KaDeployException("give only one of --source, --image, --device, --exec");
+        if (raw && image is null) throw new KaDeployException("--raw applies to --image only");
         if (image is not null)
         {
-            var img = ImageSource.Open(image);
+            var img = ImageSource.Open(CheckImageFile(image), new ImageSourceOptions { Raw = raw });
+            if (!raw) CheckImageMatchesName(image, img); // --raw: the operator said what it is
             return (img, img.PreCompressedZstd);
         }
         if (device is not null) return (new BlockDeviceSource(device), false);
@@ -42,8 +44,13 @@ internal static class PayloadSelection
         if (given == 0) throw new KaDeployException("one of --target, --device or --exec is required");
         if (given > 1) throw new KaDeployException("give only one of --target, --device, --exec");
         if (target is not null && Directory.Exists(target))
+        {
             TreeSink(target, force, log).EnsureTargetUsable(); // fail now, not after the whole cluster has waited for us
-        if (device is not null && !File.Exists(device)) throw new KaDeployException($"device {device} does not exist");
+            if (Opt.CheckWritableDirectory(target) is { } why) throw new KaDeployException($"--target {target}: {why}");
+        }
+        else if (target is not null) CheckTargetFile(target, force);
+        if (device is not null && !File.Exists(device)) throw new KaDeployException($"--device {device}: no such device or file");
+        if (device is not null && Directory.Exists(device)) throw new KaDeployException($"--device {device} is a directory");
 
         return plan =>
         {
@@ -69,6 +76,64 @@ internal static class PayloadSelection
                 _ => new BlockDeviceSink(t, new BlockDeviceSinkOptions { AssumeZeroed = assumeZeroed }),
             };
         };
+    }
+
+    // A file target (an image, a raw stream) is checked before registering: a whole cluster must not wait for a
+    // node that will refuse, nor a node silently overwrite a file that holds something.
+    private static void CheckTargetFile(string target, bool force)
+    {
+        if (File.Exists(target))
+        {
+            var info = new FileInfo(target);
+            // A device is the normal target of an image; only a regular file that holds something is protected.
+            if (IsRegularFile(target) && info.Length > 0 && !force)
+                throw new KaDeployException($"--target {target} exists and is not empty ({info.Length} bytes); give --force to overwrite it");
+            try { using var _ = new FileStream(target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new KaDeployException($"--target {target}: cannot be written ({e.Message})");
+            }
+            return;
+        }
+        if (Opt.CheckWritableFile(target) is { } why) throw new KaDeployException($"--target {target}: {why}");
+    }
+
+    private static bool IsRegularFile(string path)
+    {
+        string real = File.ResolveLinkTarget(path, returnFinalTarget: true)?.FullName ?? Path.GetFullPath(path);
+        return KaDeploy.Platform.Posix.TryLStat(real, out var st, out _) && st.Kind == KaDeploy.Platform.FileKind.Regular;
+    }
+
+    // Directory, empty and unreadable images are refused here with their reason; the content is judged by ImageSource.
+    private static string CheckImageFile(string image)
+    {
+        if (Directory.Exists(image)) throw new KaDeployException($"--image {image} is a directory; give --source {image} to send a file tree");
+        if (!File.Exists(image)) throw new KaDeployException($"--image {image}: no such file");
+        try
+        {
+            using var f = new FileStream(image, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+            if (f.Length == 0 && !image.StartsWith("/dev/", StringComparison.Ordinal)) throw new KaDeployException($"--image {image} is empty");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new KaDeployException($"--image {image} cannot be read: {e.Message}");
+        }
+        return image;
+    }
+
+    // A name that promises an archive must hold one: junk named .tar must not go out as a "raw disk image".
+    private static void CheckImageMatchesName(string image, ImageSource img)
+    {
+        string name = Path.GetFileName(image).ToLowerInvariant();
+        string? promised = name.EndsWith(".tar", StringComparison.Ordinal) ? "a tar archive"
+            : name.EndsWith(".tar.gz", StringComparison.Ordinal) || name.EndsWith(".tgz", StringComparison.Ordinal) ? "a gzip-compressed tar archive"
+            : name.EndsWith(".tar.zst", StringComparison.Ordinal) || name.EndsWith(".tzst", StringComparison.Ordinal) ? "a zstd-compressed tar archive"
+            : null;
+        if (promised is not null && img.Format == ImageFormat.RawDisk)
+            throw new KaDeployException($"--image {image}: named like {promised} but its content is not one");
+        // A raw disk image is whole sectors; a few stray bytes (a text file) are not a disk.
+        if (img.Format == ImageFormat.RawDisk && img.Length % 512 != 0)
+            throw new KaDeployException($"--image {image}: not a tar archive, and its size ({img.Length} bytes) is not a whole number of 512-byte sectors, so not a disk image either");
     }
 
     private static TarTreeSink TreeSink(string target, bool force, TextWriter log) => new(new TarTreeSinkOptions

@@ -9,6 +9,8 @@ public enum PayloadKind : byte
     Raw = 2,
     /// <summary>A block map: a raw disk image with all-zero blocks left out (see BlockMapFormat).</summary>
     BlockMap = 3,
+    /// <summary>A multi-part container: a manifest, then file trees and partitions (see Parts/PartsFormat, docs/protocol.md section 5).</summary>
+    Parts = 4,
 }
 
 /// <summary>Produces the payload on the server. Written once, at the root of the tree.</summary>

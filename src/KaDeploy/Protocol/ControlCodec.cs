@@ -31,7 +31,7 @@ public static class ControlCodec
                 w.I32(p.NodeId); w.I32(p.ParentId); w.Str(p.ParentAddress); w.U16((ushort)p.ParentPort);
                 w.U16((ushort)p.ChildIds.Length);
                 foreach (int c in p.ChildIds) w.I32(c);
-                w.U8((byte)p.Kind); w.U8((byte)p.Compression); w.I64(p.EstimatedLength); w.Blob(p.LinkKey);
+                w.U8((byte)p.Kind); w.U8((byte)p.Compression); w.I64(p.EstimatedLength); w.Blob(p.LinkKey); w.U8((byte)p.Digest);
                 break;
             case Progress m: w.I64(m.WireBytes); w.I64(m.PayloadBytes); break;
             case Done m: w.U8(m.Verified ? (byte)1 : (byte)0); w.I64(m.WireBytes); w.I64(m.PayloadBytes); w.I64(m.ElapsedMilliseconds); w.Str(m.Message); break;
@@ -113,7 +113,11 @@ public static class ControlCodec
         if (!Enum.IsDefined(kind)) throw new ProtocolException($"unknown payload kind {(byte)kind}");
         var compression = (WireCompression)r.U8();
         if (!Enum.IsDefined(compression)) throw new ProtocolException($"unknown compression {(byte)compression}");
-        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, r.I64(), r.Blob());
+        long estimated = r.I64();
+        byte[] linkKey = r.Blob();
+        var digest = (DigestAlgorithm)r.U8();
+        if (!Enum.IsDefined(digest)) throw new ProtocolException($"unknown digest algorithm {(byte)digest}");
+        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest);
     }
 
     private static Heartbeat DecodeHeartbeat(ref Reader r)

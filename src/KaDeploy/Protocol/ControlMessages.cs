@@ -40,7 +40,8 @@ public sealed record Refuse(string Reason) : ControlMessage(ControlType.Refuse);
 /// <summary>The node's place in the tree: whom to connect to, which children will connect, and what will flow.</summary>
 public sealed record Plan(
     int NodeId, int ParentId, string ParentAddress, int ParentPort, int[] ChildIds,
-    PayloadKind Kind, WireCompression Compression, long EstimatedLength, byte[] LinkKey)
+    PayloadKind Kind, WireCompression Compression, long EstimatedLength, byte[] LinkKey,
+    DigestAlgorithm Digest = DigestAlgorithm.Sha256)
     : ControlMessage(ControlType.Plan);
 
 /// <summary>The node's upstream link is established.</summary>

@@ -1,24 +1,91 @@
-using KaDeploy.IO;
+using System.IO.Hashing;
 using System.Security.Cryptography;
+using KaDeploy.IO;
+using KaDeploy.Protocol;
 
 namespace KaDeploy.Relay;
 
-/// <summary>Pass-through write stream that counts and SHA-256-hashes the payload on its way to the wire.</summary>
-public sealed class DigestWriteStream(Stream inner) : SequentialWriteStream
+/// <summary>
+/// An incremental end-to-end digest by <see cref="DigestAlgorithm"/>; the result is always
+/// <see cref="Size"/> bytes (XXH3-128's 16 bytes are followed by 16 zeros), the End frame's digest field.
+/// </summary>
+public sealed class PayloadDigest : IDisposable
 {
-    private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    /// <summary>Bytes of every digest.</summary>
+    public const int Size = 32;
+
+    private readonly IncrementalHash? _sha256;
+    private readonly Blake3.Hasher? _blake3;
+    private readonly XxHash128? _xxh128;
+
+    /// <summary>A fresh digest of the given kind.</summary>
+    public PayloadDigest(DigestAlgorithm algorithm)
+    {
+        Algorithm = algorithm;
+        switch (algorithm)
+        {
+            case DigestAlgorithm.Sha256: _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256); break;
+            case DigestAlgorithm.Blake3: _blake3 = Blake3.Hasher.New(); break;
+            case DigestAlgorithm.XxHash128: _xxh128 = new XxHash128(); break;
+            default: throw new ArgumentOutOfRangeException(nameof(algorithm), algorithm, "unknown digest algorithm");
+        }
+    }
+
+    /// <summary>The algorithm.</summary>
+    public DigestAlgorithm Algorithm { get; }
+
+    /// <summary>Adds <paramref name="data"/>.</summary>
+    public void Append(ReadOnlySpan<byte> data)
+    {
+        if (_xxh128 is not null) _xxh128.Append(data);
+        else if (_sha256 is not null) _sha256.AppendData(data);
+        else _blake3!.Update(data);
+    }
+
+    /// <summary>The digest of everything appended (call once).</summary>
+    public byte[] Finish()
+    {
+        var digest = new byte[Size];
+        if (_xxh128 is not null) _xxh128.GetCurrentHash(digest);
+        else if (_sha256 is not null) _sha256.GetHashAndReset(digest);
+        else _blake3!.Finalize(digest);
+        return digest;
+    }
+
+    /// <summary>The digest of <paramref name="data"/> at once (tests, small payloads).</summary>
+    public static byte[] Of(DigestAlgorithm algorithm, ReadOnlySpan<byte> data)
+    {
+        using var d = new PayloadDigest(algorithm);
+        d.Append(data);
+        return d.Finish();
+    }
+
+    public void Dispose()
+    {
+        _sha256?.Dispose();
+        _blake3?.Dispose();
+    }
+}
+
+/// <summary>Pass-through write stream that counts and digests the payload on its way to the wire.</summary>
+public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialWriteStream
+{
+    private readonly PayloadDigest _hash = new(algorithm);
 
     private long _count;
 
     /// <summary>Payload bytes written so far (safe to read from another thread for progress).</summary>
     public long Length64 => Volatile.Read(ref _count);
 
-    /// <summary>SHA-256 of everything written (call once, at the end).</summary>
-    public byte[] Digest() => _hash.GetHashAndReset();
+    /// <summary>The digest of everything written (call once, at the end).</summary>
+    public byte[] Digest() => _hash.Finish();
+
+    /// <summary>The digest's algorithm.</summary>
+    public DigestAlgorithm Algorithm => _hash.Algorithm;
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
-        _hash.AppendData(buffer);
+        _hash.Append(buffer);
         Volatile.Write(ref _count, _count + buffer.Length);
         inner.Write(buffer);
     }
@@ -27,7 +94,7 @@ public sealed class DigestWriteStream(Stream inner) : SequentialWriteStream
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        _hash.AppendData(buffer.Span);
+        _hash.Append(buffer.Span);
         Volatile.Write(ref _count, _count + buffer.Length);
         return inner.WriteAsync(buffer, cancellationToken);
     }
@@ -47,17 +114,25 @@ public sealed class DigestWriteStream(Stream inner) : SequentialWriteStream
     }
 }
 
-/// <summary>Pass-through read stream that counts and SHA-256-hashes what the sink consumes.</summary>
-public sealed class DigestReadStream(Stream inner) : SequentialReadStream
+/// <summary>
+/// Pass-through read stream that counts and digests what the sink consumes. Lends segments
+/// (<see cref="ISegmentReader"/>) without a copy when the stream below can, from a buffer of its own otherwise.
+/// </summary>
+public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream, ISegmentReader
 {
-    private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private const int SegmentBufferSize = 1 << 20;
+    private readonly PayloadDigest _hash = new(algorithm);
+    private byte[]? _segmentBuffer;
     private long _count;
 
     /// <summary>Payload bytes read so far (safe to read from another thread for progress).</summary>
     public long BytesRead => Volatile.Read(ref _count);
 
-    /// <summary>SHA-256 of everything read (call once, at the end).</summary>
-    public byte[] Digest() => _hash.GetHashAndReset();
+    /// <summary>The digest of everything read (call once, at the end).</summary>
+    public byte[] Digest() => _hash.Finish();
+
+    /// <summary>The digest's algorithm.</summary>
+    public DigestAlgorithm Algorithm => _hash.Algorithm;
 
     /// <summary>Reads and hashes whatever the sink left unread (tar padding after its end marker, ...).</summary>
     public async Task DrainAsync(CancellationToken cancellationToken)
@@ -92,9 +167,27 @@ public sealed class DigestReadStream(Stream inner) : SequentialReadStream
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
+    /// <inheritdoc />
+    public async ValueTask<ReadOnlyMemory<byte>> ReadSegmentAsync(CancellationToken cancellationToken)
+    {
+        ReadOnlyMemory<byte> segment;
+        if (inner is ISegmentReader lender)
+        {
+            segment = await lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            _segmentBuffer ??= System.Buffers.ArrayPool<byte>.Shared.Rent(SegmentBufferSize);
+            int n = await inner.ReadAsync(_segmentBuffer, cancellationToken).ConfigureAwait(false);
+            segment = _segmentBuffer.AsMemory(0, n);
+        }
+        Account(segment.Span);
+        return segment;
+    }
+
     private void Account(ReadOnlySpan<byte> data)
     {
-        _hash.AppendData(data);
+        _hash.Append(data);
         Volatile.Write(ref _count, _count + data.Length);
     }
 
@@ -102,7 +195,12 @@ public sealed class DigestReadStream(Stream inner) : SequentialReadStream
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _hash.Dispose();
+        if (disposing)
+        {
+            _hash.Dispose();
+            if (_segmentBuffer is not null) System.Buffers.ArrayPool<byte>.Shared.Return(_segmentBuffer);
+            _segmentBuffer = null;
+        }
         base.Dispose(disposing);
     }
 }

@@ -8,8 +8,10 @@ public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader head
 {
     /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
     public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(0, length);
-    /// <summary>The payload alone.</summary>
-    public ReadOnlyMemory<byte> Payload => buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
+    /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies after the wire bytes (<see cref="RelayRing.PlaintextOffset"/>).</summary>
+    public ReadOnlyMemory<byte> Payload => header.IsSealed
+        ? buffer.AsMemory(RelayRing.PlaintextOffset, header.PlaintextLength)
+        : buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
     public DataFrameHeader Header => header;
     public long Sequence => sequence;
 }
@@ -29,6 +31,15 @@ public sealed class RelayRing : IDisposable
     /// <summary>Bytes of one slot: a header and the largest payload.</summary>
     public const int SlotSize = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload;
 
+    /// <summary>
+    /// In a ring of sealed frames, where each slot keeps the frame's plaintext: after the wire bytes,
+    /// which are forwarded as they arrived (relays never re-encrypt), so the local sink reads clear
+    /// bytes that were opened once.
+    /// </summary>
+    public const int PlaintextOffset = SlotSize;
+
+    private readonly int _slotBytes;
+
     private readonly object _gate = new();
     private readonly byte[]?[] _buffers;
     private readonly int[] _lengths;
@@ -45,16 +56,22 @@ public sealed class RelayRing : IDisposable
 
     /// <param name="capacityBytes">Buffer size (--buffer): how far the fastest consumer may run ahead of the slowest; at least four slots.</param>
     /// <param name="retainBytes">Kept behind the slowest consumer for children that resume (--retain).</param>
-    public RelayRing(long capacityBytes, long retainBytes = 0)
+    /// <param name="sealedFrames">The session is keyed: each slot also holds the opened plaintext (<see cref="PlaintextOffset"/>).</param>
+    public RelayRing(long capacityBytes, long retainBytes = 0, bool sealedFrames = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(retainBytes);
-        _window = (int)Math.Clamp(capacityBytes / SlotSize, 4, 1 << 16);
-        int slots = _window + (int)Math.Clamp((retainBytes + SlotSize - 1) / SlotSize, 0, 1 << 16);
+        _slotBytes = sealedFrames ? SlotSize + ProtocolConstants.MaxChunkPayload : SlotSize;
+        IsSealed = sealedFrames;
+        _window = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
+        int slots = _window + (int)Math.Clamp((retainBytes + _slotBytes - 1) / _slotBytes, 0, 1 << 16);
         _buffers = new byte[slots][];
         _lengths = new int[slots];
         _headers = new DataFrameHeader[slots];
     }
+
+    /// <summary>Slots have room for a sealed frame's plaintext.</summary>
+    public bool IsSealed { get; }
 
     /// <summary>Number of slots (window and retention).</summary>
     public int SlotCount => _buffers.Length;
@@ -106,7 +123,7 @@ public sealed class RelayRing : IDisposable
                     if (_headers[mid % SlotCount].Offset <= offset) lo = mid; else hi = mid - 1;
                 }
                 var h = _headers[lo % SlotCount];
-                if (offset < h.Offset + Math.Max(1, h.PayloadLength)) return lo;
+                if (offset < h.Offset + Math.Max(1, h.PlaintextLength)) return lo;
             }
             if (offset == _nextOffset && !_completed && (from == _published || offset >= _headers[from % SlotCount].Offset)) return _published;
             return null;
@@ -164,7 +181,7 @@ public sealed class RelayRing : IDisposable
         _acquired = true;
         int slot = (int)(_published % SlotCount);
         // Pinned heap: slots live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
-        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(SlotSize, pinned: true);
+        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(_slotBytes, pinned: true);
         return true;
     }
 
@@ -179,7 +196,7 @@ public sealed class RelayRing : IDisposable
             _headers[slot] = header;
             _published++;
             _acquired = false;
-            if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PayloadLength;
+            if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
             if (header.Type == DataFrameType.End) _completed = true;
             foreach (var c in _cursors) c.WakeLocked();
         }

@@ -5,14 +5,16 @@ namespace KaDeploy.Relay;
 
 /// <summary>
 /// The local sink's view of the ring: a read-only stream of the Data payloads in order, ending at the
-/// End frame (whose contents are then in <see cref="End"/>).
+/// End frame (whose contents are then in <see cref="End"/>). <see cref="ReadSegmentAsync"/> lends a frame's
+/// payload straight from its ring slot, which stays held until the next read.
 /// </summary>
-public sealed class RingReaderStream : SequentialReadStream
+public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
 {
     private readonly RingCursor _cursor;
     private RingFrame _frame;
     private int _consumed;
     private bool _holding;
+    private bool _lent; // the held frame was lent whole: release it at the next read
 
     public RingReaderStream(RingCursor cursor)
     {
@@ -28,6 +30,7 @@ public sealed class RingReaderStream : SequentialReadStream
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        ReturnLent();
         while (true)
         {
             if (buffer.IsEmpty || End is not null) return 0;
@@ -40,6 +43,7 @@ public sealed class RingReaderStream : SequentialReadStream
     /// <summary>Blocking read for synchronous consumers (decompressors, tar readers); waits without holding a pool thread hostage to an async continuation.</summary>
     public override int Read(Span<byte> buffer)
     {
+        ReturnLent();
         while (true)
         {
             if (buffer.IsEmpty || End is not null) return 0;
@@ -50,6 +54,28 @@ public sealed class RingReaderStream : SequentialReadStream
     }
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    /// <inheritdoc />
+    public async ValueTask<ReadOnlyMemory<byte>> ReadSegmentAsync(CancellationToken cancellationToken)
+    {
+        ReturnLent();
+        while (true)
+        {
+            if (End is not null) return ReadOnlyMemory<byte>.Empty;
+            if (!_holding && !Begin(await _cursor.NextAsync(cancellationToken).ConfigureAwait(false))) return ReadOnlyMemory<byte>.Empty;
+            int n = _frame.Header.PayloadLength - _consumed;
+            if (n == 0)
+            {
+                Release(); // an empty Data frame: nothing to lend
+                continue;
+            }
+            var segment = _frame.Payload.Slice(_consumed, n);
+            _consumed += n;
+            WireBytes += n;
+            _lent = true;
+            return segment;
+        }
+    }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
@@ -69,11 +95,11 @@ public sealed class RingReaderStream : SequentialReadStream
     // Copies what is left of the held frame; releases the slot as soon as it is drained.
     private int CopyOut(Span<byte> buffer)
     {
-        int n = Math.Min(_frame.Header.PayloadLength - _consumed, buffer.Length);
+        int n = Math.Min(_frame.Header.PlaintextLength - _consumed, buffer.Length);
         _frame.Payload.Span.Slice(_consumed, n).CopyTo(buffer);
         _consumed += n;
         WireBytes += n;
-        if (_consumed == _frame.Header.PayloadLength) Release();
+        if (_consumed == _frame.Header.PlaintextLength) Release();
         return n;
     }
 
@@ -83,11 +109,23 @@ public sealed class RingReaderStream : SequentialReadStream
         _cursor.Advance();
     }
 
+    // The caller is done with the segment it was lent: its slot may be reused.
+    private void ReturnLent()
+    {
+        if (!_lent) return;
+        _lent = false;
+        Release();
+    }
+
     public override long Position { get => WireBytes; set => throw new NotSupportedException(); }
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _cursor.Dispose();
+        if (disposing)
+        {
+            _lent = false;
+            _cursor.Dispose();
+        }
         base.Dispose(disposing);
     }
 }

@@ -1,26 +1,38 @@
 using KaDeploy.IO;
-using System.Buffers.Binary;
 using KaDeploy.Protocol;
+using KaDeploy.Security;
 
 namespace KaDeploy.Relay;
 
 /// <summary>
 /// The server's producer: a write-only stream that cuts what is written into full-size Data frames
 /// in the ring (one copy, from the writer's buffer into the slot), then an End frame.
+/// With a <see cref="StreamCipher"/> (keyed session) each frame is sealed here, once for the whole
+/// tree: the chunk is gathered in the slot's plaintext area and encrypted into its wire area.
 /// </summary>
 public sealed class RingWriterStream : SequentialWriteStream
 {
     private readonly RelayRing _ring;
     private readonly CancellationToken _cancellation;
+    private readonly StreamCipher? _cipher;
+    private readonly int _chunk; // plaintext bytes per full frame
+    private readonly int _plainAt; // where a chunk is gathered in the slot
     private byte[]? _slot;
     private int _filled; // payload bytes in _slot
     private long _offset; // wire offset of the current frame
 
-    public RingWriterStream(RelayRing ring, CancellationToken cancellationToken)
+    /// <param name="ring">The server's ring.</param>
+    /// <param name="cancellationToken">Cancels synchronous writes waiting for a slot.</param>
+    /// <param name="cipher">Seals every frame (keyed session; the ring must be made with sealed slots); null sends clear frames.</param>
+    public RingWriterStream(RelayRing ring, CancellationToken cancellationToken, StreamCipher? cipher = null)
     {
         ArgumentNullException.ThrowIfNull(ring);
+        if (cipher is not null && !ring.IsSealed) throw new ArgumentException("a sealing writer needs a ring with sealed slots", nameof(ring));
         _ring = ring;
         _cancellation = cancellationToken;
+        _cipher = cipher;
+        _chunk = cipher is null ? ProtocolConstants.MaxChunkPayload : DataFrameHeader.MaxSealedChunk;
+        _plainAt = cipher is null ? DataFrameHeader.Size : RelayRing.PlaintextOffset;
     }
 
     /// <summary>Wire bytes written so far.</summary>
@@ -53,39 +65,54 @@ public sealed class RingWriterStream : SequentialWriteStream
 
     private ReadOnlySpan<byte> Fill(ReadOnlySpan<byte> data)
     {
-        int n = Math.Min(data.Length, ProtocolConstants.MaxChunkPayload - _filled);
-        data[..n].CopyTo(_slot.AsSpan(DataFrameHeader.Size + _filled));
+        int n = Math.Min(data.Length, _chunk - _filled);
+        data[..n].CopyTo(_slot.AsSpan(_plainAt + _filled));
         _filled += n;
-        if (_filled == ProtocolConstants.MaxChunkPayload) Seal();
+        if (_filled == _chunk) Seal();
         return data[n..];
     }
 
     private void Seal()
     {
-        var payload = _slot.AsSpan(DataFrameHeader.Size, _filled);
-        var header = new DataFrameHeader(DataFrameType.Data, _filled, _offset, DataFrameHeader.ComputeChecksum(payload, _offset));
-        header.Write(_slot);
-        _ring.Publish(header, DataFrameHeader.Size + _filled);
+        var payload = _slot.AsSpan(_plainAt, _filled);
+        DataFrameHeader header;
+        if (_cipher is null)
+        {
+            header = new DataFrameHeader(DataFrameType.Data, _filled, _offset, DataFrameHeader.ComputeChecksum(payload, _offset));
+            header.Write(_slot);
+        }
+        else
+        {
+            header = _cipher.Seal(DataFrameType.Data, _offset, payload, _slot);
+        }
+        _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
         _offset += _filled;
         _filled = 0;
         _slot = null;
     }
 
     /// <summary>Publishes the last partial frame and the End frame with the payload digest.</summary>
-    public async Task CompleteAsync(long payloadLength, byte[] sha256, CancellationToken cancellationToken)
+    public async Task CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[] digest, CancellationToken cancellationToken)
     {
         if (_slot is not null && _filled > 0) Seal();
         var slot = _slot ?? await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false);
         _slot = null;
         long wireLength = _offset;
-        var payload = slot.AsSpan(DataFrameHeader.Size, DataFrameHeader.EndPayloadSize);
-        BinaryPrimitives.WriteInt64LittleEndian(payload, wireLength);
-        BinaryPrimitives.WriteInt64LittleEndian(payload[8..], payloadLength);
-        sha256.CopyTo(payload[16..]);
-        var header = new DataFrameHeader(DataFrameType.End, DataFrameHeader.EndPayloadSize, wireLength,
-            DataFrameHeader.ComputeChecksum(payload, wireLength));
-        header.Write(slot);
-        _ring.Publish(header, DataFrameHeader.Size + DataFrameHeader.EndPayloadSize);
+        var payload = slot.AsSpan(_plainAt, DataFrameHeader.EndPayloadSize);
+        new EndOfStream(wireLength, payloadLength, algorithm, digest).Write(payload);
+        DataFrameHeader header;
+        if (_cipher is null)
+        {
+            header = new DataFrameHeader(DataFrameType.End, DataFrameHeader.EndPayloadSize, wireLength,
+                DataFrameHeader.ComputeChecksum(payload, wireLength));
+            header.Write(slot);
+        }
+        else
+        {
+            // Sealed too: the stream's length and digest are authenticated, so a cut stream cannot pass for a whole one.
+            header = _cipher.Seal(DataFrameType.End, wireLength, payload, slot);
+        }
+        _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
     }
 
     public override void Flush() { } // frames are sealed when full, so that every frame but the last is full

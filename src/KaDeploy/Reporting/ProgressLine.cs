@@ -52,6 +52,13 @@ public sealed class ProgressLine : IAsyncDisposable
             ? string.Format(inv, "{0}: {1} / {2} ({3:0.0}%) {4}/s ETA {5}{6}", _label, Size(done), Size(total.Value),
                 100.0 * done / total.Value, Size((long)rate), Eta(total.Value - done, rate), extra)
             : string.Format(inv, "{0}: {1} {2}/s{3}", _label, Size(done), Size((long)rate), extra);
+        if (_terminal && _out is ConsoleSurface surface)
+        {
+            // The surface erases the line before any log line and draws it again after: no log text glued to it.
+            surface.SetStatus([line]);
+            if (final) surface.EndStatus(keep: true);
+            return;
+        }
         if (_terminal) _out.Write("\r\u001b[K" + line + (final ? "\n" : ""));
         else _out.WriteLine(line);
         _out.Flush();

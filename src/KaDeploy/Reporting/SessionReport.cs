@@ -25,6 +25,10 @@ public sealed class NodeReport
     public string Message { get; set; } = "";
     /// <summary>Repairs this node went through: re-attached at an offset to a new parent, after so long.</summary>
     public List<RepairRecord> Repairs { get; set; } = [];
+    /// <summary>Place in the chain or tree: "3" is the third node of a chain; "1.2" the second child of the server's first child.</summary>
+    public string Place { get; set; } = "";
+    /// <summary>Payload bytes this node had written over time (bounded: see <see cref="ProgressHistory"/>).</summary>
+    public List<ProgressSample> Samples { get; set; } = [];
 
     /// <summary>Payload megabytes (10^6) per second, as administrators read disk and link rates.</summary>
     public double MegabytesPerSecond => Seconds > 0 ? PayloadBytes / 1e6 / Seconds : 0;
@@ -65,6 +69,9 @@ public sealed class SessionReport
     public long PayloadBytes { get; set; }
     public long WireBytes { get; set; }
     public string Sha256 { get; set; } = "";
+    /// <summary>The end-to-end digest's algorithm (sha256, blake3, xxh128) and value, hex.</summary>
+    public string DigestAlgorithm { get; set; } = "";
+    public string Digest { get; set; } = "";
     public bool Success { get; set; }
     public string Message { get; set; } = "";
     public List<NodeReport> Nodes { get; set; } = [];
@@ -85,32 +92,50 @@ public sealed class SessionReport
     /// <summary>Writes one node name per line: the verified ones (ok) or the others (ko), for scripts.</summary>
     public static void WriteNames(string path, IEnumerable<string> names) =>
         File.WriteAllLines(path, names);
+    /// <summary>What happened when: nodes failing, links repaired (the timeline marks them).</summary>
+    public List<SessionEvent> Events { get; set; } = [];
 
     /// <summary>Writes the report as indented JSON (source-generated, NativeAOT-safe).</summary>
     public void WriteJson(string path)
     {
-        var json = JsonSerializer.Serialize(this, ReportJsonContext.Default.SessionReport);
+        var json = JsonSerializer.Serialize(this, ReportJsonContext.Relaxed.SessionReport);
         File.WriteAllText(path, json + "\n");
     }
 
     /// <summary>Reads a report back (tests, tooling).</summary>
     public static SessionReport ReadJson(string path) =>
-        JsonSerializer.Deserialize(File.ReadAllText(path), ReportJsonContext.Default.SessionReport)
-        ?? throw new KaDeployException($"{path}: empty report");
+        Parse(File.ReadAllText(path), path);
+
+    /// <summary>Parses a report; a malformed one is a <see cref="KaDeployException"/> naming <paramref name="source"/>.</summary>
+    public static SessionReport Parse(string json, string source)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, ReportJsonContext.Default.SessionReport)
+                ?? throw new KaDeployException($"{source}: empty report");
+        }
+        catch (JsonException e)
+        {
+            throw new KaDeployException($"{source}: not a ka-deploy report ({e.Message})");
+        }
+    }
 
     /// <summary>The table the server prints at the end.</summary>
     public string FormatTable()
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        sb.Append(inv, $"{"node",-24} {"state",-9} {"bytes",14} {"MB/s",8} {"verified",-8} message\n");
-        foreach (var n in Nodes.OrderBy(n => n.Depth).ThenBy(n => n.Id))
+        string placeTitle = Arity == 1 ? "chain" : "tree";
+        sb.Append(inv, $"{placeTitle,-8} {"node",-22} {"state",-9} {"bytes",14} {"MB/s",8} {"verified",-8} message\n");
+        // Tree order (depth first, as the data flows), so a subtree reads as a block under its root.
+        foreach (var n in Nodes.OrderBy(n => n.Place, PlaceComparer.Instance).ThenBy(n => n.Id))
         {
             string name = $"{n.Id}:{(n.Name.Length > 0 ? n.Name : n.Address)}";
-            if (name.Length > 24) name = name[..24];
-            sb.Append(inv, $"{name,-24} {n.State,-9} {n.PayloadBytes,14} {n.MegabytesPerSecond,8:0.0} {(n.Verified ? "yes" : "NO"),-8} {n.Message}\n");
+            if (name.Length > 22) name = name[..22];
+            string place = n.Place.Length > 0 ? n.Place : "-";
+            sb.Append(inv, $"{place,-8} {name,-22} {n.State,-9} {n.PayloadBytes,14} {n.MegabytesPerSecond,8:0.0} {(n.Verified ? "yes" : "NO"),-8} {n.Message}\n");
             foreach (var r in n.Repairs)
-                sb.Append(inv, $"{"",-24} repaired: {r.Reason}; resumed at offset {r.Offset} from {(r.NewParentId == 0 ? "the server" : $"node {r.NewParentId}")} after {r.Seconds:0.00} s\n");
+                sb.Append(inv, $"{"",-8} {"",-22} repaired: {r.Reason}; resumed at offset {r.Offset} from {(r.NewParentId == 0 ? "the server" : $"node {r.NewParentId}")} after {r.Seconds:0.00} s\n");
         }
         int ok = Nodes.Count(n => n.Verified);
         sb.Append(inv, $"{ok}/{Nodes.Count} nodes verified; {PayloadBytes} payload bytes ({WireBytes} on the wire) in {Seconds:0.00} s");
@@ -120,6 +145,53 @@ public sealed class SessionReport
     }
 }
 
+/// <summary>Orders places ("1", "1.2", "10") by their numbers, depth first.</summary>
+public sealed class PlaceComparer : IComparer<string>
+{
+    /// <summary>The one instance.</summary>
+    public static readonly PlaceComparer Instance = new();
+
+    /// <inheritdoc/>
+    public int Compare(string? x, string? y)
+    {
+        var a = (x ?? "").Split('.', StringSplitOptions.RemoveEmptyEntries);
+        var b = (y ?? "").Split('.', StringSplitOptions.RemoveEmptyEntries);
+        for (int i = 0; i < Math.Min(a.Length, b.Length); i++)
+        {
+            int c = int.TryParse(a[i], out int ai) && int.TryParse(b[i], out int bi) ? ai.CompareTo(bi) : string.CompareOrdinal(a[i], b[i]);
+            if (c != 0) return c;
+        }
+        return a.Length.CompareTo(b.Length);
+    }
+}
+
+/// <summary>One point of a node's progress: seconds since the session started, payload bytes written by then.</summary>
+public sealed record ProgressSample(double Seconds, long Bytes);
+
+/// <summary>Something that happened to a node during the session (failed, repaired, ...), for the timeline.</summary>
+public sealed class SessionEvent
+{
+    /// <summary>Seconds since the session started.</summary>
+    public double Seconds { get; set; }
+    /// <summary>The node concerned (0 = the session).</summary>
+    public int Node { get; set; }
+    /// <summary>"failed", "verified", "repaired", ...: the timeline marks "failed" in red and "repaired" in blue.</summary>
+    public string Kind { get; set; } = "";
+    /// <summary>The one-line reason.</summary>
+    public string Message { get; set; } = "";
+}
+
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(SessionReport))]
-internal sealed partial class ReportJsonContext : JsonSerializerContext;
+internal sealed partial class ReportJsonContext : JsonSerializerContext
+{
+    // The default encoder escapes ' < > & + as \u0027 ...: safe for HTML, unreadable in a report an administrator
+    // opens in a terminal. Relaxed escaping still escapes what JSON requires (quotes, backslashes, control characters).
+    private static ReportJsonContext? _relaxed;
+
+    /// <summary>The context that writes reports: indented, camelCase, and no HTML escaping.</summary>
+    public static ReportJsonContext Relaxed => _relaxed ??= new ReportJsonContext(new JsonSerializerOptions(Default.Options)
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
+}

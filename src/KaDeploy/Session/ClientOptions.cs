@@ -14,6 +14,8 @@ public sealed class ClientOptions
     public string Session { get; init; } = "default";
     /// <summary>Where discovery requests are broadcast.</summary>
     public IPAddress DiscoveryAddress { get; init; } = IPAddress.Broadcast;
+    /// <summary>UDP port of session discovery (4957, the original's; tests and side-by-side clusters pick their own).</summary>
+    public int DiscoveryPort { get; init; } = ProtocolConstants.DiscoveryPort;
     /// <summary>Local address for the data listener and outgoing links (each loopback client has its own 127.0.0.x).</summary>
     public IPAddress? Bind { get; init; }
     /// <summary>Port children connect to (-P); 0 = any free port.</summary>

@@ -80,7 +80,7 @@ public sealed class DeployClient
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
     {
         if (options.Server is null)
-            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.Bind, log, ct).ConfigureAwait(false);
+            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, options.ConnectTimeout, log, ct).ConfigureAwait(false);
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
@@ -163,7 +163,7 @@ public sealed class DeployClient
             try { await File.WriteAllTextAsync(marker, $"ka-deploy: copy in progress or failed; removed only once verified (node {NodeId}, server {server})\n", ct).ConfigureAwait(false); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot write the marker {marker}: {e.Message}"); marker = null; }
         }
-        var local = new LocalSink(localCursor, sink, plan.Compression);
+        var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);
         var reporting = ReportProgressAsync(channel, ring, local, ct);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
@@ -324,7 +324,10 @@ public sealed class DeployClient
                 if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
                 await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
                 first = false;
-                var receiver = new FrameReceiver(connection.Stream, ring, offset, faultRingOnError: false);
+                var receiver = new FrameReceiver(connection.Stream, ring, offset, faultRingOnError: false)
+                {
+                    Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
+                };
                 try
                 {
                     await receiver.RunAsync(ct).ConfigureAwait(false);
@@ -480,8 +483,8 @@ public sealed class DeployClient
     }
 }
 
-/// <summary>Ring → (zstd) → SHA-256 → sink, then the verdict against the End frame.</summary>
-internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression)
+/// <summary>Ring → (zstd) → digest → sink, then the verdict against the End frame.</summary>
+internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression, DigestAlgorithm algorithm)
 {
     private DigestReadStream? _digest;
 
@@ -495,7 +498,7 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
         try
         {
             decompressor = compression == WireCompression.Zstd ? new DecompressionStream(reader, 1 << 20, leaveOpen: true) : null;
-            _digest = new DigestReadStream(decompressor ?? reader);
+            _digest = new DigestReadStream(decompressor ?? reader, algorithm);
             var consuming = Task.Run(() => sink.ConsumeAsync(_digest, ct), ct);
             if (await Task.WhenAny(consuming, cursor.Evicted).ConfigureAwait(false) != consuming)
             {
@@ -510,11 +513,13 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
             if (await reader.ReadAsync(rest, ct).ConfigureAwait(false) > 0)
                 return (false, "unexpected data after the end of the compressed payload");
             var end = reader.End ?? throw new KaDeployException("stream ended without an End frame");
-            byte[] sha = _digest.Digest();
+            byte[] sum = _digest.Digest();
+            if (end.Algorithm != algorithm)
+                return (false, $"the End frame carries a {end.Algorithm.Name()} digest, the plan named {algorithm.Name()}");
             if (_digest.BytesRead != end.PayloadLength)
                 return (false, $"payload length {_digest.BytesRead} differs from the server's {end.PayloadLength}");
-            if (!sha.AsSpan().SequenceEqual(end.Sha256))
-                return (false, $"SHA-256 mismatch: got {Convert.ToHexStringLower(sha)}, server sent {Convert.ToHexStringLower(end.Sha256)}");
+            if (!sum.AsSpan().SequenceEqual(end.Digest))
+                return (false, $"{algorithm.Name()} mismatch: got {DeployServer.Hex(algorithm, sum)}, server sent {DeployServer.Hex(algorithm, end.Digest)}");
             return (true, "");
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)

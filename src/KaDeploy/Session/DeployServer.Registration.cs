@@ -150,7 +150,7 @@ public sealed partial class DeployServer
                     break;
                 case Done d:
                     node.MarkDone(d);
-                    Log($"node {node.Id} {node.Report.Name}: {(d.Verified ? "verified" : "FAILED")} {d.PayloadBytes} bytes in {d.ElapsedMilliseconds / 1000.0:0.00} s{(d.Message.Length > 0 ? ": " + d.Message : "")}");
+                    Log($"{Describe(node.Id)}: {(d.Verified ? "verified" : "FAILED")} {d.PayloadBytes} bytes in {d.ElapsedMilliseconds / 1000.0:0.00} s{(d.Message.Length > 0 ? ": " + d.Message : "")}");
                     if (!d.Verified) LeaveTree(node, $"its own copy failed ({d.Message})");
                     break;
                 case ChildLost c:

@@ -17,6 +17,7 @@ public sealed partial class DeployServer
         var ordered = _options.NodeOrder is { } order ? TreePlanner.OrderByList(endpoints, order) : TreePlanner.OrderByAddress(endpoints);
         var placements = TreePlanner.Plan(ordered, _options.Arity);
         var byId = nodes.ToDictionary(n => n.Id);
+        AssignPlaces(placements, byId, _options.Arity);
         var key = RandomNumberGenerator.GetBytes(16);
 
         using var ring = new RelayRing(_options.BufferBytes);
@@ -37,6 +38,9 @@ public sealed partial class DeployServer
         long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
         lock (_gate)
             foreach (var p in placements) byId[p.Node.NodeId].ParentId = p.ParentId;
+        Interlocked.Exchange(ref _estimatedTotal, estimated);
+        _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         foreach (var p in placements)
         {
             var node = byId[p.Node.NodeId];
@@ -46,7 +50,7 @@ public sealed partial class DeployServer
             var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
             // An empty parent address means "the host you reached the server's control port on".
             var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key);
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest);
             await node.TrySendAsync(plan, ct).ConfigureAwait(false);
         }
 
@@ -55,13 +59,14 @@ public sealed partial class DeployServer
         await FailUnlinkedAsync(nodes, placements, byId, ct).ConfigureAwait(false);
         if (nodes.All(n => n.IsFinished)) throw new KaDeployException("no node could link up");
         Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
+        _phase = "streaming";
 
         var writer = new RingWriterStream(ring, ct);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
                 estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
-                $" | slowest node {ProgressLine.Size(SlowestProgress(nodes))} | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
+                (SlowestProgress(nodes) is long slowest ? $" | slowest node {ProgressLine.Size(slowest)}" : "") + $" | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
         var everyone = Task.WhenAll(nodes.Select(n => n.Finished));
         try
@@ -77,7 +82,9 @@ public sealed partial class DeployServer
             }
             else
             {
-                (report.PayloadBytes, report.Sha256) = await producing.ConfigureAwait(false);
+                (report.PayloadBytes, report.Digest) = await producing.ConfigureAwait(false);
+                report.DigestAlgorithm = _options.Digest.Name();
+                if (_options.Digest == DigestAlgorithm.Sha256) report.Sha256 = report.Digest;
                 _produced = true;
             }
             report.WireBytes = writer.WireBytes;
@@ -120,17 +127,18 @@ public sealed partial class DeployServer
         protected override void CloseTransport() { }
     }
 
-    private static long SlowestProgress(ServerNode[] nodes)
+    // Null once every node has finished: "slowest node 0 B" at the end said the opposite of what happened.
+    private static long? SlowestProgress(ServerNode[] nodes)
     {
         long min = long.MaxValue;
         foreach (var n in nodes)
             if (!n.IsFinished) min = Math.Min(min, Volatile.Read(ref n.ProgressBytes));
-        return min == long.MaxValue ? 0 : min;
+        return min == long.MaxValue ? null : min;
     }
 
-    // Source → SHA-256 → (zstd) → frames in the ring. The source runs on the pool: tar and
+    // Source → digest → (zstd) → frames in the ring. The source runs on the pool: tar and
     // compressors write synchronously and block on the ring when the tree pushes back.
-    private async Task<(long Length, string Sha256)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
+    private async Task<(long Length, string Digest)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
     {
         if (_options.SourceIsZstd) return await ProducePreCompressedAsync(writer, ct).ConfigureAwait(false);
         CompressionStream? zstd = null;
@@ -141,26 +149,27 @@ public sealed partial class DeployServer
             zstd.SetParameter(ZSTD_cParameter.ZSTD_c_nbWorkers, Environment.ProcessorCount);
             top = zstd;
         }
-        using var digest = new DigestWriteStream(top);
+        using var digest = new DigestWriteStream(top, _options.Digest);
         _producedDigest = digest;
         await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
-        byte[] sha = digest.Digest();
-        await writer.CompleteAsync(digest.Length64, sha, ct).ConfigureAwait(false);
-        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, sha256 {Convert.ToHexStringLower(sha)}");
-        return (digest.Length64, Convert.ToHexStringLower(sha));
+        byte[] sum = digest.Digest();
+        await writer.CompleteAsync(digest.Length64, _options.Digest, sum, ct).ConfigureAwait(false);
+        string hex = Hex(_options.Digest, sum);
+        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, {_options.Digest.Name()} {hex}");
+        return (digest.Length64, hex);
     }
 
     // The source's zstd frames go to the wire untouched; a side pipe decompresses them only to compute
     // the digest of the payload the clients will decompress and check.
-    private async Task<(long Length, string Sha256)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
+    private async Task<(long Length, string Digest)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
     {
         var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
         var hashing = Task.Run(async () =>
         {
             await using var compressed = pipe.Reader.AsStream();
             await using var plain = new DecompressionStream(compressed, 1 << 20, leaveOpen: true);
-            using var digest = new DigestReadStream(plain);
+            using var digest = new DigestReadStream(plain, _options.Digest);
             await digest.DrainAsync(ct).ConfigureAwait(false);
             return (digest.BytesRead, digest.Digest());
         }, ct);
@@ -175,11 +184,16 @@ public sealed partial class DeployServer
             await pipe.Writer.CompleteAsync(e).ConfigureAwait(false);
             throw;
         }
-        var (length, sha) = await hashing.ConfigureAwait(false);
-        await writer.CompleteAsync(length, sha, ct).ConfigureAwait(false);
-        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), sha256 {Convert.ToHexStringLower(sha)}");
-        return (length, Convert.ToHexStringLower(sha));
+        var (length, sum) = await hashing.ConfigureAwait(false);
+        await writer.CompleteAsync(length, _options.Digest, sum, ct).ConfigureAwait(false);
+        string hex = Hex(_options.Digest, sum);
+        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {hex}");
+        return (length, hex);
     }
+
+    // XXH3-128 fills 16 of the 32 digest bytes; the rest are padding, not worth showing.
+    internal static string Hex(DigestAlgorithm algorithm, byte[] digest) =>
+        Convert.ToHexStringLower(algorithm == DigestAlgorithm.XxHash128 ? digest.AsSpan(0, 16) : digest);
 
     private async Task FailUnlinkedAsync(ServerNode[] nodes, IReadOnlyList<NodePlacement> placements,
         Dictionary<int, ServerNode> byId, CancellationToken ct)

@@ -52,7 +52,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             throw;
         }
         if (options.Discovery && options.Transport is null && options.Bind.AddressFamily == AddressFamily.InterNetwork)
-            _discovery = Discovery.BindResponder(options.Bind, Log);
+            _discovery = Discovery.BindResponder(options.Bind, options.DiscoveryPort, Log);
     }
 
     /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
@@ -81,6 +81,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         };
         var clock = Stopwatch.StartNew();
         _clock.Start();
+        _sessionClock.Start();
         _background.Add(AcceptControlAsync(ct));
         _background.Add(WatchNodesAsync(_lifetime.Token)); // until disposed: heartbeats go on while the caller reports
         // A tree's size is estimated (a metadata walk) while the nodes boot and register.
@@ -88,7 +89,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             ? estimator.EstimateLengthAsync(ct) : null;
         _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, Log, ct));
+        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);
@@ -99,6 +100,9 @@ public sealed partial class DeployServer : IAsyncDisposable
             nodes = [.. _nodes];
         }
         Log($"starting with {nodes.Length} client(s): {why}");
+        _phase = "linking";
+        using var recording = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var recorder = RecordProgressAsync(report, nodes, recording.Token);
         try
         {
             await RunSessionAsync(nodes, report, estimate, ct).ConfigureAwait(false);
@@ -111,6 +115,9 @@ public sealed partial class DeployServer : IAsyncDisposable
             await Task.WhenAll(nodes.Select(n => n.TrySendAsync(new Abort(e.Message), ct))).ConfigureAwait(false);
         }
         report.Seconds = clock.Elapsed.TotalSeconds;
+        _phase = "done";
+        await recording.CancelAsync().ConfigureAwait(false);
+        await recorder.ConfigureAwait(false);
         report.Nodes = nodes.Select(n => n.Report).ToList();
         report.ListOutcomes();
         report.Success = report.Message.Length == 0 && nodes.Length > 0 && nodes.All(n => n.Report.Verified);

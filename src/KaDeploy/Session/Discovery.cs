@@ -8,16 +8,33 @@ namespace KaDeploy.Session;
 
 /// <summary>
 /// Finding a server by session name, as the original did: the client broadcasts the name over UDP
-/// (port 4957) and a server of that session answers with its control port. Ten tries, one second apart.
+/// (port 4957) and a server of that session answers with its control port. One try a second until the client's
+/// connect timeout: nodes that boot before the server keep looking (the original gave up after ten).
 /// Request: <c>magic | u16 version | u16 length | session</c>; answer: <c>magic | u16 version | u16 control port</c>.
+/// Several servers on one host share the port (SO_REUSEADDR and SO_REUSEPORT): the kernel hands a broadcast to
+/// every one of them and each answers only for its own session. (A request sent to one host's unicast address
+/// reaches only one of the sockets sharing the port: discovery across several servers on a host needs broadcast.)
 /// </summary>
 public static class Discovery
 {
-    private const int Tries = 10;
+    private const int SolSocket = 1, SoReusePort = 15; // <asm-generic/socket.h>
 
     /// <summary>Answers discovery requests for <paramref name="session"/> until cancelled. Never sends unprompted.</summary>
-    public static async Task RespondAsync(Socket udp, string session, int controlPort, Action<string> log, CancellationToken cancellationToken)
+    public static Task RespondAsync(Socket udp, string session, int controlPort, Action<string> log, CancellationToken cancellationToken) =>
+        RespondAsync(udp, session, controlPort, null, log, cancellationToken);
+
+    /// <summary>
+    /// Answers discovery requests for <paramref name="session"/> until cancelled. With <paramref name="replyFrom"/> (the
+    /// server's --bind address) answers leave from that address, so the client connects to the address the control
+    /// port listens on, whatever interface the broadcast came in on.
+    /// </summary>
+    public static async Task RespondAsync(Socket udp, string session, int controlPort, IPAddress? replyFrom, Action<string> log, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(udp);
+        using var replySocket = replyFrom is null || replyFrom.Equals(IPAddress.Any) || replyFrom.AddressFamily != AddressFamily.InterNetwork
+            ? null : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        replySocket?.Bind(new IPEndPoint(replyFrom!, 0));
+        var sender = replySocket ?? udp;
         var buffer = new byte[1024];
         var reply = new byte[ProtocolConstants.Magic.Length + 4];
         ProtocolConstants.Magic.CopyTo(reply);
@@ -37,25 +54,36 @@ public static class Discovery
             catch (SocketException e) { log($"discovery: {e.Message}"); continue; }
             if (TryParseRequest(buffer.AsSpan(0, r.ReceivedBytes), out string? asked) && asked == session)
             {
-                try { await udp.SendToAsync(reply, SocketFlags.None, r.RemoteEndPoint, cancellationToken).ConfigureAwait(false); }
+                try { await sender.SendToAsync(reply, SocketFlags.None, r.RemoteEndPoint, cancellationToken).ConfigureAwait(false); }
                 catch (SocketException e) { log($"discovery: cannot answer {r.RemoteEndPoint}: {e.Message}"); }
             }
         }
     }
 
-    /// <summary>Binds the discovery responder socket; null (with a logged reason) when the port is taken.</summary>
-    public static Socket? BindResponder(IPAddress bind, Action<string> log)
+    /// <summary>Binds the discovery responder on the default port.</summary>
+    public static Socket? BindResponder(IPAddress bind, Action<string> log) => BindResponder(bind, ProtocolConstants.DiscoveryPort, log);
+
+    /// <summary>
+    /// Binds the discovery responder socket on every IPv4 address (a broadcast reaches only sockets bound to the
+    /// wildcard, so binding to --bind's address would hear no request), shared with other servers on this host;
+    /// null (with a logged reason) when the port cannot be had.
+    /// </summary>
+    public static Socket? BindResponder(IPAddress bind, int port, Action<string> log)
     {
-        var udp = new Socket(bind.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        ArgumentNullException.ThrowIfNull(bind);
+        ArgumentNullException.ThrowIfNull(log);
+        var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         try
         {
-            udp.Bind(new IPEndPoint(bind, ProtocolConstants.DiscoveryPort));
+            udp.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            udp.SetRawSocketOption(SolSocket, SoReusePort, BitConverter.GetBytes(1));
+            udp.Bind(new IPEndPoint(IPAddress.Any, port));
             return udp;
         }
         catch (SocketException e)
         {
             udp.Dispose();
-            log($"warning: session discovery disabled, UDP port {ProtocolConstants.DiscoveryPort} unavailable ({e.Message}); clients need --server");
+            log($"warning: session discovery disabled, UDP port {port} unavailable ({e.Message}); clients need --server");
             return null;
         }
     }
@@ -71,9 +99,19 @@ public static class Discovery
         return true;
     }
 
-    /// <summary>Broadcasts for <paramref name="session"/> and returns the answering server's control endpoint.</summary>
-    public static async Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, IPAddress? local, Action<string> log, CancellationToken cancellationToken)
+    /// <summary>Broadcasts for <paramref name="session"/> on the default port, ten tries.</summary>
+    public static Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, IPAddress? local, Action<string> log, CancellationToken cancellationToken) =>
+        FindServerAsync(session, broadcast, ProtocolConstants.DiscoveryPort, local, TimeSpan.FromSeconds(10), log, cancellationToken);
+
+    /// <summary>
+    /// Broadcasts for <paramref name="session"/> once a second until a server answers or <paramref name="timeout"/> has
+    /// passed, and returns the answering server's control endpoint.
+    /// </summary>
+    public static async Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, int port, IPAddress? local, TimeSpan timeout,
+        Action<string> log, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(broadcast);
+        ArgumentNullException.ThrowIfNull(log);
         using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { EnableBroadcast = true };
         udp.Bind(new IPEndPoint(local ?? IPAddress.Any, 0));
         var name = Encoding.UTF8.GetBytes(session);
@@ -82,11 +120,14 @@ public static class Discovery
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(8), ProtocolConstants.Version);
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(10), (ushort)name.Length);
         name.CopyTo(request, 12);
-        var target = new IPEndPoint(broadcast, ProtocolConstants.DiscoveryPort);
+        var target = new IPEndPoint(broadcast, port);
         var buffer = new byte[64];
         var found = new List<IPEndPoint>();
-        for (int attempt = 1; attempt <= Tries && found.Count == 0; attempt++)
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int attempt = 0;
+        while (found.Count == 0 && (attempt == 0 || clock.Elapsed < timeout))
         {
+            attempt++;
             await udp.SendToAsync(request, SocketFlags.None, target, cancellationToken).ConfigureAwait(false);
             // Collect every answer for a second: two servers answering for one session is an operator error worth stopping on.
             using var window = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -107,11 +148,13 @@ public static class Discovery
                 }
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested) { }
-            if (found.Count == 0) log($"no server answered for session '{session}' (try {attempt}/{Tries})");
+            // Once a second for the first ten tries, then once a minute: a node waiting for its server says so, without flooding the console.
+            if (found.Count == 0 && (attempt <= 10 || attempt % 60 == 0))
+                log($"no server answered for session '{session}' on {target} yet (try {attempt}, giving up after {timeout.TotalSeconds:0} s)");
         }
         return found.Count switch
         {
-            0 => throw new KaDeployException($"no server answered for session '{session}' on {target} after {Tries} tries"),
+            0 => throw new KaDeployException($"no server answered for session '{session}' on {target} within {timeout.TotalSeconds:0} s ({attempt} tries)"),
             1 => found[0],
             _ => throw new KaDeployException($"{found.Count} servers answer for session '{session}' ({string.Join(", ", found)}): stop all but one"),
         };

@@ -28,10 +28,14 @@ public sealed class ServerOptions
     public int DataPort { get; init; }
     /// <summary>Answer UDP session discovery.</summary>
     public bool Discovery { get; init; } = true;
+    /// <summary>UDP port of session discovery (4957, the original's; tests and side-by-side clusters pick their own).</summary>
+    public int DiscoveryPort { get; init; } = ProtocolConstants.DiscoveryPort;
     /// <summary>Wire compression.</summary>
     public WireCompression Compression { get; init; }
     /// <summary>The source already writes zstd (a .tar.zst image): relay it as is, with <see cref="Compression"/> = Zstd.</summary>
     public bool SourceIsZstd { get; init; }
+    /// <summary>End-to-end digest every node checks its copy against (--digest).</summary>
+    public DigestAlgorithm Digest { get; init; } = DigestAlgorithm.XxHash128;
     /// <summary>zstd level.</summary>
     public int CompressionLevel { get; init; } = 3;
     /// <summary>Relay ring size.</summary>

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
+using KaDeploy.Tests.TestSupport;
 
 namespace KaDeploy.Tests.Relay;
 
@@ -17,7 +18,7 @@ public class RelayRingTests
         var produce = Task.Run(async () =>
         {
             await writer.WriteAsync(data);
-            await writer.CompleteAsync(data.Length, SHA256.HashData(data), default);
+            await writer.CompleteAsync(data.Length, DigestAlgorithm.Sha256, SHA256.HashData(data), default);
         });
         var fastRead = ReadAllAsync(fast, 0);
         var slowRead = ReadAllAsync(slow, 2);
@@ -34,7 +35,8 @@ public class RelayRingTests
         var writer = new RingWriterStream(ring, default);
         var big = new byte[5 * ProtocolConstants.MaxChunkPayload];
         var write = writer.WriteAsync(big).AsTask();
-        await Task.Delay(200);
+        // The ring names the consumer holding a waiting producer back: then the producer is surely waiting.
+        await Eventually.HoldsAsync(() => ring.FindStalled(TimeSpan.Zero) == stuck, "the producer to wait on the full ring");
         Assert.False(write.IsCompleted); // 4 slots full, the 5th waits for the consumer
         Assert.Equal(4, ring.Published);
         var f = await stuck.NextAsync(default);

@@ -48,7 +48,7 @@ public class ChildLinksTests
         var data = RandomNumberGenerator.GetBytes(200_000);
         var writer = new RingWriterStream(ring, cts.Token);
         await writer.WriteAsync(data, cts.Token);
-        await writer.CompleteAsync(data.Length, SHA256.HashData(data), cts.Token);
+        await writer.CompleteAsync(data.Length, DigestAlgorithm.Sha256, SHA256.HashData(data), cts.Token);
         using var childRing = new RelayRing(8 * RelayRing.SlotSize);
         var reader = new RingReaderStream(childRing.Attach("sink"));
         var receive = new FrameReceiver(stream, childRing).RunAsync(cts.Token);
@@ -56,7 +56,8 @@ public class ChildLinksTests
         await reader.CopyToAsync(got, cts.Token);
         var end = await receive;
         Assert.Equal(data, got.ToArray());
-        Assert.Equal(SHA256.HashData(data), end.Sha256);
+        Assert.Equal(SHA256.HashData(data), end.Digest);
+        Assert.Equal(DigestAlgorithm.Sha256, end.Algorithm);
         s.Shutdown(SocketShutdown.Both);
         await links.WhenSendersDoneAsync();
         await cts.CancelAsync();

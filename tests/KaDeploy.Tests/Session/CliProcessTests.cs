@@ -85,22 +85,35 @@ public sealed class CliProcessTests : IDisposable
         string src = _dir.Sub("src");
         Directory.CreateDirectory(src);
         File.WriteAllText(Path.Combine(src, "hello"), "hello");
-        // Discovery on loopback: the server answers on 127.0.0.1:4957; clients ask that address instead of broadcasting.
-        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src);
-        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.0.0.1", "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
-        string said = "";
-        for (int i = 0; i < 40 && !said.Contains("starts with 1"); i++)
-        {
-            await Task.Delay(250);
-            var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
-            said = go.Err;
-        }
-        Assert.Contains("starts with 1 of 5", said);
+        // Discovery on loopback, on a UDP port of this test's own (never the fixed 4957 another run may use): the
+        // client broadcasts on the loopback network (127.255.255.255), as it would on a cluster's.
+        using var reserve = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+        reserve.SetSocketOption(System.Net.Sockets.SocketOptionLevel.Socket, System.Net.Sockets.SocketOptionName.ReuseAddress, true);
+        reserve.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SO_REUSEPORT, as the servers bind it
+        reserve.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Any, 0));
+        string discoveryPort = ((System.Net.IPEndPoint)reserve.LocalEndPoint!).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (server, port) = await StartServerAsync(AppHost, "server", "-n", "5", "-s", "disc", "--bind", "127.0.0.1", "--source", src, "--discovery-port", discoveryPort);
+        var client = Start(AppHost, "client", "-s", "disc", "--discovery-address", "127.255.255.255", "--discovery-port", discoveryPort,
+            "--bind", "127.0.6.1", "--target", _dir.Sub("n1"));
+        // `go` starts with whoever has registered: wait until the client says it has, as an operator would.
+        await ReadUntilAsync(client, "registered with ");
+        var go = await FinishAsync(Start(Link("ka-d-client"), "-g", "-h", $"127.0.0.1:{port}", "-s", "disc"));
+        Assert.True(go.Code == 0, go.Err);
+        Assert.Contains("starts with 1 of 5", go.Err);
         var c = await FinishAsync(client);
         var s = await FinishAsync(server);
         Assert.True(c.Code == 0, c.Err);
         Assert.True(s.Code == 0, s.Err);
         Assert.Equal("hello", File.ReadAllText(_dir.Sub("n1/hello")));
+    }
+
+    // Reads a process's log until a line holds `text` (the rest stays readable for FinishAsync).
+    private static async Task ReadUntilAsync(Process p, string text)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (await p.StandardError.ReadLineAsync(timeout.Token) is { } line)
+            if (line.Contains(text, StringComparison.Ordinal)) return;
+        throw new InvalidOperationException($"the process exited before saying '{text}'");
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using KaDeploy.Protocol;
 using KaDeploy.Session;
+using KaDeploy.Tests.TestSupport;
 
 namespace KaDeploy.Tests.Session;
 
@@ -126,7 +127,7 @@ public class HostileInputTests
             await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Client, "test", "quitter", "", 5000), cts.Token);
             await channel.ExpectAsync<Welcome>(cts.Token);
         } // gone before the session is full
-        for (int i = 0; i < 50 && !log.ToString().Contains("left before the start"); i++) await Task.Delay(100);
+        await Eventually.HoldsAsync(() => log.ToString().Contains("left before the start"), "the server to forget the quitter");
         var results = await Task.WhenAll(NewClient(server, new MemorySink()).RunAsync(cts.Token), NewClient(server, new MemorySink()).RunAsync(cts.Token));
         var report = await run;
         Assert.All(results, r => Assert.True(r.Verified, r.Message));
@@ -156,7 +157,7 @@ public class HostileInputTests
         var clients = sinks.Select(s => NewClient(server, s).RunAsync(cts.Token)).ToArray();
         var options = new ClientOptions { Server = $"127.0.0.1:{server.ControlPort}", Session = "test", SinkFactory = _ => throw new InvalidOperationException() };
         // `go` starts with whoever is registered at that moment: wait until both are, as an operator would.
-        for (int i = 0; i < 100 && !log.ToString().Contains(": 2/5"); i++) await Task.Delay(50);
+        await Eventually.HoldsAsync(() => log.ToString().Contains(": 2/5"), "both clients to register");
         string said = await DeployClient.SendGoAsync(options, cts.Token);
         Assert.Contains("starts with 2 of 5", said);
         var results = await Task.WhenAll(clients);
@@ -169,21 +170,26 @@ public class HostileInputTests
     [Fact]
     public async Task AClientStartedBeforeItsServerKeepsTrying()
     {
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; }
+        // The client's server address is a socket bound but not listening: connections are refused, and
+        // no one else can take the port meanwhile. Once the client has been refused (it says so), the
+        // socket starts listening and passes connections on to a server that has just come up.
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var gate = FaultProxy.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        int port = ((IPEndPoint)gate.LocalEndPoint!).Port;
+        var log = new StringWriter();
         var sink = new MemorySink();
         var client = new DeployClient(new ClientOptions
         {
             Server = $"127.0.0.1:{port}", Session = "test", Bind = LoopbackSession.NextAddress(), SinkFactory = _ => sink, NodeName = "",
+            Log = TextWriter.Synchronized(log),
         }).RunAsync(cts.Token);
-        await Task.Delay(1500);
+        await Eventually.HoldsAsync(() => log.ToString().Contains("waiting for the server") || client.IsCompleted, "the client to be refused once");
         if (client.IsCompleted) await client; // surfaces the reason it gave up
-        Assert.False(client.IsCompleted);
         await using var server = new DeployServer(new ServerOptions
         {
-            Source = new GeneratedSource(100_000), Bind = IPAddress.Loopback, ControlPort = port, Discovery = false, Session = "test",
+            Source = new GeneratedSource(100_000), Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test",
         });
+        await using var up = new FaultProxy(gate, new IPEndPoint(IPAddress.Loopback, server.ControlPort));
         var report = await server.RunAsync(cts.Token);
         Assert.True((await client).Verified);
         Assert.True(report.Success, report.Message);

@@ -33,6 +33,11 @@ public sealed class RawStreamSink : IPayloadSink
         ArgumentNullException.ThrowIfNull(input);
         using BlockFile target = BlockFile.OpenWrite(Path);
         long capacity = target.IsBlockDevice ? target.Length : long.MaxValue;
+        if (input is IO.ISegmentReader lender)
+        {
+            BytesWritten = await WriteSegmentsAsync(lender, target, capacity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
 
         byte[] current = ArrayPool<byte>.Shared.Rent(BufferSize);
         byte[] spare = ArrayPool<byte>.Shared.Rent(BufferSize);
@@ -64,6 +69,32 @@ public sealed class RawStreamSink : IPayloadSink
         {
             await OverlappedIo.ReturnAfterAsync(pending, current, spare).ConfigureAwait(false);
         }
+    }
+
+    // A relayed stream lends each frame from its ring slot: pwrite(2) it from there, no copy of ours and no
+    // allocation per frame. The writes are synchronous on purpose: the ring already buffers ahead of the disk
+    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame.
+    private async Task<long> WriteSegmentsAsync(IO.ISegmentReader lender, BlockFile target, long capacity, CancellationToken cancellationToken)
+    {
+        long offset = 0;
+        while (true)
+        {
+            ReadOnlyMemory<byte> segment = await lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false);
+            if (segment.IsEmpty) break;
+            if (segment.Length > capacity - offset)
+                throw new KaDeployException($"the stream is larger than target {Path} ({capacity} bytes)");
+            try
+            {
+                RandomAccess.Write(target.Handle, segment.Span, offset);
+            }
+            catch (IOException e)
+            {
+                throw new KaDeployException($"writing {Path} at offset {offset} failed: {e.Message}", e);
+            }
+            offset += segment.Length;
+        }
+        target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
+        return offset;
     }
 
     // Network streams hand out small reads; gather a large piece so the disk sees large writes.

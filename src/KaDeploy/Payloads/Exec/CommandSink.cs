@@ -36,6 +36,7 @@ public sealed class CommandSink : IPayloadSink
         using Process process = ShellCommand.Start(Command, feedStdin: true, readStdout: false);
         using CancellationTokenRegistration registration = cancellationToken.Register(() => ShellCommand.Kill(process));
         Stream stdin = process.StandardInput.BaseStream;
+        ShellCommand.GrowPipe(stdin);
 
         // A command can exit while something it started still holds its stdin without reading (`cmd &`): no EPIPE
         // would ever come, and a blocked write would hang. So a write also stops when the command itself exits.
@@ -50,17 +51,23 @@ public sealed class CommandSink : IPayloadSink
         if (process.HasExited) await exited.CancelAsync().ConfigureAwait(false);
         using var writeCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, exited.Token);
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize);
+        // A relayed stream lends each frame from its ring slot: written to the pipe as it is, no copy of ours.
+        var lender = input as IO.ISegmentReader;
+        byte[]? buffer = lender is null ? ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize) : null;
         bool stoppedReading = false;
         long written = 0;
         try
         {
-            int n;
-            while ((n = await input.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+            while (true)
             {
+                ReadOnlyMemory<byte> chunk = lender is not null
+                    ? await lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false)
+                    : buffer.AsMemory(0, await input.ReadAsync(buffer, cancellationToken).ConfigureAwait(false));
+                if (chunk.IsEmpty) break;
+                int n = chunk.Length;
                 try
                 {
-                    await stdin.WriteAsync(buffer.AsMemory(0, n), writeCancellation.Token).ConfigureAwait(false);
+                    await stdin.WriteAsync(chunk, writeCancellation.Token).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
                 {
@@ -90,7 +97,7 @@ public sealed class CommandSink : IPayloadSink
         finally
         {
             process.Exited -= onExited;
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
         }
 
         await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);

@@ -42,6 +42,7 @@ public sealed class CommandSource : IPayloadSource
         using Process process = ShellCommand.Start(Command, feedStdin: false, readStdout: true);
         using CancellationTokenRegistration registration = cancellationToken.Register(() => ShellCommand.Kill(process));
         Stream stdout = process.StandardOutput.BaseStream;
+        ShellCommand.GrowPipe(stdout);
         byte[] buffer = ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize);
         try
         {

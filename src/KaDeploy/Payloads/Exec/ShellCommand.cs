@@ -1,12 +1,29 @@
 using System.ComponentModel;
 using System.Diagnostics;
+using System.IO.Pipes;
+using System.Runtime.InteropServices;
 
 namespace KaDeploy.Payloads.Exec;
 
 /// <summary>Starting and stopping `/bin/sh -c COMMAND` the same way for the command source and sink.</summary>
-internal static class ShellCommand
+internal static partial class ShellCommand
 {
     public const int BufferSize = 1024 * 1024;
+
+    private const int F_SETPIPE_SZ = 1031; // <linux/fcntl.h>
+
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(SafeHandle fd, int command, int argument);
+
+    /// <summary>
+    /// Grows a pipe to the buffer size (the default is 64 KiB): the writer then moves many relayed frames before it
+    /// must wait, and the reader takes them in large reads, so both sides sleep and wake far less often. Best effort:
+    /// an unprivileged user over the pipe quota keeps the default, which still works.
+    /// </summary>
+    public static void GrowPipe(Stream stream)
+    {
+        if (OperatingSystem.IsLinux() && stream is PipeStream pipe) _ = Fcntl(pipe.SafePipeHandle, F_SETPIPE_SZ, BufferSize);
+    }
 
     /// <summary>
     /// Starts the command with stdin and stdout as pipes (when asked) and stderr shared with ours, so the operator

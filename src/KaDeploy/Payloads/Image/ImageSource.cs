@@ -7,78 +7,110 @@ using ZstdSharp;
 
 namespace KaDeploy.Payloads.Image;
 
-/// <summary>What <see cref="ImageSource.Open"/> found in an image file.</summary>
+/// <summary>What <see cref="ImageSource.Open(string, ImageSourceOptions?)"/> found in an image file.</summary>
 public enum ImageFormat
 {
     /// <summary>An uncompressed tar archive.</summary>
     Tar,
-    /// <summary>A zstd-compressed tar archive (.tar.zst).</summary>
+    /// <summary>A zstd-compressed tar archive (.tar.zst), one frame or many.</summary>
     TarZstd,
-    /// <summary>A gzip-compressed tar archive (.tar.gz).</summary>
+    /// <summary>A gzip-compressed tar archive (.tar.gz), one member or many.</summary>
     TarGzip,
-    /// <summary>Anything else: a raw disk or partition image, sent as a block map.</summary>
+    /// <summary>A raw disk or partition image, sent as a block map.</summary>
     RawDisk,
+    /// <summary>An xz-compressed tar archive (.tar.xz).</summary>
+    TarXz,
+    /// <summary>A bzip2-compressed tar archive (.tar.bz2).</summary>
+    TarBzip2,
+}
+
+/// <summary>Settings for <see cref="ImageSource.Open(string, ImageSourceOptions?)"/>.</summary>
+public sealed record ImageSourceOptions
+{
+    /// <summary>
+    /// Send the file as a raw disk image whatever its content (--raw). Without it, a file that is neither an
+    /// archive nor has a partition table or file-system signature is refused.
+    /// </summary>
+    public bool Raw { get; init; }
 }
 
 /// <summary>
-/// An image file given to the server, recognised by its content rather than its name: a tar archive is streamed
-/// as it is; a .tar.zst is streamed as it is too, still compressed (see <see cref="PreCompressedZstd"/>), with
-/// <see cref="Decompressed"/> for a consumer that wants the tar; a .tar.gz is decompressed to its tar; anything
-/// else is a raw disk image, sent as a block map with its zero blocks left out.
+/// An image file given to the server, recognised by its content rather than its name (<see cref="PayloadSniffer"/>):
+/// a tar archive is streamed as it is; a .tar.zst is streamed as it is too, still compressed (see
+/// <see cref="PreCompressedZstd"/>), with <see cref="Decompressed"/> for a consumer that wants the tar; gzip, xz and
+/// bzip2 tars are decompressed to their tar; a disk image (partition table or file-system signature, or anything
+/// with <see cref="ImageSourceOptions.Raw"/>, or a block device) is sent as a block map with its zero blocks left
+/// out; anything else is refused.
 /// </summary>
 public sealed class ImageSource : IPayloadSource
 {
     private const int BufferSize = 1024 * 1024;
-    private const int TarBlock = 512;
 
     private readonly IPayloadSource? _blockMap;
+    private readonly ImageCompression _compression;
 
-    private ImageSource(string path, ImageFormat format, long length, IPayloadSource? blockMap)
+    private ImageSource(string path, ImageFormat format, ImageCompression compression, long length, IPayloadSource? blockMap, string what)
     {
         Path = path;
         Format = format;
+        _compression = compression;
         Length = length;
         _blockMap = blockMap;
+        What = what;
     }
 
+    /// <summary>Opens <paramref name="path"/> with default options (junk refused).</summary>
+    public static ImageSource Open(string path) => Open(path, null);
+
     /// <summary>
-    /// Opens <paramref name="path"/> and sniffs its first bytes: ustar magic (or a valid tar header checksum) means
-    /// tar, 28 B5 2F FD zstd, 1F 8B gzip, anything else a raw disk image. For compressed files the first 512
-    /// decompressed bytes must be a tar header, else the image is refused with the reason.
+    /// Opens <paramref name="path"/> and identifies it by content. Throws <see cref="UnrecognizedPayloadException"/>
+    /// for a file that is neither an archive nor a disk image (unless <see cref="ImageSourceOptions.Raw"/>), and
+    /// <see cref="KaDeployException"/> for an unreadable file or a compressed file that holds no tar.
     /// </summary>
-    public static ImageSource Open(string path)
+    public static ImageSource Open(string path, ImageSourceOptions? options)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        byte[] head = new byte[TarBlock];
-        int headLength;
+        options ??= new ImageSourceOptions();
+        PayloadIdentity id;
+        if (options.Raw)
+        {
+            id = new PayloadIdentity(ImageFormat.RawDisk, ImageCompression.None, "raw image (--raw)");
+        }
+        else
+        {
+            try
+            {
+                id = PayloadSniffer.Identify(path);
+            }
+            catch (UnrecognizedPayloadException) when (IsBlockDevice(path))
+            {
+                id = new PayloadIdentity(ImageFormat.RawDisk, ImageCompression.None, "block device");
+            }
+        }
+        if (id.Format == ImageFormat.RawDisk)
+        {
+            var blockMap = new BlockDeviceSource(path);
+            return new ImageSource(path, ImageFormat.RawDisk, ImageCompression.None, blockMap.Length, blockMap, id.What);
+        }
         long length;
         try
         {
-            using FileStream file = OpenFile(path);
-            length = file.Length;
-            headLength = file.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+            length = new FileInfo(path).Length;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new KaDeployException($"cannot read image {path}: {e.Message}", e);
         }
-        ReadOnlySpan<byte> start = head.AsSpan(0, headLength);
-
-        if (start.StartsWith((ReadOnlySpan<byte>)[0x28, 0xB5, 0x2F, 0xFD]))
-        {
-            RequireTarInside(path, "zstd", stream => new DecompressionStream(stream));
-            return new ImageSource(path, ImageFormat.TarZstd, length, blockMap: null);
-        }
-        if (start.StartsWith((ReadOnlySpan<byte>)[0x1F, 0x8B]))
-        {
-            RequireTarInside(path, "gzip", stream => new GZipStream(stream, CompressionMode.Decompress));
-            return new ImageSource(path, ImageFormat.TarGzip, length, blockMap: null);
-        }
-        if (LooksLikeTarHeader(start))
-            return new ImageSource(path, ImageFormat.Tar, length, blockMap: null);
-        var blockMap = new BlockDeviceSource(path);
-        return new ImageSource(path, ImageFormat.RawDisk, blockMap.Length, blockMap);
+        return new ImageSource(path, id.Format, id.Compression, length, blockMap: null, id.What);
     }
+
+    private static bool IsBlockDevice(string path) =>
+        Platform.Posix.TryLStat(path, out Platform.FileStatus st, out _) && st.Kind == Platform.FileKind.BlockDevice
+        || (File.ResolveLinkTarget(path, returnFinalTarget: true)?.FullName is string t
+            && Platform.Posix.TryLStat(t, out Platform.FileStatus ts, out _) && ts.Kind == Platform.FileKind.BlockDevice);
+
+    /// <summary>What the file was recognised as, in words ("tar archive (zstd)", "disk image (GPT partition table)").</summary>
+    public string What { get; }
 
     /// <summary>The image file.</summary>
     public string Path { get; }
@@ -101,13 +133,13 @@ public sealed class ImageSource : IPayloadSource
 
     /// <summary>
     /// Bytes <see cref="WriteToAsync"/> will write: the file's length when streamed as it is, an upper bound for a
-    /// block map, unknown (null) for a .tar.gz, whose decompressed size gzip does not reliably record.
+    /// block map, unknown (null) for a gzip, xz or bzip2 tar, whose decompressed size is not reliably recorded.
     /// </summary>
     public long? EstimatedLength => Format switch
     {
         ImageFormat.RawDisk => _blockMap!.EstimatedLength,
-        ImageFormat.TarGzip => null,
-        _ => Length,
+        ImageFormat.Tar or ImageFormat.TarZstd => Length,
+        _ => null,
     };
 
     /// <inheritdoc />
@@ -115,8 +147,16 @@ public sealed class ImageSource : IPayloadSource
     {
         ImageFormat.Tar => $"tar image {Path}",
         ImageFormat.TarZstd => $"tar.zst image {Path} (sent compressed)",
-        ImageFormat.TarGzip => $"tar.gz image {Path}",
-        _ => $"raw disk image {Path}",
+        ImageFormat.RawDisk => $"{What} {Path}",
+        _ => $"tar.{Suffix} image {Path}",
+    };
+
+    private string Suffix => _compression switch
+    {
+        ImageCompression.Gzip => "gz",
+        ImageCompression.Xz => "xz",
+        ImageCompression.Bzip2 => "bz2",
+        _ => "zst",
     };
 
     /// <summary>
@@ -124,7 +164,7 @@ public sealed class ImageSource : IPayloadSource
     /// for every other format this same source, which is already plain.
     /// </summary>
     public IPayloadSource Decompressed() =>
-        Format == ImageFormat.TarZstd ? new DecompressingSource(Path, $"tar.zst image {Path}") : this;
+        Format == ImageFormat.TarZstd ? new DecompressingSource(Path, ImageCompression.Zstd, $"tar.zst image {Path}") : this;
 
     /// <inheritdoc />
     public Task WriteToAsync(Stream output, CancellationToken cancellationToken)
@@ -133,8 +173,8 @@ public sealed class ImageSource : IPayloadSource
         return Format switch
         {
             ImageFormat.RawDisk => _blockMap!.WriteToAsync(output, cancellationToken),
-            ImageFormat.TarGzip => new DecompressingSource(Path, Description).WriteToAsync(output, cancellationToken),
-            _ => CopyFileAsync(Path, output, cancellationToken),
+            ImageFormat.Tar or ImageFormat.TarZstd => CopyFileAsync(Path, output, cancellationToken),
+            _ => new DecompressingSource(Path, _compression, Description).WriteToAsync(output, cancellationToken),
         };
     }
 
@@ -159,76 +199,11 @@ public sealed class ImageSource : IPayloadSource
         }
     }
 
-    private static Stream Decompress(Stream compressed, bool zstd) =>
-        zstd ? new DecompressionStream(compressed) : new GZipStream(compressed, CompressionMode.Decompress);
+    /// <summary>True when <paramref name="block"/> is a tar header (see <see cref="PayloadSniffer.LooksLikeTarHeader"/>).</summary>
+    internal static bool LooksLikeTarHeader(ReadOnlySpan<byte> block) => PayloadSniffer.LooksLikeTarHeader(block);
 
-    private static void RequireTarInside(string path, string compression, Func<Stream, Stream> decompress)
-    {
-        byte[] head = new byte[TarBlock];
-        int n;
-        try
-        {
-            using Stream decompressed = decompress(OpenFileOrThrow(path));
-            n = decompressed.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException or ZstdException or EndOfStreamException)
-        {
-            throw new KaDeployException($"image {path} looks {compression}-compressed but cannot be decompressed: {e.Message}", e);
-        }
-        if (n < TarBlock || !LooksLikeTarHeader(head))
-            throw new KaDeployException($"image {path} is {compression}-compressed but does not hold a tar archive (only .tar.{(compression == "zstd" ? "zst" : "gz")} is supported)");
-    }
-
-    /// <summary>
-    /// True when <paramref name="block"/> is a tar header: "ustar" at offset 257 (POSIX and GNU), or, for old v7
-    /// archives without it, a checksum field that matches the header's bytes.
-    /// </summary>
-    internal static bool LooksLikeTarHeader(ReadOnlySpan<byte> block)
-    {
-        if (block.Length < TarBlock) return false;
-        if (block.Slice(257, 5).SequenceEqual("ustar"u8)) return true;
-
-        ReadOnlySpan<byte> field = block.Slice(148, 8);
-        long recorded = 0;
-        int digits = 0;
-        foreach (byte b in field)
-        {
-            if (b is (byte)' ' or 0)
-            {
-                if (digits > 0) break;
-                continue;
-            }
-            if (b is < (byte)'0' or > (byte)'7') return false;
-            recorded = recorded * 8 + (b - '0');
-            digits++;
-        }
-        if (digits == 0) return false;
-        long sum = 0;
-        for (int i = 0; i < TarBlock; i++)
-            sum += i is >= 148 and < 156 ? ' ' : block[i];
-        return sum == recorded;
-    }
-
-    /// <summary>
-    /// GZipStream reads a truncated file as a shorter one without complaint, so compare what came out with the
-    /// CRC-32 and length in the file's last 8 bytes (RFC 1952). Only a single-member file (what gzip, pigz and
-    /// tar -z write) can be checked this way; a concatenation of members would fail here.
-    /// </summary>
-    private static void CheckGzipTrailer(string path, uint crc, long length)
-    {
-        Span<byte> trailer = stackalloc byte[8];
-        using (FileStream file = OpenFileOrThrow(path))
-        {
-            if (file.Length < 18) throw new KaDeployException($"image {path} is corrupt or truncated: too short for gzip");
-            file.Seek(-8, SeekOrigin.End);
-            file.ReadExactly(trailer);
-        }
-        if (BinaryPrimitives.ReadUInt32LittleEndian(trailer) != crc || BinaryPrimitives.ReadUInt32LittleEndian(trailer[4..]) != (uint)length)
-            throw new KaDeployException($"image {path} is corrupt or truncated: gzip checksum or length does not match its content");
-    }
-
-    /// <summary>Writes the decompressed content of a .tar.zst or .tar.gz file.</summary>
-    private sealed class DecompressingSource(string path, string description) : IPayloadSource
+    /// <summary>Writes the decompressed content of a compressed tar file.</summary>
+    private sealed class DecompressingSource(string path, ImageCompression compression, string description) : IPayloadSource
     {
         public PayloadKind Kind => PayloadKind.Tar;
         public long? EstimatedLength => null;
@@ -237,20 +212,13 @@ public sealed class ImageSource : IPayloadSource
         public async Task WriteToAsync(Stream output, CancellationToken cancellationToken)
         {
             ArgumentNullException.ThrowIfNull(output);
-            FileStream file = OpenFileOrThrow(path);
-            byte[] head = new byte[4];
-            int n = file.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-            file.Position = 0;
-            bool zstd = n == 4 && head.AsSpan().SequenceEqual((ReadOnlySpan<byte>)[0x28, 0xB5, 0x2F, 0xFD]);
-            await using Stream decompressed = Decompress(file, zstd);
+            await using Stream decompressed = ImageDecompression.Open(path, compression);
             byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-            var crc = new Crc32();
-            long total = 0;
             try
             {
-                int read;
                 while (true)
                 {
+                    int read;
                     try
                     {
                         read = await decompressed.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
@@ -260,11 +228,8 @@ public sealed class ImageSource : IPayloadSource
                         throw new KaDeployException($"image {path} is corrupt or truncated: {e.Message}", e);
                     }
                     if (read == 0) break;
-                    if (!zstd) crc.Append(buffer.AsSpan(0, read));
-                    total += read;
                     await output.WriteAsync(buffer.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
                 }
-                if (!zstd) CheckGzipTrailer(path, crc.GetCurrentHashAsUInt32(), total);
             }
             finally
             {

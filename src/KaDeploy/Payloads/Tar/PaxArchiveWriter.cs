@@ -20,8 +20,9 @@ internal sealed class PaxArchiveWriter : IDisposable
     private readonly Stream _output;
     private byte[] _buffer;
     private int _used;
-    private readonly StringBuilder _pax = new();
     private byte[] _paxBytes = new byte[4096];
+    private int _paxLength;
+    private bool _binary;
 
     public long BytesWritten { get; private set; }
 
@@ -97,30 +98,71 @@ internal sealed class PaxArchiveWriter : IDisposable
     }
 
     /// <summary>Starts collecting pax records for the next header.</summary>
-    public void BeginRecords() => _pax.Clear();
-
-    /// <summary>Adds one "len key=value\n" record; the value must already be text (binary goes through base64).</summary>
-    public void AddRecord(string key, string value)
+    public void BeginRecords()
     {
-        int body = 3 + Encoding.UTF8.GetByteCount(key) + Encoding.UTF8.GetByteCount(value);
+        _paxLength = 0;
+        _binary = false;
+    }
+
+    /// <summary>Adds one "len key=value\n" record of text.</summary>
+    public void AddRecord(string key, string value) => AddRecord(Encoding.UTF8.GetBytes(key), Encoding.UTF8.GetBytes(value));
+
+    /// <summary>
+    /// Adds one "len key=value\n" record. Values are bytes: a pax record is length-prefixed, so any byte (a newline,
+    /// a byte that is not UTF-8) is carried as it is.
+    /// </summary>
+    public void AddRecord(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        int body = 3 + key.Length + value.Length;
         int len = body + Digits(body);
         if (Digits(len) != Digits(body)) len = body + Digits(len);
-        _pax.Append(len).Append(' ').Append(key).Append('=').Append(value).Append('\n');
+        if (_paxBytes.Length < _paxLength + len) Array.Resize(ref _paxBytes, Math.Max(_paxLength + len, _paxBytes.Length * 2));
+        Span<byte> rec = _paxBytes.AsSpan(_paxLength, len);
+        int at = Encoding.ASCII.GetBytes(len.ToString(System.Globalization.CultureInfo.InvariantCulture), rec);
+        rec[at++] = (byte)' ';
+        key.CopyTo(rec[at..]);
+        at += key.Length;
+        rec[at++] = (byte)'=';
+        value.CopyTo(rec[at..]);
+        at += value.Length;
+        rec[at] = (byte)'\n';
+        _paxLength += len;
+    }
+
+    // A path, linkpath, uname or gname that is not UTF-8 needs "hdrcharset=BINARY" (POSIX pax), so that readers
+    // take the bytes as they are instead of converting them from UTF-8 (GNU tar and bsdtar both honour it).
+    internal void AddNameRecord(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        if (!_binary && !System.Text.Unicode.Utf8.IsValid(value))
+        {
+            _binary = true;
+            AddRecord("hdrcharset"u8, "BINARY"u8);
+        }
+        AddRecord(key, value);
     }
 
     private static int Digits(int v) => v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : v < 100000 ? 5 : v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : 9;
 
+    /// <summary>Text-name convenience over the byte form (tests and callers whose names are known text).</summary>
+    public ValueTask WriteHeaderAsync(
+        string name, char typeFlag, uint mode, uint uid, uint gid, long size, long mtimeSec, uint mtimeNsec,
+        string? linkName, uint devMajor, uint devMinor, CancellationToken ct) =>
+        WriteHeaderAsync(Encoding.UTF8.GetBytes(name), typeFlag, mode, uid, gid, size, mtimeSec, mtimeNsec,
+            linkName == null ? null : Encoding.UTF8.GetBytes(linkName), devMajor, devMinor, ct);
+
     /// <summary>
     /// Writes the pax extended header (when needed) and the ustar header of one entry. Adds path, linkpath,
     /// mtime (with nanoseconds), uid, gid and size records itself when the ustar fields cannot hold them.
+    /// Names are bytes and reach the archive unchanged.
     /// </summary>
     public async ValueTask WriteHeaderAsync(
-        string name, char typeFlag, uint mode, uint uid, uint gid, long size, long mtimeSec, uint mtimeNsec,
-        string? linkName, uint devMajor, uint devMinor, CancellationToken ct)
+        byte[] name, char typeFlag, uint mode, uint uid, uint gid, long size, long mtimeSec, uint mtimeNsec,
+        byte[]? linkName, uint devMajor, uint devMinor, CancellationToken ct, byte[]? userName = null, byte[]? groupName = null)
     {
-        bool nameFits = FitsUstar(name, 100);
-        if (!nameFits) AddRecord("path", name);
-        if (linkName != null && !FitsUstar(linkName, 100)) AddRecord("linkpath", linkName);
+        if (!FitsUstar(name, 100)) AddNameRecord("path"u8, name);
+        if (linkName != null && !FitsUstar(linkName, 100)) AddNameRecord("linkpath"u8, linkName);
+        if (userName != null && !FitsUstar(userName, 32)) AddNameRecord("uname"u8, userName);
+        if (groupName != null && !FitsUstar(groupName, 32)) AddNameRecord("gname"u8, groupName);
         if (mtimeNsec != 0 || mtimeSec < 0 || mtimeSec > MaxOctal11)
         {
             AddRecord("mtime", FormatTime(mtimeSec, mtimeNsec));
@@ -129,23 +171,21 @@ internal sealed class PaxArchiveWriter : IDisposable
         if (gid > MaxOctal7) AddRecord("gid", gid.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (size > MaxOctal11) AddRecord("size", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
-        if (_pax.Length > 0)
+        if (_paxLength > 0)
         {
-            string records = _pax.ToString();
-            int n = Encoding.UTF8.GetByteCount(records);
-            if (_paxBytes.Length < n) _paxBytes = new byte[Math.Max(n, _paxBytes.Length * 2)];
-            Encoding.UTF8.GetBytes(records, _paxBytes);
+            int n = _paxLength;
             await EnsureFreeAsync(Block, ct).ConfigureAwait(false);
-            FillHeader(_buffer.AsSpan(_used, Block), "PaxHeader", 'x', 0x1A4, 0, 0, n, Math.Clamp(mtimeSec, 0, MaxOctal11), null, 0, 0);
+            FillHeader(_buffer.AsSpan(_used, Block), "PaxHeader"u8, 'x', 0x1A4, 0, 0, n, Math.Clamp(mtimeSec, 0, MaxOctal11), null, 0, 0, null, null);
             Advance(Block);
             await WriteBytesAsync(_paxBytes.AsMemory(0, n), ct).ConfigureAwait(false);
             await PadAsync(n, ct).ConfigureAwait(false);
-            _pax.Clear();
+            _paxLength = 0;
+            _binary = false;
         }
 
         await EnsureFreeAsync(Block, ct).ConfigureAwait(false);
         FillHeader(_buffer.AsSpan(_used, Block), name, typeFlag, mode, Math.Min(uid, MaxOctal7), Math.Min(gid, MaxOctal7),
-            Math.Min(size, MaxOctal11), Math.Clamp(mtimeSec, 0, MaxOctal11), linkName, devMajor, devMinor);
+            Math.Min(size, MaxOctal11), Math.Clamp(mtimeSec, 0, MaxOctal11), linkName, devMajor, devMinor, userName, groupName);
         Advance(Block);
     }
 
@@ -162,19 +202,12 @@ internal sealed class PaxArchiveWriter : IDisposable
         return $"{sec.ToString(System.Globalization.CultureInfo.InvariantCulture)}.{nsec:D9}";
     }
 
-    private static bool FitsUstar(string s, int max)
-    {
-        if (s.Length > max) return false;
-        foreach (char c in s)
-        {
-            if (c >= 0x80) return false; // keep ustar fields ASCII; UTF-8 names go in pax records
-        }
-        return true;
-    }
+    private static bool FitsUstar(ReadOnlySpan<byte> s, int max) =>
+        s.Length <= max && !s.ContainsAnyInRange((byte)0x80, (byte)0xFF); // keep ustar fields ASCII; other names go in pax records
 
     private static void FillHeader(
-        Span<byte> h, string name, char typeFlag, long mode, long uid, long gid, long size, long mtime,
-        string? linkName, uint devMajor, uint devMinor)
+        Span<byte> h, ReadOnlySpan<byte> name, char typeFlag, long mode, long uid, long gid, long size, long mtime,
+        ReadOnlySpan<byte> linkName, uint devMajor, uint devMinor, byte[]? userName, byte[]? groupName)
     {
         h.Clear();
         PutAscii(h.Slice(0, 100), name);
@@ -184,9 +217,11 @@ internal sealed class PaxArchiveWriter : IDisposable
         PutOctal(h.Slice(124, 12), size);
         PutOctal(h.Slice(136, 12), mtime);
         h[156] = (byte)typeFlag;
-        if (linkName != null) PutAscii(h.Slice(157, 100), linkName);
+        PutAscii(h.Slice(157, 100), linkName);
         "ustar\0"u8.CopyTo(h.Slice(257));
         "00"u8.CopyTo(h.Slice(263));
+        if (userName != null) PutAscii(h.Slice(265, 32), userName);
+        if (groupName != null) PutAscii(h.Slice(297, 32), groupName);
         if (typeFlag is '3' or '4')
         {
             PutOctal(h.Slice(329, 8), devMajor);
@@ -199,11 +234,11 @@ internal sealed class PaxArchiveWriter : IDisposable
         h[155] = (byte)' ';
     }
 
-    // Truncated copy (the pax record carries the full text); non-ASCII chars become '_' so the field stays valid.
-    private static void PutAscii(Span<byte> field, string s)
+    // Truncated copy (the pax record carries the full name); bytes >= 0x80 become '_' so the field stays ASCII.
+    private static void PutAscii(Span<byte> field, ReadOnlySpan<byte> s)
     {
         int n = Math.Min(field.Length, s.Length);
-        for (int i = 0; i < n; i++) field[i] = s[i] < 0x80 ? (byte)s[i] : (byte)'_';
+        for (int i = 0; i < n; i++) field[i] = s[i] < 0x80 ? s[i] : (byte)'_';
     }
 
     // Zero-padded octal with a trailing NUL, as GNU tar writes it.
@@ -219,6 +254,18 @@ internal sealed class PaxArchiveWriter : IDisposable
     }
 
     /// <summary>Percent-encodes an xattr name the way libarchive does for LIBARCHIVE.xattr.* keys.</summary>
+    internal static string EncodeXattrName(byte[] name)
+    {
+        var sb = new StringBuilder(name.Length);
+        foreach (byte b in name)
+        {
+            if (b > 0x20 && b < 0x7f && b != '%' && b != '=') sb.Append((char)b);
+            else sb.Append('%').Append(b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Percent-encodes an xattr name given as text.</summary>
     internal static string EncodeXattrName(string name)
     {
         var sb = new StringBuilder(name.Length);

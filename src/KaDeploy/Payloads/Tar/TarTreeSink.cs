@@ -1,7 +1,4 @@
 using System.Buffers;
-using System.Formats.Tar;
-using System.Globalization;
-using System.Text;
 using KaDeploy.Platform;
 using Microsoft.Win32.SafeHandles;
 
@@ -19,7 +16,10 @@ public sealed record TarTreeSinkOptions
     /// <summary>Apply the archive's numeric uid/gid (lchown). Defaults to true when running as root.</summary>
     public bool PreserveOwnership { get; init; } = Posix.IsRoot;
 
-    /// <summary>Receives non-fatal problems (an xattr the target refuses, a device node without root). Null: ignored.</summary>
+    /// <summary>
+    /// Receives notes that change nothing on disk (a pax keyword GNU tar ignores too). Anything that would make the
+    /// tree differ from the archive (an xattr the target refuses, a device node without root) fails instead.
+    /// </summary>
     public Action<string>? Warn { get; init; }
 
     /// <summary>Size of the pooled copy buffer.</summary>
@@ -30,11 +30,14 @@ public sealed record TarTreeSinkOptions
 public sealed record TarExtractionSummary(long Entries, long Bytes);
 
 /// <summary>
-/// Extracts a pax/ustar/GNU tar stream into a directory with full fidelity (owners, modes, nanosecond mtimes,
-/// xattrs, hard links, devices, GNU sparse 1.0 files written back sparse), refusing any entry that would land
-/// outside the target: absolute names, "..", NUL bytes, paths through a symlink (the archive's own or a
-/// pre-existing one), hard links that escape, and sizes or sparse maps too large to be honest.
-/// Symlink targets are stored verbatim and never followed. Durable (syncfs) before it returns.
+/// Extracts a tar stream (v7, ustar, GNU, pax, star; see <see cref="TarArchiveReader"/>) into a directory exactly:
+/// names and link targets as bytes, owners, modes, nanosecond mtimes, xattrs as bytes, POSIX ACLs, hard links,
+/// devices, sparse files written back sparse. An entry that cannot be created as described fails the extraction
+/// with its name and the reason; nothing is skipped. Every path is walked one component at a time with
+/// openat(O_NOFOLLOW) from the target's fd and every entry created with the *at calls relative to its parent's fd,
+/// so nothing lands outside the target: absolute names, "..", NUL bytes, a parent that is a symlink (the archive's
+/// own or a pre-existing one) and hard links that escape are refused. Symlink targets are stored verbatim and never
+/// followed. Durable (syncfs) before it returns.
 /// </summary>
 public sealed class TarTreeSink : IPayloadSink
 {
@@ -44,7 +47,9 @@ public sealed class TarTreeSink : IPayloadSink
     public const int MaxSparseMapBytes = 4 << 20;
     /// <summary>Most segments accepted in one sparse map.</summary>
     public const int MaxSparseSegments = 1 << 20;
-    /// <summary>Largest pax extended header or GNU long name accepted (TarReader holds one whole in memory).</summary>
+    /// <summary>Deepest path accepted (directories below the target).</summary>
+    public const int MaxDepth = 1024;
+    /// <summary>Largest pax extended header or GNU long name accepted (the reader holds one whole in memory).</summary>
     public const int MaxMetadataBytes = 8 << 20;
 
     private readonly TarTreeSinkOptions _options;
@@ -101,26 +106,14 @@ public sealed class TarTreeSink : IPayloadSink
     {
         ArgumentNullException.ThrowIfNull(input);
         if (!Directory.Exists(_root)) EnsureTargetUsable();
-        var run = new Extraction(this);
+        using var run = new Extraction(this);
         byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         try
         {
-            await using var guard = new TarStreamGuard(input, MaxMetadataBytes);
-            await using var reader = new TarReader(guard, leaveOpen: true);
-            while (true)
+            using var reader = new TarArchiveReader(input, MaxMetadataBytes, _options.Warn, _options.BufferSize);
+            while (await reader.NextAsync(cancellationToken).ConfigureAwait(false) is TarHeader entry)
             {
-                TarEntry? entry;
-                try
-                {
-                    entry = await reader.GetNextEntryAsync(copyData: false, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is InvalidDataException or FormatException or OverflowException
-                                              or ArgumentException or EndOfStreamException or InvalidOperationException)
-                {
-                    throw new KaDeployException($"malformed tar stream after {run.Entries} entries: {ex.Message}", ex);
-                }
-                if (entry == null) break;
-                await run.ExtractAsync(entry, buffer, cancellationToken).ConfigureAwait(false);
+                await run.ExtractAsync(entry, reader, buffer, cancellationToken).ConfigureAwait(false);
             }
             run.FinishDirectories();
             Posix.SyncFileSystem(_root);
@@ -132,509 +125,375 @@ public sealed class TarTreeSink : IPayloadSink
         }
     }
 
-    /// <summary>State of one extraction.</summary>
-    private sealed class Extraction(TarTreeSink sink)
+    /// <summary>
+    /// "./a//b/" becomes [a, b]; an empty result names the target itself. Absolute names, ".." components, NUL
+    /// bytes and paths deeper than <see cref="MaxDepth"/> are refused (GNU tar strips a leading '/'; a cloning
+    /// tool must not guess where such an entry belongs).
+    /// </summary>
+    internal static List<byte[]> SafeComponents(ReadOnlySpan<byte> name)
     {
-        private readonly TarTreeSinkOptions _options = sink._options;
-        private readonly string _root = sink._root;
-        // Relative paths known to be real directories (created or checked by us); "" is the target.
-        private readonly HashSet<string> _dirs = new(StringComparer.Ordinal) { "" };
-        private readonly List<(string Full, int Depth, uint Mode, long Sec, uint Nsec)> _deferred = [];
-        private readonly List<(string Name, byte[] Value)> _xattrs = [];
+        if (name.Contains((byte)0)) throw Refuse(name, "NUL byte in name");
+        if (!name.IsEmpty && name[0] == '/') throw Refuse(name, "absolute path");
+        var parts = new List<byte[]>();
+        foreach (Range r in name.Split((byte)'/'))
+        {
+            ReadOnlySpan<byte> part = name[r];
+            if (part.IsEmpty || part.SequenceEqual("."u8)) continue;
+            if (part.SequenceEqual(".."u8)) throw Refuse(name, "'..' component");
+            parts.Add(part.ToArray());
+        }
+        if (parts.Count > MaxDepth) throw Refuse(name, $"deeper than {MaxDepth} directories");
+        return parts;
+    }
+
+    private static KaDeployException Refuse(ReadOnlySpan<byte> name, string why) =>
+        new($"refusing tar entry '{ByteNames.Printable(name)}': {why}");
+
+    private static string Describe(FileKind k) => k switch
+    {
+        FileKind.Symlink => "symlink",
+        FileKind.Regular => "file",
+        _ => k.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>State of one extraction: the target's fd and the open directories of the current path.</summary>
+    private sealed class Extraction : IDisposable
+    {
+        private readonly TarTreeSinkOptions _options;
+        private readonly string _root;
+        private readonly int _rootFd;
+        // Open directory fds for a prefix of the last entry's path: _stack[i] is component i. Archives list a
+        // directory's entries together, so most entries reuse their parent's fd and cost no path walk at all.
+        private readonly List<(byte[] Name, int Fd)> _stack = [];
+        // Directories are finished last, deepest first, as GNU tar and bsdtar do: mode, then xattrs and ACLs (an ACL's
+        // mask lands in the group bits, so it goes after chmod; a default ACL set early would be inherited by entries
+        // the archive lists without one), then mtime, once nothing more is created inside.
+        private readonly List<(List<byte[]> Path, TarHeader Header)> _deferred = [];
+        private byte[] _name = [];
 
         public long Entries;
         public long Bytes;
 
-        private string Full(string rel) => rel.Length == 0 ? _root : string.Concat(_root, "/", rel);
-
-        public async Task ExtractAsync(TarEntry entry, byte[] buffer, CancellationToken ct)
+        public Extraction(TarTreeSink sink)
         {
-            IReadOnlyDictionary<string, string>? pax = (entry as PaxTarEntry)?.ExtendedAttributes;
-            string name = entry.Name;
-            bool sparse = false;
-            if (pax != null)
+            _options = sink._options;
+            _root = sink._root;
+            // The target may be given through a symlink (the operator's choice); everything below it is walked without.
+            _rootFd = PosixAt.OpenDirectoryPath(System.Text.Encoding.UTF8.GetBytes(_root), followFinal: true, out int errno);
+            if (_rootFd < 0) throw Posix.Error("open", _root, errno);
+        }
+
+        public void Dispose()
+        {
+            Truncate(0);
+            LinuxNative.Close(_rootFd);
+        }
+
+        private void Truncate(int depth)
+        {
+            for (int i = _stack.Count - 1; i >= depth; i--) LinuxNative.Close(_stack[i].Fd);
+            if (_stack.Count > depth) _stack.RemoveRange(depth, _stack.Count - depth);
+        }
+
+        private KaDeployException Refuse(string why) => TarTreeSink.Refuse(_name, why);
+
+        private KaDeployException Failed(string call, int errno) =>
+            new($"tar entry '{ByteNames.Printable(_name)}': {call}: {LinuxNative.StrError(errno)}");
+
+        private static string Join(List<byte[]> path, int count)
+        {
+            var b = new List<byte>();
+            for (int i = 0; i < count; i++)
             {
-                if (pax.ContainsKey("GNU.sparse.map") || pax.ContainsKey("GNU.sparse.size") || pax.ContainsKey("GNU.sparse.offset"))
-                {
-                    throw Refuse(name, "GNU sparse format 0.x is not supported");
-                }
-                if (pax.TryGetValue("GNU.sparse.major", out string? major))
-                {
-                    if (major != "1" || !pax.TryGetValue("GNU.sparse.minor", out string? minor) || minor != "0")
-                    {
-                        throw Refuse(name, $"GNU sparse format {major} is not supported");
-                    }
-                    sparse = true;
-                    name = pax.TryGetValue("GNU.sparse.name", out string? real) ? real : throw Refuse(name, "sparse entry without GNU.sparse.name");
-                }
+                if (i > 0) b.Add((byte)'/');
+                b.AddRange(path[i]);
             }
+            return ByteNames.Printable(b.ToArray());
+        }
 
-            TarEntryType type = entry.EntryType;
-            if (type is TarEntryType.GlobalExtendedAttributes) return;
-
-            string rel = SafeRelative(name);
-            if (entry.Length < 0 || entry.Length > MaxEntrySize) throw Refuse(name, $"size {entry.Length} is absurd");
-            uint mode = (uint)entry.Mode & 0xFFF;
-            (long sec, uint nsec) = Mtime(entry, pax);
-            uint uid = (uint)entry.Uid, gid = (uint)entry.Gid;
-            CollectXattrs(pax);
-
-            if (rel.Length == 0 && type != TarEntryType.Directory) throw Refuse(name, "only a directory may name the target itself");
-
-            switch (type)
+        /// <summary>
+        /// The fd of the directory holding the first <paramref name="count"/> components of <paramref name="path"/>,
+        /// opened one component at a time with O_NOFOLLOW (created 0755 when missing and <paramref name="create"/>,
+        /// as tar does for directories the archive does not list). A component that is a symlink or not a directory
+        /// is refused: nothing is ever reached through a link.
+        /// </summary>
+        private int Directory(List<byte[]> path, int count, bool create)
+        {
+            int depth = 0;
+            while (depth < _stack.Count && depth < count && _stack[depth].Name.AsSpan().SequenceEqual(path[depth])) depth++;
+            Truncate(depth);
+            int fd = depth == 0 ? _rootFd : _stack[depth - 1].Fd;
+            for (int i = depth; i < count; i++)
             {
-                case TarEntryType.Directory:
+                int child = PosixAt.OpenDirectory(fd, path[i], out int errno);
+                if (child < 0 && errno == LinuxNative.ENOENT && create)
                 {
-                    string full = Full(rel);
-                    if (rel.Length > 0)
+                    int rc = PosixAt.MakeDirectory(fd, path[i], 0x1ED);
+                    if (rc != 0 && rc != LinuxNative.EEXIST) throw Failed($"mkdir {Join(path, i + 1)}", rc);
+                    child = PosixAt.OpenDirectory(fd, path[i], out errno);
+                }
+                if (child < 0)
+                {
+                    if (errno is LinuxNative.ELOOP or LinuxNative.ENOTDIR)
                     {
-                        EnsureParents(rel, name);
-                        if (!Prepare(full, rel, name, isDirectory: true)) Posix.MakeDirectory(full, 0x1C0); // 0700 until finished
-                        _dirs.Add(rel);
+                        string what = PosixAt.TryStat(fd, path[i], out FileStatus st, out _) ? Describe(st.Kind) : "not a directory";
+                        throw Refuse($"parent '{Join(path, i + 1)}' is a {what}, not a directory");
                     }
-                    if (_options.PreserveOwnership) Posix.LChown(full, uid, gid);
-                    ApplyXattrs(full);
-                    _deferred.Add((full, rel.Length == 0 ? 0 : rel.Count(c => c == '/') + 1, mode, sec, nsec));
-                    break;
+                    throw Failed($"open {Join(path, i + 1)}", errno);
                 }
+                _stack.Add((path[i], child));
+                fd = child;
+            }
+            return fd;
+        }
 
-                case TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.ContiguousFile:
+        // Clears the way for a new entry; true if an existing directory is kept (directory over directory).
+        private bool Prepare(int dirfd, byte[] leaf, bool isDirectory)
+        {
+            if (!PosixAt.TryStat(dirfd, leaf, out FileStatus st, out int errno))
+            {
+                return errno == LinuxNative.ENOENT ? false : throw Failed("statx", errno);
+            }
+            if (st.Kind == FileKind.Directory)
+            {
+                if (isDirectory) return true;
+                int rc = PosixAt.Remove(dirfd, leaf, directory: true);
+                if (rc != 0) throw Refuse($"cannot replace a directory ({LinuxNative.StrError(rc)})");
+                return false;
+            }
+            int r = PosixAt.Remove(dirfd, leaf, directory: false);
+            if (r != 0 && r != LinuxNative.ENOENT) throw Failed("unlink", r);
+            return false;
+        }
+
+        public async ValueTask ExtractAsync(TarHeader e, TarArchiveReader reader, byte[] buffer, CancellationToken ct)
+        {
+            _name = e.Name;
+            if (e.Unsupported != null) throw Refuse(e.Unsupported);
+            List<byte[]> path = SafeComponents(e.Name);
+            if (path.Count == 0 && e.Kind != TarEntryKind.Directory) throw Refuse("only a directory may name the target itself");
+            byte[] leaf = path.Count == 0 ? [] : path[^1];
+            uint mode = e.Mode & 0xFFF;
+
+            switch (e.Kind)
+            {
+                case TarEntryKind.Directory:
                 {
-                    EnsureParents(rel, name);
-                    string full = Full(rel);
-                    Prepare(full, rel, name, isDirectory: false);
-                    using (SafeFileHandle fd = Posix.CreateExclusive(full, 0x180))
+                    int fd;
+                    if (path.Count == 0)
                     {
-                        Stream? data = entry.DataStream;
-                        if (sparse)
-                        {
-                            await WriteSparseAsync(fd, full, name, entry.Length, pax!, data, buffer, ct).ConfigureAwait(false);
-                        }
-                        else
-                        {
-                            long written = await CopyAsync(data, fd, full, name, 0, entry.Length, buffer, ct).ConfigureAwait(false);
-                            Bytes += written;
-                        }
-                        if (_options.PreserveOwnership) Posix.FChown(fd, full, uid, gid);
-                        Posix.FChangeMode(fd, full, mode);
+                        fd = _rootFd;
                     }
-                    ApplyXattrs(full);
-                    Posix.SetTimes(full, sec, nsec);
+                    else
+                    {
+                        int parent = Directory(path, path.Count - 1, create: true);
+                        if (!Prepare(parent, leaf, isDirectory: true))
+                        {
+                            int rc = PosixAt.MakeDirectory(parent, leaf, 0x1C0); // 0700 until its contents are in
+                            if (rc != 0) throw Failed("mkdir", rc);
+                        }
+                        fd = Directory(path, path.Count, create: false);
+                    }
+                    if (_options.PreserveOwnership) Check("fchown", PosixAt.Chown(fd, [], e.Uid, e.Gid));
+                    _deferred.Add((path, e));
                     break;
                 }
 
-                case TarEntryType.SymbolicLink:
+                case TarEntryKind.Regular:
                 {
-                    EnsureParents(rel, name);
-                    string full = Full(rel);
-                    string target = entry.LinkName;
-                    if (target.Length == 0 || target.Contains('\0')) throw Refuse(name, "empty or NUL in symlink target");
-                    Prepare(full, rel, name, isDirectory: false);
-                    Posix.MakeSymlink(target, full);
-                    if (_options.PreserveOwnership) Posix.LChown(full, uid, gid);
-                    ApplyXattrs(full);
-                    Posix.SetTimes(full, sec, nsec);
+                    int parent = Directory(path, path.Count - 1, create: true);
+                    Prepare(parent, leaf, isDirectory: false);
+                    using SafeFileHandle file = PosixAt.CreateFile(parent, leaf, 0x180, out int errno) ?? throw Failed("open", errno);
+                    if (e.Sparse == null)
+                    {
+                        Bytes += await CopyAsync(reader, file, 0, e.DataLength, buffer, ct).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        foreach ((long off, long len) in e.Sparse)
+                        {
+                            Bytes += await CopyAsync(reader, file, off, len, buffer, ct).ConfigureAwait(false);
+                        }
+                        if (LinuxNative.Ftruncate((int)file.DangerousGetHandle(), e.RealSize) != 0) throw Failed("ftruncate", LinuxNative.Errno());
+                    }
+                    // Owner before mode (chown clears set-id bits), xattrs after both (chown clears security.capability).
+                    if (_options.PreserveOwnership) Check("fchown", PosixAt.Fchown(file, e.Uid, e.Gid));
+                    Check("fchmod", PosixAt.Fchmod(file, mode));
+                    int fd = (int)file.DangerousGetHandle();
+                    ApplyXattrs(e, fd, null);
+                    Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
                     break;
                 }
 
-                case TarEntryType.HardLink:
+                case TarEntryKind.Symlink:
                 {
-                    string targetRel;
+                    if (e.LinkName.Length == 0) throw Refuse("empty symlink target");
+                    if (e.LinkName.AsSpan().Contains((byte)0)) throw Refuse("NUL in symlink target");
+                    int parent = Directory(path, path.Count - 1, create: true);
+                    Prepare(parent, leaf, isDirectory: false);
+                    Check("symlink", PosixAt.MakeSymlink(e.LinkName, parent, leaf));
+                    if (_options.PreserveOwnership) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
+                    ApplyXattrs(e, parent, leaf);
+                    Check("utimensat", PosixAt.SetTimes(parent, leaf, e.MtimeSec, e.MtimeNsec));
+                    break;
+                }
+
+                case TarEntryKind.HardLink:
+                {
+                    List<byte[]> target;
                     try
                     {
-                        targetRel = SafeRelative(entry.LinkName);
+                        target = SafeComponents(e.LinkName);
                     }
                     catch (KaDeployException ex)
                     {
-                        throw Refuse(name, $"hard link target '{entry.LinkName}' rejected ({ex.Message})");
+                        throw Refuse($"hard link target '{ByteNames.Printable(e.LinkName)}' rejected ({ex.Message})");
                     }
-                    if (targetRel.Length == 0) throw Refuse(name, "hard link to the target directory");
-                    EnsureParents(rel, name);
-                    CheckExistingParents(targetRel, name);
-                    string targetFull = Full(targetRel);
-                    if (!Posix.TryLStat(targetFull, out FileStatus tst, out int errno))
-                    {
-                        throw Refuse(name, $"hard link target '{entry.LinkName}' does not exist ({LinuxNative.StrError(errno)})");
-                    }
-                    if (tst.Kind == FileKind.Directory) throw Refuse(name, $"hard link target '{entry.LinkName}' is a directory");
-                    string full = Full(rel);
-                    if (full == targetFull) break;
-                    Prepare(full, rel, name, isDirectory: false);
-                    Posix.MakeHardLink(targetFull, full);
-                    break;
-                }
-
-                case TarEntryType.CharacterDevice or TarEntryType.BlockDevice or TarEntryType.Fifo:
-                {
-                    EnsureParents(rel, name);
-                    string full = Full(rel);
-                    Prepare(full, rel, name, isDirectory: false);
-                    var posix = (PosixTarEntry)entry;
-                    FileKind kind = type switch
-                    {
-                        TarEntryType.CharacterDevice => FileKind.CharDevice,
-                        TarEntryType.BlockDevice => FileKind.BlockDevice,
-                        _ => FileKind.Fifo,
-                    };
+                    if (target.Count == 0) throw Refuse("hard link to the target directory");
+                    if (SamePath(path, target)) break;
+                    int tparent = OpenExisting(target, e.LinkName);
                     try
                     {
-                        Posix.MakeNode(full, kind, 0x180, (uint)posix.DeviceMajor, (uint)posix.DeviceMinor);
+                        if (!PosixAt.TryStat(tparent, target[^1], out FileStatus tst, out int errno))
+                        {
+                            throw Refuse($"hard link target '{ByteNames.Printable(e.LinkName)}' does not exist ({LinuxNative.StrError(errno)})");
+                        }
+                        if (tst.Kind == FileKind.Directory) throw Refuse($"hard link target '{ByteNames.Printable(e.LinkName)}' is a directory");
+                        int parent = Directory(path, path.Count - 1, create: true);
+                        Prepare(parent, leaf, isDirectory: false);
+                        Check("link", PosixAt.MakeHardLink(tparent, target[^1], parent, leaf));
                     }
-                    catch (KaDeployException ex) when (kind != FileKind.Fifo && !Posix.IsRoot)
+                    finally
                     {
-                        _options.Warn?.Invoke($"{ex.Message}; device node skipped (not root)");
-                        break;
+                        LinuxNative.Close(tparent);
                     }
-                    if (_options.PreserveOwnership) Posix.LChown(full, uid, gid);
-                    Posix.ChangeMode(full, mode);
-                    ApplyXattrs(full);
-                    Posix.SetTimes(full, sec, nsec);
                     break;
                 }
 
-                case TarEntryType.SparseFile:
-                    throw Refuse(name, "old GNU sparse entries ('S') are not supported");
-
-                default:
-                    _options.Warn?.Invoke($"{name}: entry type {type} not supported; skipped");
-                    return;
+                case TarEntryKind.CharDevice or TarEntryKind.BlockDevice or TarEntryKind.Fifo:
+                {
+                    int parent = Directory(path, path.Count - 1, create: true);
+                    Prepare(parent, leaf, isDirectory: false);
+                    FileKind kind = e.Kind switch
+                    {
+                        TarEntryKind.CharDevice => FileKind.CharDevice,
+                        TarEntryKind.BlockDevice => FileKind.BlockDevice,
+                        _ => FileKind.Fifo,
+                    };
+                    int rc = PosixAt.MakeNode(parent, leaf, kind, 0x180, e.DevMajor, e.DevMinor);
+                    if (rc != 0) throw Failed(kind == FileKind.Fifo ? "mkfifo" : Posix.IsRoot ? "mknod" : "mknod (device nodes need root)", rc);
+                    if (_options.PreserveOwnership) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
+                    Check("chmod", PosixAt.Chmod(parent, leaf, mode));
+                    ApplyXattrs(e, parent, leaf);
+                    Check("utimensat", PosixAt.SetTimes(parent, leaf, e.MtimeSec, e.MtimeNsec));
+                    break;
+                }
             }
             Entries++;
+        }
+
+        private static bool SamePath(List<byte[]> a, List<byte[]> b)
+        {
+            if (a.Count != b.Count) return false;
+            for (int i = 0; i < a.Count; i++) if (!a[i].AsSpan().SequenceEqual(b[i])) return false;
+            return true;
+        }
+
+        // The parent of a hard link's target, walked like any path (O_NOFOLLOW) but never created; the caller closes it.
+        private int OpenExisting(List<byte[]> target, byte[] linkName)
+        {
+            int fd = LinuxNative.Fcntl(_rootFd);
+            for (int i = 0; i < target.Count - 1; i++)
+            {
+                int child = PosixAt.OpenDirectory(fd, target[i], out int errno);
+                LinuxNative.Close(fd);
+                if (child < 0)
+                {
+                    throw Refuse($"hard link target '{ByteNames.Printable(linkName)}' rejected: hard link target parent '{Join(target, i + 1)}' is not a directory ({LinuxNative.StrError(errno)})");
+                }
+                fd = child;
+            }
+            return fd;
+        }
+
+        private void Check(string call, int errno)
+        {
+            if (errno != 0) throw Failed(call, errno);
+        }
+
+        // xattrs, then ACLs (on an open fd, or on dirfd/leaf without following it).
+        private void ApplyXattrs(TarHeader e, int fd, byte[]? leaf)
+        {
+            foreach ((byte[] n, byte[] v) in e.Xattrs)
+            {
+                if (n.Length == 0 || n.AsSpan().Contains((byte)0)) throw Refuse($"xattr name '{ByteNames.Printable(n)}' is empty or holds a NUL");
+                Set(n, v, $"setxattr {ByteNames.Printable(n)}");
+            }
+            if (e.AclAccess != null) Set("system.posix_acl_access"u8.ToArray(), Acl(e.AclAccess, "access"), "set access ACL");
+            if (e.AclDefault != null)
+            {
+                if (e.Kind != TarEntryKind.Directory) throw Refuse("a default ACL on something that is not a directory");
+                Set("system.posix_acl_default"u8.ToArray(), Acl(e.AclDefault, "default"), "set default ACL");
+            }
+
+            void Set(byte[] name, byte[] value, string what)
+            {
+                int rc = leaf == null ? PosixAt.SetXattr(fd, name, value) : PosixAt.SetXattrAt(fd, leaf, name, value);
+                if (rc != 0) throw Failed(what, rc);
+            }
+        }
+
+        private byte[] Acl(byte[] text, string which)
+        {
+            try
+            {
+                return PosixAcl.ToXattr(text);
+            }
+            catch (FormatException ex)
+            {
+                throw Refuse($"{which} ACL: {ex.Message}");
+            }
         }
 
         /// <summary>Modes and mtimes of directories, deepest first, once nothing more is written inside them.</summary>
         public void FinishDirectories()
         {
-            _deferred.Sort((a, b) => b.Depth.CompareTo(a.Depth));
-            foreach ((string full, _, uint mode, long sec, uint nsec) in _deferred)
+            _deferred.Sort((a, b) => b.Path.Count.CompareTo(a.Path.Count));
+            foreach ((List<byte[]> path, TarHeader e) in _deferred)
             {
-                Posix.ChangeMode(full, mode);
-                Posix.SetTimes(full, sec, nsec);
-            }
-        }
-
-        private static KaDeployException Refuse(string name, string why) =>
-            new($"refusing tar entry '{Printable(name)}': {why}");
-
-        private static string Printable(string s) =>
-            s.Length > 200 ? string.Concat(Printable(s[..200]), "...") : s.Replace("\0", "\\0", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
-
-        /// <summary>"./a//b/" becomes "a/b"; absolute names, "..", and NUL bytes are refused.</summary>
-        internal static string SafeRelative(string name)
-        {
-            if (name.Contains('\0')) throw Refuse(name, "NUL byte in name");
-            if (name.StartsWith('/')) throw Refuse(name, "absolute path");
-            var sb = new StringBuilder(name.Length);
-            foreach (string part in name.Split('/'))
-            {
-                if (part.Length == 0 || part == ".") continue;
-                if (part == "..") throw Refuse(name, "'..' component");
-                if (sb.Length > 0) sb.Append('/');
-                sb.Append(part);
-            }
-            return sb.ToString();
-        }
-
-        // Every parent must be a real directory: created here if missing, refused if it is a symlink or a file.
-        private void EnsureParents(string rel, string name)
-        {
-            int slash = -1;
-            while ((slash = rel.IndexOf('/', slash + 1)) >= 0)
-            {
-                string parent = rel[..slash];
-                if (_dirs.Contains(parent)) continue;
-                string full = Full(parent);
-                if (!Posix.TryLStat(full, out FileStatus st, out int errno))
-                {
-                    if (errno != LinuxNative.ENOENT) throw Posix.Error("statx", full, errno);
-                    Posix.MakeDirectory(full, 0x1ED); // 0755, as tar does for directories the archive does not list
-                }
-                else if (st.Kind != FileKind.Directory)
-                {
-                    throw Refuse(name, $"parent '{parent}' is a {Describe(st.Kind)}, not a directory");
-                }
-                _dirs.Add(parent);
-            }
-        }
-
-        // For hard-link targets: parents must already exist as real directories.
-        private void CheckExistingParents(string rel, string name)
-        {
-            int slash = -1;
-            while ((slash = rel.IndexOf('/', slash + 1)) >= 0)
-            {
-                string parent = rel[..slash];
-                if (_dirs.Contains(parent)) continue;
-                if (!Posix.TryLStat(Full(parent), out FileStatus st, out _) || st.Kind != FileKind.Directory)
-                {
-                    throw Refuse(name, $"hard link target parent '{parent}' is not a directory");
-                }
-                _dirs.Add(parent);
-            }
-        }
-
-        private static string Describe(FileKind k) => k switch
-        {
-            FileKind.Symlink => "symlink",
-            FileKind.Regular => "file",
-            _ => k.ToString().ToLowerInvariant(),
-        };
-
-        // Clears the way for a new entry; returns true if an existing directory is kept (directory over directory).
-        private bool Prepare(string full, string rel, string name, bool isDirectory)
-        {
-            if (!Posix.TryLStat(full, out FileStatus st, out int errno))
-            {
-                return errno == LinuxNative.ENOENT ? false : throw Posix.Error("statx", full, errno);
-            }
-            if (st.Kind == FileKind.Directory)
-            {
-                if (isDirectory) return true;
-                try
-                {
-                    Posix.Remove(full, isDirectory: true);
-                }
-                catch (KaDeployException ex)
-                {
-                    throw Refuse(name, $"cannot replace directory ({ex.Message})");
-                }
-                _dirs.Remove(rel);
-                return false;
-            }
-            Posix.Remove(full, isDirectory: false);
-            return false;
-        }
-
-        private static (long Sec, uint Nsec) Mtime(TarEntry entry, IReadOnlyDictionary<string, string>? pax)
-        {
-            if (pax != null && pax.TryGetValue("mtime", out string? s) && TryParseTime(s, out long sec, out uint nsec))
-            {
-                return (sec, nsec);
-            }
-            return (entry.ModificationTime.ToUnixTimeSeconds(), 0);
-        }
-
-        internal static bool TryParseTime(string s, out long sec, out uint nsec)
-        {
-            sec = 0;
-            nsec = 0;
-            bool negative = s.StartsWith('-');
-            ReadOnlySpan<char> t = negative ? s.AsSpan(1) : s.AsSpan();
-            int dot = t.IndexOf('.');
-            ReadOnlySpan<char> whole = dot < 0 ? t : t[..dot];
-            if (!long.TryParse(whole, NumberStyles.None, CultureInfo.InvariantCulture, out long w)) return false;
-            uint frac = 0;
-            if (dot >= 0)
-            {
-                ReadOnlySpan<char> f = t[(dot + 1)..];
-                for (int i = 0; i < 9; i++)
-                {
-                    int d = i < f.Length ? f[i] - '0' : 0;
-                    if (d is < 0 or > 9) return false;
-                    frac = frac * 10 + (uint)d;
-                }
-            }
-            if (!negative) { sec = w; nsec = frac; }
-            else if (frac == 0) { sec = -w; }
-            else { sec = -w - 1; nsec = 1_000_000_000 - frac; }
-            return true;
-        }
-
-        private void CollectXattrs(IReadOnlyDictionary<string, string>? pax)
-        {
-            _xattrs.Clear();
-            if (pax == null) return;
-            foreach ((string key, string value) in pax)
-            {
-                if (key.StartsWith("LIBARCHIVE.xattr.", StringComparison.Ordinal))
-                {
-                    byte[]? v = PaxArchiveWriter.DecodeBase64(value);
-                    string n = PaxArchiveWriter.DecodeXattrName(key["LIBARCHIVE.xattr.".Length..]);
-                    if (v == null) _options.Warn?.Invoke($"xattr {n}: value is not base64; skipped");
-                    else _xattrs.Add((n, v));
-                }
-                else if (key.StartsWith("SCHILY.xattr.", StringComparison.Ordinal))
-                {
-                    _xattrs.Add((key["SCHILY.xattr.".Length..], Encoding.UTF8.GetBytes(value)));
-                }
-            }
-        }
-
-        private void ApplyXattrs(string full)
-        {
-            foreach ((string n, byte[] v) in _xattrs)
-            {
-                if (n.Length == 0 || n.Contains('\0')) continue;
-                int errno = Posix.TrySetXattr(full, n, v);
-                if (errno != 0) _options.Warn?.Invoke($"lsetxattr {full} {n}: {LinuxNative.StrError(errno)}");
+                _name = e.Name;
+                int fd = path.Count == 0 ? _rootFd : Directory(path, path.Count, create: false);
+                if (LinuxNative.Fchmod(fd, e.Mode & 0xFFF) != 0) throw Failed("fchmod", LinuxNative.Errno());
+                ApplyXattrs(e, fd, null);
+                Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
             }
         }
 
         // Copies `length` bytes of entry data to the file at `offset`; the archive ending early is an error.
-        private static async ValueTask<long> CopyAsync(
-            Stream? data, SafeFileHandle fd, string full, string name, long offset, long length, byte[] buffer, CancellationToken ct)
+        private async ValueTask<long> CopyAsync(TarArchiveReader reader, SafeFileHandle fd, long offset, long length, byte[] buffer, CancellationToken ct)
         {
             long done = 0;
-            while (done < length)
-            {
-                if (data == null) throw Refuse(name, "entry has no data");
-                int want = (int)Math.Min(buffer.Length, length - done);
-                int n = await data.ReadAsync(buffer.AsMemory(0, want), ct).ConfigureAwait(false);
-                if (n == 0) throw Refuse(name, $"archive ends inside the entry ({done} of {length} bytes)");
-                try
-                {
-                    RandomAccess.Write(fd, buffer.AsSpan(0, n), offset + done);
-                }
-                catch (IOException ex)
-                {
-                    throw new KaDeployException($"write {full}: {ex.Message}", ex);
-                }
-                done += n;
-            }
-            return done;
-        }
-
-        private static async ValueTask<long> CopySkippingZerosAsync(
-            Stream data, SafeFileHandle fd, string full, string name, long length, byte[] buffer, CancellationToken ct)
-        {
-            const int Page = 4096;
-            long done = 0, written = 0;
             while (done < length)
             {
                 int want = (int)Math.Min(buffer.Length, length - done);
                 int got = 0;
                 while (got < want)
                 {
-                    int n = await data.ReadAsync(buffer.AsMemory(got, want - got), ct).ConfigureAwait(false);
-                    if (n == 0) throw Refuse(name, $"archive ends inside the entry ({done + got} of {length} bytes)");
+                    int n = await reader.ReadDataAsync(buffer.AsMemory(got, want - got), ct).ConfigureAwait(false);
+                    if (n == 0) throw Refuse($"archive ends inside the entry ({done + got} of {length} bytes)");
                     got += n;
                 }
-                for (int start = 0; start < got;)
+                try
                 {
-                    int len = Math.Min(Page, got - start);
-                    if (!buffer.AsSpan(start, len).ContainsAnyExcept((byte)0)) { start += len; continue; }
-                    int end = start + len;
-                    while (end < got)
-                    {
-                        int l = Math.Min(Page, got - end);
-                        if (!buffer.AsSpan(end, l).ContainsAnyExcept((byte)0)) break;
-                        end += l;
-                    }
-                    try
-                    {
-                        RandomAccess.Write(fd, buffer.AsSpan(start, end - start), done + start);
-                    }
-                    catch (IOException ex)
-                    {
-                        throw new KaDeployException($"write {full}: {ex.Message}", ex);
-                    }
-                    written += end - start;
-                    start = end;
+                    RandomAccess.Write(fd, buffer.AsSpan(0, got), offset + done);
+                }
+                catch (IOException ex)
+                {
+                    throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {ex.Message}", ex);
                 }
                 done += got;
             }
-            return written;
-        }
-
-        private async ValueTask WriteSparseAsync(
-            SafeFileHandle fd, string full, string name, long entrySize, IReadOnlyDictionary<string, string> pax,
-            Stream? data, byte[] buffer, CancellationToken ct)
-        {
-            if (!pax.TryGetValue("GNU.sparse.realsize", out string? rs) ||
-                !long.TryParse(rs, NumberStyles.None, CultureInfo.InvariantCulture, out long realSize) ||
-                realSize > MaxEntrySize)
-            {
-                throw Refuse(name, $"sparse realsize '{rs}' missing or absurd");
-            }
-            if (data == null) throw Refuse(name, "sparse entry has no data");
-
-            long dataLength;
-            try
-            {
-                dataLength = data.Length;
-            }
-            catch (NotSupportedException)
-            {
-                dataLength = entrySize;
-            }
-            if (dataLength != entrySize && dataLength == realSize)
-            {
-                // A TarReader that expands GNU sparse 1.0 itself (newer runtimes) hands over the content with holes
-                // as zeros: write it back skipping zero blocks.
-                Bytes += await CopySkippingZerosAsync(data, fd, full, name, realSize, buffer, ct).ConfigureAwait(false);
-                Posix.Truncate(fd, full, realSize);
-                return;
-            }
-
-            // The map: decimal numbers, one a line (count, then offset/length pairs), padded to 512 bytes.
-            // Read a block at a time so that exactly the padded map is consumed.
-            var numbers = new List<long>();
-            long count = -1;
-            long mapBytes = 0;
-            var digits = new StringBuilder(24);
-            while (count < 0 || numbers.Count < 2 * count)
-            {
-                if (mapBytes >= MaxSparseMapBytes) throw Refuse(name, $"sparse map longer than {MaxSparseMapBytes} bytes");
-                int got = 0;
-                while (got < PaxArchiveWriter.Block)
-                {
-                    int n = await data.ReadAsync(buffer.AsMemory(got, PaxArchiveWriter.Block - got), ct).ConfigureAwait(false);
-                    if (n == 0) throw Refuse(name, "archive ends inside the sparse map");
-                    got += n;
-                }
-                mapBytes += PaxArchiveWriter.Block;
-                for (int i = 0; i < PaxArchiveWriter.Block && (count < 0 || numbers.Count < 2 * count); i++)
-                {
-                    byte b = buffer[i];
-                    if (b == '\n')
-                    {
-                        if (digits.Length == 0 || !long.TryParse(digits.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out long v))
-                        {
-                            throw Refuse(name, "malformed sparse map");
-                        }
-                        digits.Clear();
-                        if (count < 0)
-                        {
-                            if (v > MaxSparseSegments) throw Refuse(name, $"sparse map with {v} segments");
-                            count = v;
-                        }
-                        else
-                        {
-                            numbers.Add(v);
-                        }
-                    }
-                    else if (b is >= (byte)'0' and <= (byte)'9' && digits.Length < 20)
-                    {
-                        digits.Append((char)b);
-                    }
-                    else
-                    {
-                        throw Refuse(name, "malformed sparse map");
-                    }
-                }
-            }
-
-            long end = 0, dataBytes = 0;
-            for (int i = 0; i < numbers.Count; i += 2)
-            {
-                long off = numbers[i], len = numbers[i + 1];
-                if (off < end || len > realSize || off > realSize - len)
-                {
-                    throw Refuse(name, $"sparse segment {off}+{len} overlaps or lies beyond realsize {realSize}");
-                }
-                end = off + len;
-                dataBytes += len;
-            }
-            if (mapBytes + dataBytes != entrySize)
-            {
-                throw Refuse(name, $"sparse map describes {dataBytes} data bytes but the entry holds {entrySize - mapBytes}");
-            }
-
-            for (int i = 0; i < numbers.Count; i += 2)
-            {
-                Bytes += await CopyAsync(data, fd, full, name, numbers[i], numbers[i + 1], buffer, ct).ConfigureAwait(false);
-            }
-            Posix.Truncate(fd, full, realSize);
+            return done;
         }
     }
 }

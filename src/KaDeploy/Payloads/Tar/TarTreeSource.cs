@@ -104,7 +104,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     {
         ArgumentNullException.ThrowIfNull(output);
         using var w = new PaxArchiveWriter(output, _options.BufferSize);
-        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), string>();
+        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), byte[]>();
         long entries = 0;
         Action<string>? warn = _options.Warn;
 
@@ -116,32 +116,33 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
             switch (st.Kind)
             {
                 case FileKind.Directory:
-                    AddXattrs(w, e.FullPath);
-                    await w.WriteHeaderAsync(e.RelativePath + "/", '5', st.Permissions, st.Uid, st.Gid, 0,
+                    AddXattrs(w, e.Full);
+                    await w.WriteHeaderAsync([.. e.Relative, (byte)'/'], '5', st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, null, 0, 0, cancellationToken).ConfigureAwait(false);
                     break;
 
                 case FileKind.Symlink:
-                    string target = Posix.ReadLink(e.FullPath);
-                    AddXattrs(w, e.FullPath);
-                    await w.WriteHeaderAsync(e.RelativePath, '2', st.Permissions, st.Uid, st.Gid, 0,
+                    byte[] target = PosixAt.ReadLink(LinuxNative.AT_FDCWD, e.Full, out int lerr)
+                        ?? throw Posix.Error("readlink", ByteNames.Printable(e.Full), lerr);
+                    AddXattrs(w, e.Full);
+                    await w.WriteHeaderAsync(e.Relative, '2', st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, target, 0, 0, cancellationToken).ConfigureAwait(false);
                     break;
 
                 case FileKind.CharDevice or FileKind.BlockDevice or FileKind.Fifo:
-                    if (IsSecondLink(firstNameOfInode, e, out string? first))
+                    if (IsSecondLink(firstNameOfInode, e, out byte[] first))
                     {
                         await WriteHardLinkAsync(w, e, first, cancellationToken).ConfigureAwait(false);
                         break;
                     }
-                    AddXattrs(w, e.FullPath);
+                    AddXattrs(w, e.Full);
                     char flag = st.Kind switch { FileKind.CharDevice => '3', FileKind.BlockDevice => '4', _ => '6' };
-                    await w.WriteHeaderAsync(e.RelativePath, flag, st.Permissions, st.Uid, st.Gid, 0,
+                    await w.WriteHeaderAsync(e.Relative, flag, st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, null, st.RdevMajor, st.RdevMinor, cancellationToken).ConfigureAwait(false);
                     break;
 
                 case FileKind.Regular:
-                    if (IsSecondLink(firstNameOfInode, e, out string? firstName))
+                    if (IsSecondLink(firstNameOfInode, e, out byte[] firstName))
                     {
                         await WriteHardLinkAsync(w, e, firstName, cancellationToken).ConfigureAwait(false);
                         break;
@@ -150,12 +151,12 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                     break;
 
                 case FileKind.Socket:
-                    warn?.Invoke($"{e.FullPath} is a socket; skipped");
+                    // A socket is made by the program that listens on it; tar, bsdtar and rsync leave it out too.
+                    warn?.Invoke($"{ByteNames.Printable(e.Full)} is a socket; skipped");
                     continue;
 
                 default:
-                    warn?.Invoke($"{e.FullPath} has unknown file type {st.Mode:X}; skipped");
-                    continue;
+                    throw new KaDeployException($"{ByteNames.Printable(e.Full)} has unknown file type {st.Mode:X}");
             }
             entries++;
         }
@@ -165,41 +166,55 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
         EntriesWritten = entries;
     }
 
-    private static bool IsSecondLink(Dictionary<(ulong, ulong), string> seen, in TreeEntry e, out string first)
+    private static bool IsSecondLink(Dictionary<(ulong, ulong), byte[]> seen, in TreeEntry e, out byte[] first)
     {
-        first = "";
+        first = [];
         if (e.Status.Nlink <= 1) return false;
         var key = (e.Status.Device, e.Status.Inode);
-        if (seen.TryGetValue(key, out string? f))
+        if (seen.TryGetValue(key, out byte[]? f))
         {
             first = f;
             return true;
         }
-        seen.Add(key, e.RelativePath);
+        seen.Add(key, e.Relative);
         return false;
     }
 
-    private static ValueTask WriteHardLinkAsync(PaxArchiveWriter w, in TreeEntry e, string first, CancellationToken ct) =>
-        w.WriteHeaderAsync(e.RelativePath, '1', e.Status.Permissions, e.Status.Uid, e.Status.Gid, 0,
+    private static ValueTask WriteHardLinkAsync(PaxArchiveWriter w, in TreeEntry e, byte[] first, CancellationToken ct) =>
+        w.WriteHeaderAsync(e.Relative, '1', e.Status.Permissions, e.Status.Uid, e.Status.Gid, 0,
             e.Status.MtimeSec, e.Status.MtimeNsec, first, 0, 0, ct);
 
-    private void AddXattrs(PaxArchiveWriter w, string path)
+    // SCHILY.xattr.NAME=raw bytes, as GNU tar writes and both GNU tar and bsdtar read: a pax record is
+    // length-prefixed, so a binary value (security.capability, security.ima) needs no encoding. A name with '='
+    // cannot be a SCHILY key; it goes as LIBARCHIVE.xattr (percent-encoded name, base64 value), which bsdtar reads.
+    private static void AddXattrs(PaxArchiveWriter w, byte[] path)
     {
-        List<string> names;
-        try
+        List<byte[]> names = PosixAt.ListXattrs(path, out int errno)
+            ?? throw Posix.Error("llistxattr", ByteNames.Printable(path), errno);
+        foreach (byte[] name in names)
         {
-            names = Posix.ListXattrs(path);
-        }
-        catch (KaDeployException ex)
-        {
-            _options.Warn?.Invoke($"{ex.Message}; xattrs not copied");
-            return;
-        }
-        foreach (string name in names)
-        {
-            byte[]? value = Posix.GetXattr(path, name);
-            if (value == null) continue;
-            w.AddRecord("LIBARCHIVE.xattr." + PaxArchiveWriter.EncodeXattrName(name), PaxArchiveWriter.EncodeBase64(value));
+            byte[]? value = PosixAt.GetXattr(path, name, out errno);
+            if (value == null)
+            {
+                if (errno == LinuxNative.ENODATA) continue; // removed since it was listed
+                throw Posix.Error($"lgetxattr {ByteNames.Printable(name)}", ByteNames.Printable(path), errno);
+            }
+            // POSIX ACLs go as SCHILY.acl.access/default text, the form GNU tar --acls and bsdtar --acls restore
+            // (neither applies system.posix_acl_* from xattr records).
+            bool access = name.AsSpan().SequenceEqual("system.posix_acl_access"u8), dflt = name.AsSpan().SequenceEqual("system.posix_acl_default"u8);
+            if ((access || dflt) && PosixAcl.ToText(value) is byte[] text)
+            {
+                w.AddRecord(access ? "SCHILY.acl.access"u8 : "SCHILY.acl.default"u8, text);
+                continue;
+            }
+            if (!name.AsSpan().Contains((byte)'='))
+            {
+                w.AddRecord([.. "SCHILY.xattr."u8, .. name], value);
+            }
+            else
+            {
+                w.AddRecord("LIBARCHIVE.xattr." + PaxArchiveWriter.EncodeXattrName(name), PaxArchiveWriter.EncodeBase64(value));
+            }
         }
     }
 
@@ -207,14 +222,12 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     private async ValueTask<bool> WriteRegularAsync(PaxArchiveWriter w, TreeEntry e, CancellationToken ct)
     {
         FileStatus st = e.Status;
-        SafeFileHandle fd;
-        try
+        string shown = ByteNames.Printable(e.Full);
+        SafeFileHandle? fd = PosixAt.OpenRead(LinuxNative.AT_FDCWD, e.Full, out int errno);
+        if (fd == null)
         {
-            fd = Posix.OpenRead(e.FullPath);
-        }
-        catch (KaDeployException) when (!File.Exists(e.FullPath))
-        {
-            _options.Warn?.Invoke($"{e.FullPath} vanished before it was read; skipped");
+            if (errno != LinuxNative.ENOENT) throw Posix.Error("open", shown, errno);
+            _options.Warn?.Invoke($"{shown} vanished before it was read; skipped");
             return false;
         }
 
@@ -227,15 +240,15 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                 if (segments.Count == 1 && segments[0] == (0, st.Size)) segments = null;
             }
 
-            AddXattrs(w, e.FullPath);
+            AddXattrs(w, e.Full);
             if (segments == null)
             {
-                await w.WriteHeaderAsync(e.RelativePath, '0', st.Permissions, st.Uid, st.Gid, st.Size,
+                await w.WriteHeaderAsync(e.Relative, '0', st.Permissions, st.Uid, st.Gid, st.Size,
                     st.MtimeSec, st.MtimeNsec, null, 0, 0, ct).ConfigureAwait(false);
-                await CopyRangeAsync(w, fd, e.FullPath, 0, st.Size, ct).ConfigureAwait(false);
+                await CopyRangeAsync(w, fd, shown, 0, st.Size, ct).ConfigureAwait(false);
                 if (RandomAccess.Read(fd, stackalloc byte[1], st.Size) > 0)
                 {
-                    _options.Warn?.Invoke($"{e.FullPath} grew while read; archived its first {st.Size} bytes");
+                    _options.Warn?.Invoke($"{shown} grew while read; archived its first {st.Size} bytes");
                 }
                 await w.PadAsync(st.Size, ct).ConfigureAwait(false);
                 return true;
@@ -257,13 +270,13 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
             long mapPadded = (mapBytes.Length + PaxArchiveWriter.Block - 1) / PaxArchiveWriter.Block * PaxArchiveWriter.Block;
             long total = mapPadded + dataBytes;
 
-            int slash = e.RelativePath.LastIndexOf('/');
-            string fakeName = slash < 0
-                ? "GNUSparseFile.0/" + e.RelativePath
-                : string.Concat(e.RelativePath.AsSpan(0, slash), "/GNUSparseFile.0/", e.RelativePath.AsSpan(slash + 1));
+            int slash = Array.LastIndexOf(e.Relative, (byte)'/');
+            byte[] fakeName = slash < 0
+                ? [.. "GNUSparseFile.0/"u8, .. e.Relative]
+                : [.. e.Relative.AsSpan(0, slash), .. "/GNUSparseFile.0/"u8, .. e.Relative.AsSpan(slash + 1)];
             w.AddRecord("GNU.sparse.major", "1");
             w.AddRecord("GNU.sparse.minor", "0");
-            w.AddRecord("GNU.sparse.name", e.RelativePath);
+            w.AddNameRecord("GNU.sparse.name"u8, e.Relative);
             w.AddRecord("GNU.sparse.realsize", st.Size.ToString(CultureInfo.InvariantCulture));
             await w.WriteHeaderAsync(fakeName, '0', st.Permissions, st.Uid, st.Gid, total,
                 st.MtimeSec, st.MtimeNsec, null, 0, 0, ct).ConfigureAwait(false);
@@ -271,7 +284,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
             await w.PadAsync(mapBytes.Length, ct).ConfigureAwait(false);
             foreach ((long off, long len) in segments)
             {
-                await CopyRangeAsync(w, fd, e.FullPath, off, len, ct).ConfigureAwait(false);
+                await CopyRangeAsync(w, fd, shown, off, len, ct).ConfigureAwait(false);
             }
             await w.PadAsync(total, ct).ConfigureAwait(false);
             return true;

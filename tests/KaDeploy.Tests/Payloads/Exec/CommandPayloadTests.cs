@@ -45,12 +45,15 @@ public class CommandPayloadTests
     {
         using var safety = PayloadTestKit.SafetyTimeout(30);
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(safety.Token);
-        cts.CancelAfter(300);
-        var watch = Stopwatch.StartNew();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
-            new CommandSource("sleep 60").WriteToAsync(new MemoryStream(), cts.Token));
+        using var dir = new TempDirectory();
+        string pidFile = dir.File("pid");
+        var run = new CommandSource($"echo $$ > {pidFile}.tmp; mv {pidFile}.tmp {pidFile}; exec sleep 60").WriteToAsync(new MemoryStream(), cts.Token);
+        await Eventually.HoldsAsync(() => File.Exists(pidFile) || run.IsCompleted, "the command to start");
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
         Assert.False(safety.IsCancellationRequested);
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10));
+        await Eventually.HoldsAsync(() => !Directory.Exists($"/proc/{pid}"), "the cancelled command to be gone");
     }
 
     [Fact]
@@ -100,12 +103,23 @@ public class CommandPayloadTests
     public async Task SinkCommandThatExitsLeavingAChildOnItsStdinIsReportedNotHung()
     {
         using var cts = PayloadTestKit.SafetyTimeout(30);
-        var watch = Stopwatch.StartNew();
-        // The background sleep keeps the pipe open without reading: no EPIPE will come while it lives.
+        using var dir = new TempDirectory();
+        string pidFile = dir.File("pid");
+        // The background sleep holds the pipe open without reading (stdin given explicitly: an
+        // asynchronous list would get /dev/null): no EPIPE comes while it lives.
         var e = await Assert.ThrowsAsync<KaDeployException>(() =>
-            new CommandSink("sleep 8 >/dev/null 2>&1 & exit 0").ConsumeAsync(new EndlessStream(), cts.Token));
+            new CommandSink($"exec 3<&0; sleep 120 <&3 3<&- >/dev/null 2>&1 & echo $! > {pidFile}; exit 0").ConsumeAsync(new EndlessStream(), cts.Token));
         Assert.Contains("stopped reading its input", e.Message);
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(6), $"took {watch.Elapsed}");
+        // Reported while the holder still lives: the sink did not wait for the pipe to close.
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            Assert.True(Directory.Exists($"/proc/{pid}"), "the sink only reported after the pipe's last holder had gone");
+        }
+        finally
+        {
+            try { System.Diagnostics.Process.GetProcessById(pid).Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
+        }
     }
 
     [Fact]

@@ -159,4 +159,91 @@ public class ImageSourceTests
         var e = Assert.Throws<KaDeployException>(() => ImageSource.Open("/nonexistent/root.tar"));
         Assert.Contains("/nonexistent/root.tar", e.Message);
     }
+
+    [Fact]
+    public async Task PzstdImageStartingWithASkippableFrameIsATarNotARawDisk()
+    {
+        using var dir = new TempDirectory();
+        byte[] tar = MakeTar();
+        File.WriteAllBytes(dir.File("a.tar"), tar);
+        PayloadTestKit.Run("pzstd", "-q", "-p", "2", dir.File("a.tar"), "-o", dir.File("a.tar.zst"));
+        Assert.Equal(0x184D2A50u, BitConverter.ToUInt32(File.ReadAllBytes(dir.File("a.tar.zst")), 0));
+        ImageSource image = ImageSource.Open(dir.File("a.tar.zst"));
+        Assert.Equal(ImageFormat.TarZstd, image.Format);
+        Assert.Equal(tar, await WriteAllAsync(image.Decompressed()));
+    }
+
+    [Fact]
+    public async Task MultiMemberGzipIsDecompressedWholeAndEveryMemberIsChecked()
+    {
+        using var dir = new TempDirectory();
+        byte[] tar = MakeTar();
+        byte[] packed = [.. Gzip(tar[..100_000]), .. Gzip(tar[100_000..])];
+        File.WriteAllBytes(dir.File("multi.tgz"), packed);
+        ImageSource image = ImageSource.Open(dir.File("multi.tgz"));
+        Assert.Equal(ImageFormat.TarGzip, image.Format);
+        Assert.Equal(tar, await WriteAllAsync(image));
+
+        // A corrupt first member (its CRC no longer matches) is an error even though the last member is intact.
+        byte[] first = Gzip(tar[..100_000]);
+        first[^8] ^= 0xFF;
+        File.WriteAllBytes(dir.File("bad.tgz"), [.. first, .. Gzip(tar[100_000..])]);
+        var e = await Assert.ThrowsAsync<KaDeployException>(() => WriteAllAsync(ImageSource.Open(dir.File("bad.tgz"))));
+        Assert.Contains("is corrupt", e.Message);
+    }
+
+    [Theory]
+    [InlineData("xz", ImageFormat.TarXz)]
+    [InlineData("bzip2", ImageFormat.TarBzip2)]
+    public async Task XzAndBzip2TarsAreDecompressedByTheSystemTool(string tool, ImageFormat format)
+    {
+        using var dir = new TempDirectory();
+        byte[] tar = MakeTar();
+        File.WriteAllBytes(dir.File("a.tar"), tar);
+        PayloadTestKit.Run(tool, "-k", dir.File("a.tar"));
+        string packed = dir.File(tool == "xz" ? "a.tar.xz" : "a.tar.bz2");
+        File.Move(packed, dir.File("image")); // the name says nothing: content decides
+        ImageSource image = ImageSource.Open(dir.File("image"));
+        Assert.Equal(format, image.Format);
+        Assert.Equal(tar, await WriteAllAsync(image));
+    }
+
+    [Fact]
+    public void JunkIsRefusedUnlessRaw()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("junk.img"), PayloadTestKit.RandomBytes(200_000, seed: 44));
+        var e = Assert.Throws<UnrecognizedPayloadException>(() => ImageSource.Open(dir.File("junk.img")));
+        Assert.Contains("--raw", e.Message);
+        Assert.Equal(dir.File("junk.img"), e.Path);
+        Assert.Equal(ImageFormat.RawDisk, ImageSource.Open(dir.File("junk.img"), new ImageSourceOptions { Raw = true }).Format);
+    }
+
+    [Theory]
+    [InlineData(510, "55AA", "MBR partition table")]
+    [InlineData(512, "4546492050415254", "GPT partition table")]
+    [InlineData(1080, "53EF", "ext2/3/4 file system")]
+    [InlineData(0, "58465342", "XFS file system")]
+    [InlineData(0x10040, "5F42485266535F4D", "btrfs file system")]
+    [InlineData(4086, "53574150535041434532", "swap area")]
+    public void DiskImagesAreRecognisedByTheirSignature(int offset, string hex, string what)
+    {
+        using var dir = new TempDirectory();
+        byte[] disk = PayloadTestKit.RandomBytes(1 << 20, seed: 45);
+        disk.AsSpan(500, 12).Clear(); // no accidental 55AA
+        Convert.FromHexString(hex).CopyTo(disk, offset);
+        File.WriteAllBytes(dir.File("disk"), disk);
+        Assert.Equal(what, PayloadSniffer.Identify(dir.File("disk")).What.Replace("disk image (", "").TrimEnd(')'));
+        Assert.Equal(ImageFormat.RawDisk, ImageSource.Open(dir.File("disk")).Format);
+    }
+
+    [SkippableFact]
+    public void ARealExt4ImageIsADisk()
+    {
+        using var dir = new TempDirectory();
+        string img = dir.File("fs.img");
+        using (var f = File.Create(img)) f.SetLength(8 << 20);
+        Skip.If(TempDirectory.Run("mkfs.ext4", "-q", "-F", img) != 0, "mkfs.ext4 not available");
+        Assert.Equal("disk image (ext2/3/4 file system)", PayloadSniffer.Identify(img).What);
+    }
 }

@@ -1,0 +1,440 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using static KaDeploy.Platform.LinuxNative;
+
+namespace KaDeploy.Platform;
+
+/// <summary>
+/// Directory-fd-relative Linux calls on names given as bytes. Each returns 0 or the errno (callers word the error
+/// with the archive entry's name), never follows a final symlink unless stated, and never decodes a name as text.
+/// An extractor that walks with these (openat with O_NOFOLLOW one component at a time) cannot be led outside
+/// its target by a symlink, whatever the archive or a concurrent process planted.
+/// </summary>
+internal static unsafe class PosixAt
+{
+    /// <summary>A NUL-terminated copy of <paramref name="name"/> (the kernel's calling convention).</summary>
+    internal static byte[] Z(ReadOnlySpan<byte> name)
+    {
+        var z = new byte[name.Length + 1];
+        name.CopyTo(z);
+        return z;
+    }
+
+    private static int Check(int rc) => rc == 0 ? 0 : Errno();
+
+    /// <summary>Opens directory <paramref name="name"/> under <paramref name="dirfd"/> without following a symlink.</summary>
+    public static int OpenDirectory(int dirfd, ReadOnlySpan<byte> name, out int errno)
+    {
+        fixed (byte* p = Z(name))
+        {
+            int fd = OpenAt(dirfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+            errno = fd < 0 ? Errno() : 0;
+            return fd;
+        }
+    }
+
+    /// <summary>Opens a directory by full path (bytes), following symlinks only as the operator gave it.</summary>
+    public static int OpenDirectoryPath(ReadOnlySpan<byte> path, bool followFinal, out int errno)
+    {
+        fixed (byte* p = Z(path))
+        {
+            int fd = OpenAt(AT_FDCWD, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (followFinal ? 0 : O_NOFOLLOW), 0);
+            errno = fd < 0 ? Errno() : 0;
+            return fd;
+        }
+    }
+
+    /// <summary>Creates a new regular file (O_EXCL, O_NOFOLLOW); -1 and the errno on failure.</summary>
+    public static SafeFileHandle? CreateFile(int dirfd, ReadOnlySpan<byte> name, uint mode, out int errno)
+    {
+        fixed (byte* p = Z(name))
+        {
+            int fd = OpenAt(dirfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+            errno = fd < 0 ? Errno() : 0;
+            return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+        }
+    }
+
+    /// <summary>Opens an existing file for reading, not through a final symlink.</summary>
+    public static SafeFileHandle? OpenRead(int dirfd, ReadOnlySpan<byte> name, out int errno)
+    {
+        fixed (byte* p = Z(name))
+        {
+            int fd = OpenAt(dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+            errno = fd < 0 ? Errno() : 0;
+            return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+        }
+    }
+
+    /// <summary>statx(AT_SYMLINK_NOFOLLOW) of a name under a directory fd; an empty name means the fd itself.</summary>
+    public static bool TryStat(int dirfd, ReadOnlySpan<byte> name, out FileStatus status, out int errno)
+    {
+        int flags = AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT | (name.IsEmpty ? AT_EMPTY_PATH : 0);
+        Statx sx;
+        int rc;
+        fixed (byte* p = Z(name))
+        {
+            rc = StatxAt(dirfd, p, flags, STATX_BASIC_STATS, out sx);
+        }
+        if (rc != 0)
+        {
+            errno = Errno();
+            status = default;
+            return false;
+        }
+        errno = 0;
+        status = new FileStatus(
+            (FileKind)(sx.Mode & 0xF000), sx.Mode, sx.Uid, sx.Gid, (long)sx.Size, (long)sx.Blocks, sx.Nlink, sx.Ino,
+            sx.DevMajor, sx.DevMinor, sx.RdevMajor, sx.RdevMinor, sx.Mtime.Sec, sx.Mtime.Nsec, sx.Atime.Sec, sx.Atime.Nsec);
+        return true;
+    }
+
+    public static int MakeDirectory(int dirfd, ReadOnlySpan<byte> name, uint mode)
+    {
+        fixed (byte* p = Z(name)) return Check(MkdirAt(dirfd, p, mode));
+    }
+
+    public static int Remove(int dirfd, ReadOnlySpan<byte> name, bool directory)
+    {
+        fixed (byte* p = Z(name)) return Check(UnlinkAt(dirfd, p, directory ? AT_REMOVEDIR : 0));
+    }
+
+    public static int MakeSymlink(ReadOnlySpan<byte> target, int dirfd, ReadOnlySpan<byte> name)
+    {
+        fixed (byte* t = Z(target))
+        fixed (byte* p = Z(name))
+        {
+            return Check(SymlinkAt(t, dirfd, p));
+        }
+    }
+
+    /// <summary>linkat without AT_SYMLINK_FOLLOW: a symlink is linked as itself, never through.</summary>
+    public static int MakeHardLink(int olddirfd, ReadOnlySpan<byte> oldName, int newdirfd, ReadOnlySpan<byte> newName)
+    {
+        fixed (byte* o = Z(oldName))
+        fixed (byte* n = Z(newName))
+        {
+            return Check(LinkAt(olddirfd, o, newdirfd, n, 0));
+        }
+    }
+
+    public static int MakeNode(int dirfd, ReadOnlySpan<byte> name, FileKind kind, uint mode, uint major, uint minor)
+    {
+        fixed (byte* p = Z(name))
+        {
+            return Check(MknodAt(dirfd, p, (uint)kind | (mode & 0xFFF), kind == FileKind.Fifo ? 0 : MakeDev(major, minor)));
+        }
+    }
+
+    public static int Chown(int dirfd, ReadOnlySpan<byte> name, uint uid, uint gid)
+    {
+        int flags = AT_SYMLINK_NOFOLLOW | (name.IsEmpty ? AT_EMPTY_PATH : 0);
+        fixed (byte* p = Z(name)) return Check(FchownAt(dirfd, p, uid, gid, flags));
+    }
+
+    /// <summary>fchmodat; the caller guarantees the name is not a symlink (it just created it).</summary>
+    public static int Chmod(int dirfd, ReadOnlySpan<byte> name, uint mode)
+    {
+        fixed (byte* p = Z(name)) return Check(FchmodAt(dirfd, p, mode & 0xFFF, 0));
+    }
+
+    public static int Fchmod(SafeFileHandle fd, uint mode) => Check(LinuxNative.Fchmod((int)fd.DangerousGetHandle(), mode & 0xFFF));
+
+    public static int Fchown(SafeFileHandle fd, uint uid, uint gid) => Check(LinuxNative.Fchown((int)fd.DangerousGetHandle(), uid, gid));
+
+    /// <summary>Sets mtime (atime left alone) of a name, not following a symlink.</summary>
+    public static int SetTimes(int dirfd, ReadOnlySpan<byte> name, long sec, uint nsec)
+    {
+        Timespec* t = stackalloc Timespec[2];
+        t[0] = new Timespec { Nsec = UTIME_OMIT };
+        t[1] = new Timespec { Sec = sec, Nsec = nsec };
+        fixed (byte* p = Z(name)) return Check(UtimensAt(dirfd, p, t, AT_SYMLINK_NOFOLLOW));
+    }
+
+    /// <summary>Sets mtime (atime left alone) of an open file.</summary>
+    public static int SetTimes(int fd, long sec, uint nsec)
+    {
+        Timespec* t = stackalloc Timespec[2];
+        t[0] = new Timespec { Nsec = UTIME_OMIT };
+        t[1] = new Timespec { Sec = sec, Nsec = nsec };
+        return Check(Futimens(fd, t));
+    }
+
+    public static int SetXattr(int fd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        fixed (byte* n = Z(name))
+        fixed (byte* v = value)
+        {
+            return Check(Fsetxattr(fd, n, v, value.Length, 0));
+        }
+    }
+
+    /// <summary>
+    /// Sets an xattr on <paramref name="name"/> under <paramref name="dirfd"/> without following it (a symlink gets
+    /// the attribute itself): through /proc/self/fd, so the directory is the one the fd holds, not a path re-walked.
+    /// </summary>
+    public static int SetXattrAt(int dirfd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> xname, ReadOnlySpan<byte> value)
+    {
+        byte[] path = ProcPath(dirfd, name);
+        fixed (byte* p = path)
+        fixed (byte* n = Z(xname))
+        fixed (byte* v = value)
+        {
+            return Check(LsetxattrBytes(p, n, v, value.Length, 0));
+        }
+    }
+
+    /// <summary>Removes an xattr (ENODATA counts as done).</summary>
+    public static int RemoveXattrAt(int dirfd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> xname)
+    {
+        byte[] path = ProcPath(dirfd, name);
+        fixed (byte* p = path)
+        fixed (byte* n = Z(xname))
+        {
+            int rc = Check(LremovexattrBytes(p, n));
+            return rc == ENODATA ? 0 : rc;
+        }
+    }
+
+    private static byte[] ProcPath(int dirfd, ReadOnlySpan<byte> name)
+    {
+        string prefix = $"/proc/self/fd/{dirfd}";
+        var path = new byte[prefix.Length + (name.IsEmpty ? 0 : 1 + name.Length) + 1];
+        Encoding.ASCII.GetBytes(prefix, path);
+        if (!name.IsEmpty)
+        {
+            path[prefix.Length] = (byte)'/';
+            name.CopyTo(path.AsSpan(prefix.Length + 1));
+        }
+        return path;
+    }
+
+    /// <summary>readlink of a name under a directory fd: the target's bytes verbatim.</summary>
+    public static byte[]? ReadLink(int dirfd, ReadOnlySpan<byte> name, out int errno)
+    {
+        byte[] z = Z(name);
+        for (int size = 256; ; size *= 2)
+        {
+            byte[] buf = ArrayPool<byte>.Shared.Rent(size);
+            try
+            {
+                nint n;
+                fixed (byte* p = z)
+                fixed (byte* b = buf)
+                {
+                    n = ReadlinkAt(dirfd, p, b, buf.Length);
+                }
+                if (n < 0)
+                {
+                    errno = Errno();
+                    return null;
+                }
+                if (n < buf.Length)
+                {
+                    errno = 0;
+                    return buf.AsSpan(0, (int)n).ToArray();
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buf);
+            }
+        }
+    }
+
+    /// <summary>Names of the xattrs of a path (bytes, not followed), sorted bytewise; null with errno on failure.</summary>
+    public static List<byte[]>? ListXattrs(ReadOnlySpan<byte> path, out int errno)
+    {
+        byte[] z = Z(path);
+        var names = new List<byte[]>();
+        nint size;
+        fixed (byte* p = z) size = LlistxattrBytes(p, null, 0);
+        errno = 0;
+        if (size < 0)
+        {
+            errno = Errno();
+            if (errno == EOPNOTSUPP) { errno = 0; return names; }
+            return null;
+        }
+        while (size > 0)
+        {
+            byte[] buf = new byte[size];
+            nint n;
+            fixed (byte* p = z)
+            fixed (byte* b = buf)
+            {
+                n = LlistxattrBytes(p, b, buf.Length);
+            }
+            if (n < 0)
+            {
+                errno = Errno();
+                if (errno == ERANGE) { size *= 2; continue; }
+                return null;
+            }
+            var span = buf.AsSpan(0, (int)n);
+            while (!span.IsEmpty)
+            {
+                int end = span.IndexOf((byte)0);
+                if (end < 0) end = span.Length;
+                if (end > 0) names.Add(span[..end].ToArray());
+                span = end < span.Length ? span[(end + 1)..] : default;
+            }
+            break;
+        }
+        names.Sort((a, b) => a.AsSpan().SequenceCompareTo(b));
+        return names;
+    }
+
+    /// <summary>One xattr's value (path and name as bytes, not followed); null with errno (ENODATA: vanished).</summary>
+    public static byte[]? GetXattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, out int errno)
+    {
+        byte[] zp = Z(path), zn = Z(name);
+        while (true)
+        {
+            nint size;
+            fixed (byte* p = zp)
+            fixed (byte* n = zn)
+            {
+                size = LgetxattrBytes(p, n, null, 0);
+            }
+            if (size < 0)
+            {
+                errno = Errno();
+                return null;
+            }
+            var value = new byte[size];
+            nint got;
+            fixed (byte* p = zp)
+            fixed (byte* n = zn)
+            fixed (byte* v = value)
+            {
+                got = LgetxattrBytes(p, n, v, value.Length);
+            }
+            if (got >= 0)
+            {
+                errno = 0;
+                return got == size ? value : value[..(int)got];
+            }
+            errno = Errno();
+            if (errno != ERANGE) return null;
+        }
+    }
+
+    /// <summary>The entry names of a directory (bytes, without "." and ".."), read through an fd it takes over.</summary>
+    public static List<byte[]>? ReadDirectory(int fd, out int errno)
+    {
+        nint dir = Fdopendir(fd);
+        if (dir == 0)
+        {
+            errno = Errno();
+            Close(fd);
+            return null;
+        }
+        var names = new List<byte[]>();
+        try
+        {
+            while (true)
+            {
+                Marshal.SetLastSystemError(0);
+                nint ent = Readdir64(dir);
+                if (ent == 0)
+                {
+                    errno = Marshal.GetLastSystemError();
+                    return errno == 0 ? names : null;
+                }
+                var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated((byte*)ent + DirentNameOffset);
+                if (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) continue;
+                names.Add(name.ToArray());
+            }
+        }
+        finally
+        {
+            Closedir(dir);
+        }
+    }
+
+    /// <summary>uid of a user name in this system's user database (getpwnam_r), or null.</summary>
+    public static uint? LookupUser(ReadOnlySpan<byte> name) => Lookup(name, group: false);
+
+    /// <summary>gid of a group name in this system's group database (getgrnam_r), or null.</summary>
+    public static uint? LookupGroup(ReadOnlySpan<byte> name) => Lookup(name, group: true);
+
+    private static uint? Lookup(ReadOnlySpan<byte> name, bool group)
+    {
+        // struct passwd and struct group on 64-bit glibc: two char* then the numeric id at offset 16.
+        byte* record = stackalloc byte[64];
+        for (int size = 4096; size <= 1 << 20; size *= 4)
+        {
+            byte[] buf = new byte[size];
+            byte* result = null;
+            int rc;
+            fixed (byte* n = Z(name))
+            fixed (byte* b = buf)
+            {
+                rc = group ? GetgrnamR(n, record, b, size, &result) : GetpwnamR(n, record, b, size, &result);
+            }
+            if (rc == ERANGE) continue;
+            if (rc != 0 || result == null) return null;
+            return *(uint*)(record + 16);
+        }
+        return null;
+    }
+}
+
+/// <summary>Names as bytes, shown to an operator.</summary>
+public static class ByteNames
+{
+    private static readonly UTF8Encoding s_strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>
+    /// A printable form of a file name: valid UTF-8 as it is, every other byte as \xNN, control characters
+    /// escaped, so that two different names never print the same and a terminal is never driven by a name.
+    /// </summary>
+    public static string Printable(ReadOnlySpan<byte> name, int max = 300)
+    {
+        var sb = new StringBuilder(Math.Min(name.Length, max) + 8);
+        int i = 0;
+        while (i < name.Length && sb.Length < max)
+        {
+            byte b = name[i];
+            if (b < 0x80)
+            {
+                if (b < 0x20 || b == 0x7F || b == '\\') sb.Append(b switch { (byte)'\n' => "\\n", (byte)'\t' => "\\t", (byte)'\\' => "\\\\", _ => $"\\x{b:x2}" });
+                else sb.Append((char)b);
+                i++;
+                continue;
+            }
+            System.Buffers.OperationStatus st = System.Text.Rune.DecodeFromUtf8(name[i..], out System.Text.Rune r, out int used);
+            if (st == System.Buffers.OperationStatus.Done)
+            {
+                sb.Append(r.ToString());
+                i += used;
+            }
+            else
+            {
+                sb.Append($"\\x{b:x2}");
+                i++;
+            }
+        }
+        if (i < name.Length) sb.Append("...");
+        return sb.ToString();
+    }
+
+    /// <summary>True when the bytes are valid UTF-8.</summary>
+    public static bool IsUtf8(ReadOnlySpan<byte> bytes) => System.Text.Unicode.Utf8.IsValid(bytes);
+
+    /// <summary>Strict UTF-8 decoding, or null for bytes that are not UTF-8.</summary>
+    public static string? TryDecode(ReadOnlySpan<byte> bytes)
+    {
+        try
+        {
+            return s_strict.GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,42 @@
+namespace KaDeploy.Protocol;
+
+/// <summary>
+/// The end-to-end digest of the payload: named in the Plan, carried in the End frame (docs/protocol.md
+/// section 3), computed by the server over what its source produced and by every node over what its sink
+/// consumed.
+/// </summary>
+public enum DigestAlgorithm : byte
+{
+    /// <summary>SHA-256: comparable with <c>sha256sum</c> of the source; about 0.8 CPU-s per GiB on every node.</summary>
+    Sha256 = 1,
+    /// <summary>BLAKE3 (managed): faster than SHA-256 only where the build uses AVX-512 (see bench/README.md).</summary>
+    Blake3 = 2,
+    /// <summary>
+    /// XXH3-128, zero-padded to 32 bytes: a 128-bit check against any accidental change (rsync's default file
+    /// checksum) at about 0.05 CPU-s per GiB. Not a defence against forgery; neither is any digest in an unkeyed
+    /// session, where the End frame itself can be forged, and a keyed session's AEAD tags authenticate every byte.
+    /// </summary>
+    XxHash128 = 3,
+}
+
+/// <summary>Names of <see cref="DigestAlgorithm"/> as the command line and the report spell them.</summary>
+public static class DigestAlgorithms
+{
+    /// <summary>sha256, blake3, xxh128.</summary>
+    public static string Name(this DigestAlgorithm algorithm) => algorithm switch
+    {
+        DigestAlgorithm.Sha256 => "sha256",
+        DigestAlgorithm.Blake3 => "blake3",
+        DigestAlgorithm.XxHash128 => "xxh128",
+        _ => $"digest-{(byte)algorithm}",
+    };
+
+    /// <summary>Parses a name given by <see cref="Name"/>; throws a one-line error otherwise.</summary>
+    public static DigestAlgorithm Parse(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "sha256" or "sha-256" => DigestAlgorithm.Sha256,
+        "blake3" => DigestAlgorithm.Blake3,
+        "xxh128" or "xxh3-128" => DigestAlgorithm.XxHash128,
+        _ => throw new KaDeployException($"unknown digest '{text}' (sha256, blake3 or xxh128)"),
+    };
+}
