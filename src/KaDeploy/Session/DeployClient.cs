@@ -217,9 +217,14 @@ public sealed class DeployClient
 
     private void Touch() => Volatile.Write(ref _lastHeard, Environment.TickCount64);
 
+    // Why the upstream link last failed: a node that then loses the server too says both, so a corrupted
+    // frame or a wrong End is still named in its verdict.
+    private volatile string? _lastLinkFailure;
+
     private void ServerLost(IPEndPoint server, string reason)
     {
-        if (_serverLost.TrySetResult($"server {server} lost: {reason}"))
+        string after = _lastLinkFailure is { } link ? $" (after its upstream link failed: {link})" : "";
+        if (_serverLost.TrySetResult($"server {server} lost: {reason}{after}"))
         {
             Log($"server {server} lost: {reason}");
             lock (_gate) _upstream?.Abort($"server {server} lost");
@@ -338,6 +343,7 @@ public sealed class DeployClient
                 catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
                 {
                     string why = connection.AbortReason ?? ConnectionErrors.Describe(e);
+                    _lastLinkFailure = why;
                     connection.Abort(why);
                     if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
                     Log($"upstream link to {(parentId == 0 ? "the server" : $"node {parentId}")} lost at offset {ring.NextOffset}: {why}");
