@@ -22,16 +22,19 @@ if [ "${status[1]}" -ne 0 ]; then
   echo "test.sh: could not keep the test log (tee exit ${status[1]})"
   exit 1
 fi
-# "Passed!  - Failed:     0, Passed:   250, Skipped:     3, Total:   253, Duration: ..."
-summary=$(grep -E '^\s*(Passed|Failed)!\s+-\s+Failed:' "$log" | tail -n 1 || true)
-if [ -z "$summary" ]; then
+# Two summary forms, depending on the logger: "Passed!  - Failed:     0, Passed:   250, Skipped:     3, Total:   253"
+# (minimal) or, with the console logger at normal verbosity, "Total tests: 253" / "Passed: 250" / "Failed: 0" lines.
+count() { # NAME -> the last number printed for it in either form; empty when never printed
+  grep -oE "$1( tests)?:[[:space:]]*[0-9]+" "$log" | tail -n 1 | grep -oE '[0-9]+$' || true
+}
+passed=$(count Passed) failed=$(count Failed) skipped=$(count Skipped) total=$(count Total)
+if [ -z "$total" ] || [ -z "$passed" ]; then
   echo "test.sh: dotnet test printed no result summary: treating the run as failed"
   exit 1
 fi
-count() { sed -nE "s/.*$1:[[:space:]]*([0-9]+).*/\1/p" <<<"$summary"; }
-passed=$(count Passed) failed=$(count Failed) skipped=$(count Skipped) total=$(count Total)
+failed=${failed:-0} skipped=${skipped:-0}
 echo "xunit: $passed passed, $failed failed, $skipped skipped"
-if [ -z "$total" ] || [ "$total" -eq 0 ] || [ "$passed" -eq 0 ]; then
+if [ "$total" -eq 0 ] || [ "$passed" -eq 0 ]; then
   echo "test.sh: dotnet test ran no test (filter: ${*:-none}): treating the run as failed"
   exit 1
 fi

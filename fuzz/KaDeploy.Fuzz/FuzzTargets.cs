@@ -88,10 +88,13 @@ public static class FuzzTargets
         catch (KaDeployException) { }
     }
 
+    private static long _tarRuns;
+
     /// <summary>A tar stream through the guard and the extractor into a scratch directory (emptied after each input).</summary>
     public static void TarExtract(byte[] input)
     {
-        string target = Path.Combine(ScratchRoot, "tar-" + Environment.ProcessId);
+        // One directory per call: the xunit suite runs this target from two test classes at once.
+        string target = Path.Combine(ScratchRoot, $"tar-{Environment.ProcessId}-{Interlocked.Increment(ref _tarRuns)}");
         RemoveTree(target);
         Directory.CreateDirectory(target);
         var sink = new TarTreeSink(new TarTreeSinkOptions { Target = target, Force = true, PreserveOwnership = false, Warn = _ => { } });

@@ -94,23 +94,25 @@ internal static class Demo
             console.Summary(report);
             if (reportPath is not null) report.WriteJson(reportPath);
 
+            // With --events json, standard output carries only the JSON lines; the demo's own verdict goes to standard error.
+            var say = choice.View.EventsJson ? Console.Error : Console.Out;
             bool identical = true;
             var excludes = root == "/" ? TarTreeSource.DefaultExclusions(root, work) : [];
             for (int i = 0; i < targets.Length; i++)
             {
-                if (!results[i].Verified) { identical = false; Console.Out.WriteLine($"node{i + 1}: FAILED: {results[i].Message}"); continue; }
+                if (!results[i].Verified) { identical = false; say.WriteLine($"node{i + 1}: FAILED: {results[i].Message}"); continue; }
                 var diffs = TreeComparer.Compare(root, targets[i], new TreeComparisonOptions { Excludes = excludes });
-                if (diffs.Count == 0) Console.Out.WriteLine($"node{i + 1}: {targets[i]} is identical to {root} (content, type, mode, owner, mtime, links, xattrs, holes)");
+                if (diffs.Count == 0) say.WriteLine($"node{i + 1}: {targets[i]} is identical to {root} (content, type, mode, owner, mtime, links, xattrs, holes)");
                 else
                 {
                     identical = false;
-                    Console.Out.WriteLine($"node{i + 1}: {diffs.Count} difference(s) from {root}:");
-                    foreach (var d in diffs.Take(20)) Console.Out.WriteLine("  " + d);
+                    say.WriteLine($"node{i + 1}: {diffs.Count} difference(s) from {root}:");
+                    foreach (var d in diffs.Take(20)) say.WriteLine("  " + d);
                 }
             }
             bool ok = report.Success && identical;
-            Console.Out.WriteLine(ok ? $"demo: all {clients} copies verified and identical" : "demo: FAILED");
-            if (keep) Console.Out.WriteLine($"demo: work directory kept at {work}");
+            say.WriteLine(ok ? $"demo: all {clients} copies verified and identical" : "demo: FAILED");
+            if (keep) say.WriteLine($"demo: work directory kept at {work}");
             return ok ? 0 : 1;
         }
         finally

@@ -88,6 +88,8 @@ internal static class NetbootCommands
         cmd.SetAction(async (p, ct) =>
         {
             var log = Console.Error;
+            // Everything that can be refused without building the image is checked first (the build takes a while).
+            BootService.CheckInterface(p.GetValue(iface)!);
             var list = NodeList.Load(p.GetValue(nodes)!);
             string afterValue = p.GetValue(after)!;
             if (afterValue is not ("reboot" or "poweroff" or "shell")) throw new KaDeployException($"--after {afterValue}: expected reboot, poweroff or shell");

@@ -79,8 +79,7 @@ public sealed class BootService
     {
         var log = _o.Log;
         string ifName = _o.Interface;
-        if (ifName.Length == 0 || ifName.Contains('/', StringComparison.Ordinal) || !Directory.Exists($"/sys/class/net/{ifName}"))
-            throw new KaDeployException($"interface {ifName} does not exist (ip link shows the interfaces of this network namespace)");
+        CheckInterface(ifName);
         var (address, prefix) = InterfaceAddress(ifName);
         if (_o.Range is { } range && (!SameNetwork(range.Start, address, prefix) || !SameNetwork(range.End, address, prefix)))
             throw new KaDeployException($"--range {range.Start},{range.End} is not in {ifName}'s network {address}/{prefix}");
@@ -149,6 +148,14 @@ public sealed class BootService
         if (!cancellationToken.IsCancellationRequested && !_stoppedBySignal)
             throw new KaDeployException($"dnsmasq stopped (status {dnsmasq.ExitCode}): {_lastDnsmasqLine}");
         log.WriteLine("netboot: stopped");
+    }
+
+    /// <summary>Refuses an interface that does not exist in this network namespace (before anything is built or started).</summary>
+    public static void CheckInterface(string ifName)
+    {
+        ArgumentNullException.ThrowIfNull(ifName);
+        if (ifName.Length == 0 || ifName.Contains('/', StringComparison.Ordinal) || !Directory.Exists($"/sys/class/net/{ifName}"))
+            throw new KaDeployException($"interface {ifName} does not exist (ip link shows the interfaces of this network namespace)");
     }
 
     private volatile string _lastDnsmasqLine = "";
@@ -292,9 +299,7 @@ public sealed class BootService
         }
         catch (IOException)
         {
-            string pid = "?";
-            try { pid = File.ReadAllText(path).Trim(); } catch (IOException) { }
-            throw new KaDeployException($"another `ka-deploy netboot serve` (pid {pid}) is already serving {ifName}");
+            throw new KaDeployException($"another `ka-deploy netboot serve` is already serving {ifName} (lock {path})");
         }
     }
 

@@ -16,19 +16,15 @@ public sealed record NetbootNode(string Name, string Mac, IPAddress? Address, IR
 }
 
 /// <summary>
-/// The node list read by the boot service: one node per line, fields separated by blanks, <c>#</c> starts a comment.
-/// The first field is the name; the others are recognised by their shape: a MAC address
-/// (<c>52:54:00:12:34:56</c> or with hyphens), an IPv4 address, or <c>key=value</c>. This is the same file
-/// `ka-deploy server --nodes` reads (there the name orders the chain; the other fields are ignored).
+/// The node list as the boot service reads it: the same file and syntax as `ka-deploy server --nodes` for the
+/// whole-node install (<see cref="KaDeploy.Install.NodeList"/>: <c>NAME [MAC] [ADDRESS[/PREFIX] | dhcp] [key=value...]</c>),
+/// with what network boot adds: every node needs its MAC (nodes are found by it), and a static IPv4 address is also
+/// the node's DHCP reservation, so addresses must be unique too.
 /// </summary>
 public static partial class NodeList
 {
     [GeneratedRegex("^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")]
     private static partial Regex MacPattern();
-
-    // RFC 1123 host label(s): what a DHCP host name and /etc/hostname can hold.
-    [GeneratedRegex("^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")]
-    private static partial Regex NamePattern();
 
     /// <summary>Reads and checks a node list file.</summary>
     /// <exception cref="KaDeployException">The file cannot be read or a line is wrong (named with its line number).</exception>
@@ -48,58 +44,31 @@ public static partial class NodeList
     public static IReadOnlyList<NetbootNode> Parse(string text, string source)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var nodes = new List<NetbootNode>();
-        var byName = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
-        var byMac = new Dictionary<string, int>(StringComparer.Ordinal);
-        var byAddress = new Dictionary<IPAddress, int>();
+        var entries = KaDeploy.Install.NodeList.Parse(text, source);
+        if (entries.Count == 0) throw new KaDeployException($"{source}: no nodes");
+        // Line numbers for the messages below (the install parser numbers nodes, not lines).
+        var lineOf = new Dictionary<string, int>(StringComparer.Ordinal);
         var lines = text.Split('\n');
         for (int i = 0; i < lines.Length; i++)
         {
-            int lineNo = i + 1;
-            string line = lines[i].Split('#')[0].Trim();
-            if (line.Length == 0) continue;
-            var fields = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-            string where = $"{source}:{lineNo}";
-            string name = fields[0];
-            if (!NamePattern().IsMatch(name) || name.Length > 253)
-                throw new KaDeployException($"{where}: '{name}' is not a valid host name");
-            string? mac = null;
-            IPAddress? address = null;
-            var settings = new List<KeyValuePair<string, string>>();
-            foreach (var f in fields.Skip(1))
-            {
-                if (MacPattern().IsMatch(f))
-                {
-                    if (mac is not null) throw new KaDeployException($"{where}: two MAC addresses for {name}");
-                    mac = f.Replace('-', ':').ToLowerInvariant();
-                }
-                else if (f.Contains('=', StringComparison.Ordinal))
-                {
-                    int eq = f.IndexOf('=', StringComparison.Ordinal);
-                    if (eq == 0) throw new KaDeployException($"{where}: '{f}' has no key");
-                    settings.Add(new(f[..eq], f[(eq + 1)..]));
-                }
-                else if (IPAddress.TryParse(f, out var a) && a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && f.Count(c => c == '.') == 3)
-                {
-                    if (address is not null) throw new KaDeployException($"{where}: two addresses for {name}");
-                    address = a;
-                }
-                else
-                {
-                    throw new KaDeployException($"{where}: '{f}' is neither a MAC address, an IPv4 address nor key=value");
-                }
-            }
-            if (mac is null) throw new KaDeployException($"{where}: {name} has no MAC address (network boot finds nodes by MAC)");
-            if (byName.TryGetValue(name, out int n)) throw new KaDeployException($"{where}: duplicate name {name} (also on line {n})");
-            if (byMac.TryGetValue(mac, out int m)) throw new KaDeployException($"{where}: duplicate MAC {mac} (also on line {m})");
-            if (address is not null && byAddress.TryGetValue(address, out int d))
-                throw new KaDeployException($"{where}: duplicate address {address} (also on line {d})");
-            byName[name] = lineNo;
-            byMac[mac] = lineNo;
-            if (address is not null) byAddress[address] = lineNo;
-            nodes.Add(new NetbootNode(name, mac, address, settings));
+            var f = lines[i].Split('#')[0].Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length > 0) lineOf.TryAdd(f[0], i + 1);
         }
-        if (nodes.Count == 0) throw new KaDeployException($"{source}: no nodes");
+        var nodes = new List<NetbootNode>();
+        var byAddress = new Dictionary<IPAddress, string>();
+        foreach (var e in entries)
+        {
+            string where = $"{source}:{lineOf.GetValueOrDefault(e.Name)}";
+            if (e.Mac.Length == 0) throw new KaDeployException($"{where}: {e.Name} has no MAC address (network boot finds nodes by MAC)");
+            IPAddress? address = null;
+            if (e.Address.Length > 0 && IPAddress.Parse(e.Address.Split('/')[0]) is { AddressFamily: System.Net.Sockets.AddressFamily.InterNetwork } a)
+            {
+                if (byAddress.TryGetValue(a, out var other)) throw new KaDeployException($"{where}: address {a} of {e.Name} is also {other}'s");
+                byAddress[a] = e.Name;
+                address = a;
+            }
+            nodes.Add(new NetbootNode(e.Name, e.Mac, address, e.Vars.Select(kv => kv).ToList()));
+        }
         return nodes;
     }
 

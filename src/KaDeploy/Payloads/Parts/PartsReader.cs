@@ -108,15 +108,46 @@ public sealed class PartsReader
         private bool _done;
         private long _bytes;
 
-        public override int Read(byte[] buffer, int offset, int count) =>
-            ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
+        // Synchronous readers (a tar extractor's data copy) get a synchronous path: no sync-over-async, no copy.
         public override int Read(Span<byte> buffer)
         {
-            var tmp = new byte[buffer.Length];
-            int n = Read(tmp, 0, tmp.Length);
-            tmp.AsSpan(0, n).CopyTo(buffer);
+            if (buffer.Length == 0) return 0;
+            while (_left == 0)
+            {
+                if (_done) return 0;
+                ReadExactSync(reader._small.AsSpan(0, 4), PartsFormat.Describe(header));
+                uint len = BinaryPrimitives.ReadUInt32LittleEndian(reader._small);
+                if (len == 0)
+                {
+                    var digest = new byte[PartsFormat.DigestBytes];
+                    ReadExactSync(digest, $"{PartsFormat.Describe(header)}'s digest");
+                    Check(digest);
+                    return 0;
+                }
+                if (len > PartsFormat.MaxChunk)
+                    throw new KaDeployException($"{PartsFormat.Describe(header)}: chunk of {len} bytes (limit {PartsFormat.MaxChunk})");
+                _left = (int)len;
+            }
+            int n = reader._input.Read(buffer[..Math.Min(buffer.Length, _left)]);
+            if (n == 0) throw new KaDeployException($"multi-part payload truncated in {PartsFormat.Describe(header)}");
+            _hash.AppendData(buffer[..n]);
+            _left -= n;
+            _bytes += n;
             return n;
+        }
+
+        private void ReadExactSync(Span<byte> buffer, string what)
+        {
+            try
+            {
+                reader._input.ReadExactly(buffer);
+            }
+            catch (EndOfStreamException)
+            {
+                throw new KaDeployException($"multi-part payload truncated in {what}");
+            }
         }
 
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -152,6 +183,11 @@ public sealed class PartsReader
         {
             var digest = new byte[PartsFormat.DigestBytes];
             await reader.ReadExactAsync(digest, $"{PartsFormat.Describe(header)}'s digest", ct).ConfigureAwait(false);
+            Check(digest);
+        }
+
+        private void Check(byte[] digest)
+        {
             byte[] mine = _hash.GetHashAndReset();
             _done = true;
             if (!CryptographicOperations.FixedTimeEquals(mine, digest))

@@ -111,8 +111,28 @@ public sealed class PartsWriter : IAsyncDisposable
 
         public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
-        public override void Write(ReadOnlySpan<byte> buffer) =>
-            WriteAsync(buffer.ToArray(), CancellationToken.None).AsTask().GetAwaiter().GetResult();
+        // Synchronous writers get a synchronous path (no sync-over-async, no copy beyond the chunk buffer).
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            if (!ReferenceEquals(writer._open, this)) throw new ObjectDisposedException("part stream", "the part has ended");
+            Hash.AppendData(buffer);
+            Bytes += buffer.Length;
+            Span<byte> len = stackalloc byte[4];
+            while (buffer.Length > 0)
+            {
+                int n = Math.Min(buffer.Length, writer._chunk - _fill);
+                buffer[..n].CopyTo(writer._buffer.AsSpan(_fill));
+                _fill += n;
+                buffer = buffer[n..];
+                if (_fill == writer._chunk)
+                {
+                    BinaryPrimitives.WriteUInt32LittleEndian(len, (uint)_fill);
+                    writer._output.Write(len);
+                    writer._output.Write(writer._buffer, 0, _fill);
+                    _fill = 0;
+                }
+            }
+        }
 
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
