@@ -82,3 +82,16 @@ if [ "${KA_NETINSTALL_E2E:-0}" = 1 ]; then
 else
   echo "test.sh: network-install e2e SKIPPED (not yet passing end to end, issue 7; KA_NETINSTALL_E2E=1 runs it)"
 fi
+
+# Repair on the virtual cluster (issue 8): kill, stop, cut off nodes mid-stream (a few minutes).
+if [ -x testbed/repair-e2e ] && [ "${KA_SKIP_REPAIR_E2E:-0}" != 1 ]; then
+  set +e
+  testbed/repair-e2e
+  rc=$?
+  set -e
+  case $rc in
+    0) ;;
+    77) echo "test.sh: virtual-cluster repair test SKIPPED (reason above)" ;;
+    *) echo "test.sh: virtual-cluster repair test FAILED ($rc)"; exit $rc ;;
+  esac
+fi

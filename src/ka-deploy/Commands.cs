@@ -40,6 +40,14 @@ internal static class Commands
         var discoveryPort = Opt.Port("--discovery-port", "UDP port of session discovery", ProtocolConstants.DiscoveryPort, allowAny: false);
         var stall = Opt.Seconds("--stall-timeout", "Seconds a child may hold a full relay buffer back before it is dropped (0 = never)", 0, 86400, 60);
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
+        // Repair (issue 8)
+        var failureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", 0.5, 3600, 3);
+        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (last 1 GiB, the default) or 'none'",
+            "DIR|memory|none", t => { if (t is not ("memory" or "none") && !Directory.Exists(t)) throw new KaDeployException($"--spool {t}: no such directory (or say memory or none)"); },
+            "/nonexistent/ka-deploy-spool", "directory");
+        var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");
+        var koFile = Opt.OutputFile("--ko-file", "Write the names of the nodes that failed, one per line");
+        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile }) cmd.Options.Add(o);
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
@@ -71,11 +79,16 @@ internal static class Commands
                 NodeOrder = p.GetValue(nodes) is { } file ? ReadNodes(file) : null, LinkTimeout = TimeSpan.FromSeconds(p.GetValue(linkTimeout)),
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 Log = log, ProgressOnTerminal = null, // the operator console draws the live view from snapshots
+                FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
+                NoSpool = p.GetValue(spoolOpt) == "none",
+                SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
             };
             await using var server = new DeployServer(options);
             var result = await console.RunServerAsync(server, ct);
             console.Summary(result);
             if (p.GetValue(report) is { } reportPath) result.WriteJson(reportPath);
+            if (p.GetValue(okFile) is { } ok) KaDeploy.Reporting.SessionReport.WriteNames(ok, result.Succeeded);
+            if (p.GetValue(koFile) is { } ko) KaDeploy.Reporting.SessionReport.WriteNames(ko, result.Failed.Select(f => f.Name));
             if (!result.Success) console.Error($"ka-deploy server: {result.Message}");
             return result.Success ? 0 : 1;
         });
@@ -106,6 +119,11 @@ internal static class Commands
             cmd.Options.Add(o);
         var view = OperatorConsole.AddOptions(cmd, events: false);
         var installOptions = InstallCommands.AddClientOptions(cmd);
+        // Repair (issue 8)
+        var clientFailureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence from the server after which it is taken as lost", 0.5, 3600, 3);
+        var retain = Opt.Size("--retain", "Kept in the relay buffer behind the slowest child, for orphans that resume from this node", 0, MaxBuffer, "16MiB");
+        cmd.Options.Add(clientFailureTimeout);
+        cmd.Options.Add(retain);
 
         cmd.SetAction(async (p, ct) =>
         {
@@ -122,6 +140,9 @@ internal static class Commands
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(connectTimeout)), NodeName = p.GetValue(nodeName) ?? Environment.MachineName,
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 ProgressOnTerminal = console.ClientProgress,
+                FailureTimeout = TimeSpan.FromSeconds(p.GetValue(clientFailureTimeout)),
+                RetainBytes = p.GetValue(retain),
+                IncompleteMarkerTarget = p.GetValue(target),
             };
             if (p.GetValue(go))
             {

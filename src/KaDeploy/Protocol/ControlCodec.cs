@@ -38,6 +38,12 @@ public static class ControlCodec
             case Abort m: w.Str(m.Reason); break;
             case ChildLost m: w.I32(m.ChildId); w.Str(m.Reason); break;
             case DataHello m: w.Bytes(ProtocolConstants.Magic); w.U16(m.Version); w.Blob(m.LinkKey); w.I32(m.NodeId); w.I64(m.ResumeOffset); break;
+            case Heartbeat m: w.I64(m.VerifiedOffset); w.U8((byte)m.State); break;
+            case Adopt m: w.I32(m.ChildId); break;
+            case Reattach m: w.I32(m.ParentId); w.Str(m.ParentAddress); w.U16((ushort)m.ParentPort); break;
+            case ResumeFailed m: w.I32(m.ParentId); w.I64(m.Offset); w.Str(m.Reason); break;
+            case Moved m: w.Str(m.Reason); break;
+            case DropChild m: w.I32(m.ChildId); w.Str(m.Reason); break;
             case LinkUp or Release or DataAccept or Ping: break;
             default: throw new ArgumentException($"cannot encode {message.GetType().Name}", nameof(message));
         }
@@ -67,6 +73,12 @@ public static class ControlCodec
             ControlType.DataHello => DecodeDataHello(ref r),
             ControlType.DataAccept => new DataAccept(),
             ControlType.Ping => new Ping(),
+            ControlType.Heartbeat => DecodeHeartbeat(ref r),
+            ControlType.Adopt => new Adopt(r.I32()),
+            ControlType.Reattach => new Reattach(r.I32(), r.Str(), r.U16()),
+            ControlType.ResumeFailed => new ResumeFailed(r.I32(), r.I64(), r.Str()),
+            ControlType.Moved => new Moved(r.Str()),
+            ControlType.DropChild => new DropChild(r.I32(), r.Str()),
             _ => throw new ProtocolException($"unknown control message type {(byte)type}"),
         };
         if (!r.AtEnd) throw new ProtocolException($"{type} message has {r.Remaining} trailing bytes");
@@ -106,6 +118,15 @@ public static class ControlCodec
         var digest = (DigestAlgorithm)r.U8();
         if (!Enum.IsDefined(digest)) throw new ProtocolException($"unknown digest algorithm {(byte)digest}");
         return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest);
+    }
+
+    private static Heartbeat DecodeHeartbeat(ref Reader r)
+    {
+        long offset = r.I64();
+        var state = (FlowState)r.U8();
+        if (offset < 0) throw new ProtocolException($"heartbeat at negative offset {offset}");
+        if (!Enum.IsDefined(state)) throw new ProtocolException($"unknown flow state {(byte)state}");
+        return new Heartbeat(offset, state);
     }
 
     private static DataHello DecodeDataHello(ref Reader r)

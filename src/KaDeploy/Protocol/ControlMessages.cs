@@ -8,6 +8,8 @@ public enum ControlType : byte
 {
     Hello = 1, Welcome = 2, Refuse = 3, Plan = 4, LinkUp = 5, Progress = 6,
     Done = 7, Release = 8, Abort = 9, ChildLost = 10, DataHello = 11, DataAccept = 12, Ping = 13,
+    // v2, repair (docs/protocol.md section 4)
+    Heartbeat = 14, Adopt = 15, Reattach = 16, ResumeFailed = 17, Moved = 18, DropChild = 19,
 }
 
 /// <summary>Why a peer opened a control connection.</summary>
@@ -69,3 +71,40 @@ public sealed record DataAccept() : ControlMessage(ControlType.DataAccept);
 
 /// <summary>Keep-alive from the server while clients wait.</summary>
 public sealed record Ping() : ControlMessage(ControlType.Ping);
+
+/// <summary>What holds a node's relay back, as its heartbeat says (the server moves a node held by its own sink).</summary>
+public enum FlowState : byte
+{
+    /// <summary>Data moves, or nothing to do yet.</summary>
+    Flowing = 0,
+    /// <summary>The ring is full and the local sink (disk, command) is the slowest consumer: a slow node.</summary>
+    HeldBySink = 1,
+    /// <summary>The ring is full and a child link is the slowest consumer.</summary>
+    HeldByChild = 2,
+    /// <summary>No upstream link: waiting for a new parent.</summary>
+    Orphaned = 3,
+    /// <summary>The whole stream is here (End frame received).</summary>
+    Complete = 4,
+}
+
+/// <summary>
+/// Both ways every 0.5 s on the control connection: the node's verified wire offset and flow state
+/// (node to server), or just "alive" (server to node, offset 0). Silence for --failure-timeout means
+/// the peer is dead, stopped or cut off.
+/// </summary>
+public sealed record Heartbeat(long VerifiedOffset, FlowState State) : ControlMessage(ControlType.Heartbeat);
+
+/// <summary>Server to node: accept a data link from one more child (the orphan of a failed node).</summary>
+public sealed record Adopt(int ChildId) : ControlMessage(ControlType.Adopt);
+
+/// <summary>Server to orphan: link to a new parent (id 0 = the server; empty address = the server's host) and resume.</summary>
+public sealed record Reattach(int ParentId, string ParentAddress, int ParentPort) : ControlMessage(ControlType.Reattach);
+
+/// <summary>Node to server: the new parent could not serve the resume offset (or could not be reached).</summary>
+public sealed record ResumeFailed(int ParentId, long Offset, string Reason) : ControlMessage(ControlType.ResumeFailed);
+
+/// <summary>Server to node: this node was moved (slow); the reason goes into its log and report.</summary>
+public sealed record Moved(string Reason) : ControlMessage(ControlType.Moved);
+
+/// <summary>Server to node: stop serving this child (declared failed or moved); its link is closed with the reason.</summary>
+public sealed record DropChild(int ChildId, string Reason) : ControlMessage(ControlType.DropChild);

@@ -4,7 +4,7 @@ namespace KaDeploy.Protocol;
 public static class ProtocolConstants
 {
     /// <summary>Wire protocol version; a peer with another version is refused with a clear message.</summary>
-    public const ushort Version = 2; // 2: End frame names its digest algorithm (docs/protocol.md)
+    public const ushort Version = 2; // 2: End frame names its digest algorithm; heartbeats and repair (docs/protocol.md)
 
     /// <summary>"KADEPLOY" — first bytes of every control Hello and data-link hello, so garbage is recognised at once.</summary>
     public static ReadOnlySpan<byte> Magic => "KADEPLOY"u8;

@@ -14,14 +14,19 @@ public sealed class FrameReceiver
 {
     private readonly Stream _upstream;
     private readonly RelayRing _ring;
+    private readonly bool _faultRing;
     private readonly StreamCipher? _cipher;
     private long _expectedOffset;
 
     /// <param name="upstream">The parent link, after its handshake.</param>
     /// <param name="ring">The node's ring (with sealed slots when <paramref name="cipher"/> is given).</param>
-    /// <param name="startOffset">Wire offset of the first frame expected (resume).</param>
+    /// <param name="startOffset">Wire offset of the first frame expected (a resumed link starts where the last one stopped).</param>
     /// <param name="cipher">The session's stream cipher in a keyed session; null accepts clear frames only.</param>
-    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0, StreamCipher? cipher = null)
+    /// <param name="faultRingOnError">
+    /// Fail the ring's consumers when the link fails. A node that can be re-attached passes false: its
+    /// children and sink wait for the frames a new parent will bring.
+    /// </param>
+    public FrameReceiver(Stream upstream, RelayRing ring, long startOffset = 0, StreamCipher? cipher = null, bool faultRingOnError = true)
     {
         ArgumentNullException.ThrowIfNull(upstream);
         ArgumentNullException.ThrowIfNull(ring);
@@ -29,6 +34,7 @@ public sealed class FrameReceiver
         _upstream = upstream;
         _ring = ring;
         _expectedOffset = startOffset;
+        _faultRing = faultRingOnError;
         _cipher = cipher;
     }
 
@@ -89,12 +95,12 @@ public sealed class FrameReceiver
         {
             // A reset or dead-peer timeout: the socket's message alone does not say which link broke.
             var named = new KaDeployException($"link to {Peer} lost: {e.Message}", e);
-            _ring.Fault(named);
+            if (_faultRing) _ring.Fault(named);
             throw named;
         }
         catch (Exception e)
         {
-            _ring.Fault(e);
+            if (_faultRing) _ring.Fault(e);
             throw;
         }
     }

@@ -22,7 +22,9 @@ public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader head
 /// at its own pace through a <see cref="RingCursor"/>. The producer waits when the slowest consumer is
 /// a whole ring behind, which is how backpressure travels up to the server. Slots are only reused
 /// when every consumer has passed them, and until then they stay readable by sequence number, so a
-/// reconnecting child can resume from any offset the ring still holds.
+/// reconnecting child can resume from any offset the ring still holds. With a retention (--retain),
+/// the last frames every consumer has passed are kept that much longer: an orphan re-attaching after
+/// its parent died is behind that parent by whatever was in flight, and finds it here.
 /// </summary>
 public sealed class RelayRing : IDisposable
 {
@@ -44,19 +46,25 @@ public sealed class RelayRing : IDisposable
     private readonly DataFrameHeader[] _headers;
     private readonly List<RingCursor> _cursors = [];
     private readonly SemaphoreSlim _spaceSignal = new(0, 1);
+    private readonly int _window;
     private bool _producerWaiting;
+    private bool _acquired; // the producer holds the slot of `_published`: the frame SlotCount back is being overwritten
+    private long _nextOffset; // wire offset after the last Data frame published
     private long _published;
     private bool _completed;
     private Exception? _fault;
 
-    /// <param name="capacityBytes">Buffer size (--buffer); at least four slots.</param>
+    /// <param name="capacityBytes">Buffer size (--buffer): how far the fastest consumer may run ahead of the slowest; at least four slots.</param>
+    /// <param name="retainBytes">Kept behind the slowest consumer for children that resume (--retain).</param>
     /// <param name="sealedFrames">The session is keyed: each slot also holds the opened plaintext (<see cref="PlaintextOffset"/>).</param>
-    public RelayRing(long capacityBytes, bool sealedFrames = false)
+    public RelayRing(long capacityBytes, long retainBytes = 0, bool sealedFrames = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(retainBytes);
         _slotBytes = sealedFrames ? SlotSize + ProtocolConstants.MaxChunkPayload : SlotSize;
         IsSealed = sealedFrames;
-        int slots = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
+        _window = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
+        int slots = _window + (int)Math.Clamp((retainBytes + _slotBytes - 1) / _slotBytes, 0, 1 << 16);
         _buffers = new byte[slots][];
         _lengths = new int[slots];
         _headers = new DataFrameHeader[slots];
@@ -65,8 +73,20 @@ public sealed class RelayRing : IDisposable
     /// <summary>Slots have room for a sealed frame's plaintext.</summary>
     public bool IsSealed { get; }
 
-    /// <summary>Number of slots.</summary>
+    /// <summary>Number of slots (window and retention).</summary>
     public int SlotCount => _buffers.Length;
+
+    /// <summary>Slots the fastest consumer may be ahead of the slowest.</summary>
+    public int WindowSlots => _window;
+
+    /// <summary>Wire offset just after the last Data frame published: where the next frame starts.</summary>
+    public long NextOffset { get { lock (_gate) return _nextOffset; } }
+
+    /// <summary>True once the End frame is published.</summary>
+    public bool IsComplete { get { lock (_gate) return _completed; } }
+
+    // The oldest sequence still readable.
+    private long RetainedFromLocked() => Math.Max(0, _published - SlotCount + (_acquired ? 1 : 0));
 
     /// <summary>Frames published so far.</summary>
     public long Published { get { lock (_gate) return _published; } }
@@ -76,7 +96,7 @@ public sealed class RelayRing : IDisposable
     {
         lock (_gate)
         {
-            if (fromSequence < Math.Max(0, _published - SlotCount) || fromSequence > _published)
+            if (fromSequence < RetainedFromLocked() || fromSequence > _published)
                 throw new KaDeployException($"{name}: frame {fromSequence} is no longer (or not yet) in the buffer");
             var c = new RingCursor(this, name, fromSequence);
             _cursors.Add(c);
@@ -84,16 +104,28 @@ public sealed class RelayRing : IDisposable
         }
     }
 
-    /// <summary>Sequence of the retained Data frame holding wire offset <paramref name="offset"/>, or the next one to be published.</summary>
+    /// <summary>
+    /// Sequence of the retained frame holding wire offset <paramref name="offset"/>, the next one to be
+    /// published when the offset is where the stream stands now, or null when the ring no longer holds it.
+    /// </summary>
     public long? FindSequence(long offset)
     {
         lock (_gate)
         {
-            for (long s = Math.Max(0, _published - SlotCount); s < _published; s++)
+            long from = RetainedFromLocked();
+            if (from < _published && offset >= _headers[from % SlotCount].Offset)
             {
-                var h = _headers[s % SlotCount];
-                if (offset >= h.Offset && offset < h.Offset + Math.Max(1, h.PlaintextLength)) return s;
+                // Frames are contiguous: search by bisection, not by walking thousands of slots under the lock.
+                long lo = from, hi = _published - 1;
+                while (lo < hi)
+                {
+                    long mid = lo + (hi - lo + 1) / 2;
+                    if (_headers[mid % SlotCount].Offset <= offset) lo = mid; else hi = mid - 1;
+                }
+                var h = _headers[lo % SlotCount];
+                if (offset < h.Offset + Math.Max(1, h.PlaintextLength)) return lo;
             }
+            if (offset == _nextOffset && !_completed && (from == _published || offset >= _headers[from % SlotCount].Offset)) return _published;
             return null;
         }
     }
@@ -141,11 +173,12 @@ public sealed class RelayRing : IDisposable
         if (_completed) throw new InvalidOperationException("ring already completed");
         long oldest = _published;
         foreach (var c in _cursors) oldest = Math.Min(oldest, c.Position);
-        if (_published - oldest >= SlotCount)
+        if (_published - oldest >= _window || (oldest < _published && _published - oldest >= SlotCount))
         {
             buffer = null!;
             return false;
         }
+        _acquired = true;
         int slot = (int)(_published % SlotCount);
         // Pinned heap: slots live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
         buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(_slotBytes, pinned: true);
@@ -162,6 +195,8 @@ public sealed class RelayRing : IDisposable
             _lengths[slot] = length;
             _headers[slot] = header;
             _published++;
+            _acquired = false;
+            if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
             if (header.Type == DataFrameType.End) _completed = true;
             foreach (var c in _cursors) c.WakeLocked();
         }
@@ -192,8 +227,21 @@ public sealed class RelayRing : IDisposable
             RingCursor? oldest = null;
             foreach (var c in _cursors)
                 if (oldest is null || c.Position < oldest.Position) oldest = c;
-            if (oldest is null || _published - oldest.Position < SlotCount) return null;
+            if (oldest is null || _published - oldest.Position < _window) return null;
             return Environment.TickCount64 - oldest.LastProgress >= (long)limit.TotalMilliseconds ? oldest : null;
+        }
+    }
+
+    /// <summary>The consumer the producer is waiting for right now (the ring is full because of it), or null.</summary>
+    public RingCursor? Holder()
+    {
+        lock (_gate)
+        {
+            if (!_producerWaiting) return null;
+            RingCursor? oldest = null;
+            foreach (var c in _cursors)
+                if (oldest is null || c.Position < oldest.Position) oldest = c;
+            return oldest is not null && _published - oldest.Position >= _window ? oldest : null;
         }
     }
 

@@ -23,6 +23,8 @@ public sealed class NodeReport
     public double Seconds { get; set; }
     public bool Verified { get; set; }
     public string Message { get; set; } = "";
+    /// <summary>Repairs this node went through: re-attached at an offset to a new parent, after so long.</summary>
+    public List<RepairRecord> Repairs { get; set; } = [];
     /// <summary>Place in the chain or tree: "3" is the third node of a chain; "1.2" the second child of the server's first child.</summary>
     public string Place { get; set; } = "";
     /// <summary>Payload bytes this node had written over time (bounded: see <see cref="ProgressHistory"/>).</summary>
@@ -30,6 +32,29 @@ public sealed class NodeReport
 
     /// <summary>Payload megabytes (10^6) per second, as administrators read disk and link rates.</summary>
     public double MegabytesPerSecond => Seconds > 0 ? PayloadBytes / 1e6 / Seconds : 0;
+}
+
+/// <summary>One failure a node survived: which peer was lost, where it resumed, from whom, and how long it took.</summary>
+public sealed class RepairRecord
+{
+    /// <summary>What happened ("parent node 3 declared failed: no heartbeat for 3.0 s", "moved: slow sink").</summary>
+    public string Reason { get; set; } = "";
+    /// <summary>Wire offset the node resumed from.</summary>
+    public long Offset { get; set; }
+    /// <summary>New parent (0 = the server).</summary>
+    public int NewParentId { get; set; }
+    /// <summary>From the failure's detection to the new link being up.</summary>
+    public double Seconds { get; set; }
+    /// <summary>Seconds into the session when the failure was detected.</summary>
+    public double At { get; set; }
+}
+
+/// <summary>A node that did not end with a verified copy, and why.</summary>
+public sealed class FailedNode
+{
+    public int Id { get; set; }
+    public string Name { get; set; } = "";
+    public string Reason { get; set; } = "";
 }
 
 /// <summary>The whole session, as written by --report.</summary>
@@ -50,6 +75,23 @@ public sealed class SessionReport
     public bool Success { get; set; }
     public string Message { get; set; } = "";
     public List<NodeReport> Nodes { get; set; } = [];
+    /// <summary>Names of the nodes whose copy verified (as --ok-file writes them).</summary>
+    public List<string> Succeeded { get; set; } = [];
+    /// <summary>The nodes that failed, with the reason (names as --ko-file writes them).</summary>
+    public List<FailedNode> Failed { get; set; } = [];
+
+    /// <summary>Fills <see cref="Succeeded"/> and <see cref="Failed"/> from <see cref="Nodes"/>.</summary>
+    public void ListOutcomes()
+    {
+        Succeeded = [.. Nodes.Where(n => n.Verified).OrderBy(n => n.Id).Select(n => NameOf(n))];
+        Failed = [.. Nodes.Where(n => !n.Verified).OrderBy(n => n.Id).Select(n => new FailedNode { Id = n.Id, Name = NameOf(n), Reason = n.Message })];
+    }
+
+    private static string NameOf(NodeReport n) => n.Name.Length > 0 ? n.Name : n.Address;
+
+    /// <summary>Writes one node name per line: the verified ones (ok) or the others (ko), for scripts.</summary>
+    public static void WriteNames(string path, IEnumerable<string> names) =>
+        File.WriteAllLines(path, names);
     /// <summary>What happened when: nodes failing, links repaired (the timeline marks them).</summary>
     public List<SessionEvent> Events { get; set; } = [];
 
@@ -92,6 +134,8 @@ public sealed class SessionReport
             if (name.Length > 22) name = name[..22];
             string place = n.Place.Length > 0 ? n.Place : "-";
             sb.Append(inv, $"{place,-8} {name,-22} {n.State,-9} {n.PayloadBytes,14} {n.MegabytesPerSecond,8:0.0} {(n.Verified ? "yes" : "NO"),-8} {n.Message}\n");
+            foreach (var r in n.Repairs)
+                sb.Append(inv, $"{"",-8} {"",-22} repaired: {r.Reason}; resumed at offset {r.Offset} from {(r.NewParentId == 0 ? "the server" : $"node {r.NewParentId}")} after {r.Seconds:0.00} s\n");
         }
         int ok = Nodes.Count(n => n.Verified);
         sb.Append(inv, $"{ok}/{Nodes.Count} nodes verified; {PayloadBytes} payload bytes ({WireBytes} on the wire) in {Seconds:0.00} s");

@@ -1,6 +1,7 @@
 using System.Net;
 using KaDeploy.Payloads;
 using KaDeploy.Protocol;
+using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
 
@@ -33,6 +34,20 @@ public sealed class ClientOptions
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>TCP_USER_TIMEOUT for links.</summary>
     public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The server silent this long means it is lost (--failure-timeout); also how long a new parent has to answer.</summary>
+    public TimeSpan FailureTimeout { get; init; } = TimeSpan.FromSeconds(3);
+    /// <summary>Kept in the ring behind the slowest consumer, for orphans that resume from this node (--retain).</summary>
+    public long RetainBytes { get; init; } = 16L << 20;
+    /// <summary>
+    /// The --target path, for the "not verified" marker written before the first byte and removed only once
+    /// the copy is verified: TARGET/.ka-deploy-incomplete for a directory, TARGET.ka-deploy-incomplete for a
+    /// file. Null (devices, commands) = no marker: there the exit code and the report are the record.
+    /// </summary>
+    public string? IncompleteMarkerTarget { get; init; }
+    /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
+    public ITransport? Transport { get; init; }
+    /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>
+    public IConnectionHandshake Handshake { get; init; } = NoHandshake.Instance;
     /// <summary>Name reported to the server.</summary>
     public string NodeName { get; init; } = Environment.MachineName;
     /// <summary>Where log lines go.</summary>

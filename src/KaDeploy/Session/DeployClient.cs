@@ -5,6 +5,7 @@ using KaDeploy.Payloads;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
 using KaDeploy.Reporting;
+using KaDeploy.Transport;
 using ZstdSharp;
 
 namespace KaDeploy.Session;
@@ -13,15 +14,38 @@ namespace KaDeploy.Session;
 /// One node: registers with the server, links to its parent, and runs three loops over one ring:
 /// upstream → ring (<see cref="FrameReceiver"/>), ring → each child (<see cref="ChildSender"/>),
 /// ring → local sink. A failing sink does not stop the relay: the children still get everything.
+/// Heartbeats go both ways on the control connection every 0.5 s; a server silent for the failure
+/// timeout is lost (the copy fails, naming it). A lost parent is replaced by whatever the server says
+/// (<see cref="Reattach"/>): the node resumes at the offset its ring has verified.
 /// </summary>
 public sealed class DeployClient
 {
+    private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(500);
     private readonly ClientOptions _options;
+    private readonly ITransport _transport;
+
+    // Run state, for the control reader, the heartbeat loop and the upstream loop.
+    private readonly TaskCompletionSource<Plan> _plan = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<string> _serverLost = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly System.Threading.Channels.Channel<Reattach> _reattach = System.Threading.Channels.Channel.CreateUnbounded<Reattach>();
+    private readonly List<int> _adoptedEarly = [];
+    private readonly object _gate = new();
+    private ControlChannel? _channel;
+    private ChildLinks? _links;
+    private RelayRing? _ring;
+    private RingCursor? _localCursor;
+    private Connection? _upstream;
+    private long _lastHeard = Environment.TickCount64;
+    private volatile string? _abortReason;
+    private volatile bool _complete;
 
     public DeployClient(ClientOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         _options = options;
+        _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
+        Heartbeats.ReserveThreads();
     }
 
     private void Log(string line)
@@ -35,12 +59,22 @@ public sealed class DeployClient
     /// <summary>Sends `go`: tells a waiting server to start with the clients it has.</summary>
     public static async Task<string> SendGoAsync(ClientOptions options, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        var transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
         var server = await FindServerAsync(options, msg => options.Log.WriteLine("ka-deploy go: " + msg), ct).ConfigureAwait(false);
-        using var socket = await Links.ConnectAsync(server, options.Bind, options.DeadPeerTimeout, ct).ConfigureAwait(false);
-        await using var channel = new ControlChannel(new NetworkStream(socket, ownsSocket: false));
-        await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Go, options.Session, options.NodeName, "", 1), ct).ConfigureAwait(false);
-        var w = await Links.WithTimeout(t => channel.ExpectAsync<Welcome>(t), TimeSpan.FromSeconds(10), "the server's answer", ct).ConfigureAwait(false);
-        return $"server {server} starts with {w.Registered} of {w.Expected} client(s)";
+        var connection = await transport.ConnectAsync(server, options.Bind, ct).ConfigureAwait(false);
+        try
+        {
+            connection = await options.Handshake.OpenAsync(connection, ChannelKind.Go, options.Session, ct).ConfigureAwait(false);
+            var channel = new ControlChannel(connection.Stream);
+            await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Go, options.Session, options.NodeName, "", 1), ct).ConfigureAwait(false);
+            var w = await Links.WithTimeout(t => channel.ExpectAsync<Welcome>(t), TimeSpan.FromSeconds(10), "the server's answer", ct).ConfigureAwait(false);
+            return $"server {server} starts with {w.Registered} of {w.Expected} client(s)";
+        }
+        finally
+        {
+            connection.Abort("done");
+        }
     }
 
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
@@ -50,8 +84,6 @@ public sealed class DeployClient
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
-
-    private volatile string? _abortReason;
 
     /// <summary>Runs until this node's copy is verified or has failed (and, with -w, until released).</summary>
     public async Task<ClientResult> RunAsync(CancellationToken cancellationToken)
@@ -65,6 +97,10 @@ public sealed class DeployClient
             // The server called the session off: say why, rather than "cancelled".
             throw new KaDeployException($"server aborted: {why}");
         }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _serverLost.Task.IsCompleted)
+        {
+            throw new KaDeployException(_serverLost.Task.Result);
+        }
     }
 
     private async Task<ClientResult> RunCoreAsync(CancellationToken cancellationToken)
@@ -72,55 +108,83 @@ public sealed class DeployClient
         using var runCts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var ct = runCts.Token;
         var server = await FindServerAsync(_options, Log, ct).ConfigureAwait(false);
-        using var listener = Links.Listen(_options.Bind ?? IPAddress.Any, _options.DataPort, "data");
-        int dataPort = ((IPEndPoint)listener.LocalEndPoint!).Port;
+        using var listener = _transport.Listen(_options.Bind ?? IPAddress.Any, _options.DataPort, "data");
+        int dataPort = listener.LocalEndPoint.Port;
 
-        using var control = await ConnectWithRetryAsync(server, ct).ConfigureAwait(false);
-        await using var channel = new ControlChannel(new NetworkStream(control, ownsSocket: false));
+        var control = await ConnectWithRetryAsync(server, ct).ConfigureAwait(false);
+        await using var closeControl = control;
+        control = await _options.Handshake.OpenAsync(control, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
+        var channel = _channel = new ControlChannel(control.Stream);
         await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Client, _options.Session, _options.NodeName,
             _options.Bind?.ToString() ?? "", dataPort), ct).ConfigureAwait(false);
         var welcome = await Links.WithTimeout(t => channel.ExpectAsync<Welcome>(t), TimeSpan.FromSeconds(30), "the server's welcome", ct).ConfigureAwait(false);
         NodeId = welcome.NodeId;
         Log($"registered with {server} as node {NodeId} ({welcome.Registered}/{welcome.Expected}); data port {dataPort}");
+        Touch();
+        // From here on the server hears from us every 0.5 s and we from it; silence either way is a failure.
+        var controlReader = ReadControlAsync(channel, server, runCts, ct);
+        var beating = HeartbeatAsync(channel, server, ct);
+        _ = _serverLost.Task.ContinueWith(t => { if (!_plan.Task.IsCompleted) _plan.TrySetException(new KaDeployException(t.Result)); },
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
-        Plan plan = await WaitForPlanAsync(channel, ct).ConfigureAwait(false);
+        Plan plan = await _plan.Task.WaitAsync(ct).ConfigureAwait(false);
         var sink = _options.SinkFactory(plan);
         Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
-        using var ring = new RelayRing(_options.BufferBytes);
+        using var ring = _ring = new RelayRing(_options.BufferBytes, _options.RetainBytes);
         // A sink blocked in a synchronous read waits on the ring, not on the token: wake it with a fault.
-        using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException("cancelled")));
-        var links = new ChildLinks(listener, ring, plan.LinkKey, plan.ChildIds, _options.DeadPeerTimeout, Log,
-            (child, reason) =>
+        using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException(_serverLost.Task.IsCompleted ? _serverLost.Task.Result : "cancelled")));
+        _ = _serverLost.Task.ContinueWith(t => ring.Fault(new LinkLostException(t.Result)), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        var links = new ChildLinks(listener, _options.Handshake, _options.Session, ring, plan.LinkKey, plan.ChildIds, Log,
+            (child, reason, hung) =>
             {
                 Log($"lost child {child}: {reason}");
-                _ = channel.SendAsync(new ChildLost(child, reason), CancellationToken.None).ContinueWith(static _ => { }, TaskScheduler.Default);
+                // A child given up for holding the ring without reading is hung: the server fails it. Any other
+                // lost link the child repairs itself (it asks the server for a new parent).
+                if (hung) _ = channel.SendAsync(new ChildLost(child, reason), CancellationToken.None).ContinueWith(static _ => { }, TaskScheduler.Default);
             });
+        lock (_gate)
+        {
+            _links = links;
+            foreach (int c in _adoptedEarly) links.Expect(c);
+        }
         var accepting = links.AcceptAsync(ct);
-        var localCursor = ring.Attach("local sink");
+        var localCursor = _localCursor = ring.Attach("local sink");
 
         var parentAddress = plan.ParentAddress.Length == 0 ? server.Address : await Links.ResolveAsync(plan.ParentAddress, ct).ConfigureAwait(false);
-        await using var upstream = await LinkUpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, ct).ConfigureAwait(false);
         var clock = Stopwatch.StartNew();
-        await channel.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
-
-        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var controlReader = ReadControlAsync(channel, released, runCts, ct);
-        var receiver = new FrameReceiver(upstream, ring)
+        var receiving = Task.Run(() => UpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, server, ct), ct);
+        // The marker says "not verified" from before the first byte until the copy is verified.
+        string? marker = _options.IncompleteMarkerTarget is not { } target ? null
+            : Directory.Exists(target) ? Path.Combine(target, ".ka-deploy-incomplete") : target.TrimEnd('/') + ".ka-deploy-incomplete";
+        if (marker is not null)
         {
-            Peer = plan.ParentId == 0 ? $"the server ({parentAddress}:{plan.ParentPort})" : $"parent node {plan.ParentId} ({parentAddress}:{plan.ParentPort})",
-        };
-        var receiving = Task.Run(() => receiver.RunAsync(ct), ct);
+            try { await File.WriteAllTextAsync(marker, $"ka-deploy: copy in progress or failed; removed only once verified (node {NodeId}, server {server})\n", ct).ConfigureAwait(false); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot write the marker {marker}: {e.Message}"); marker = null; }
+        }
         var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);
-        var reporting = ReportProgressAsync(channel, receiver, local, ct);
+        var reporting = ReportProgressAsync(channel, ring, local, ct);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine($"node {NodeId}", () => (local.PayloadBytes, plan.EstimatedLength > 0 ? plan.EstimatedLength : null, ""), _options.Log, terminal)
             : null;
 
         var (verified, message) = await local.RunAsync(ct).ConfigureAwait(false);
         if (progress is not null) await progress.DisposeAsync().ConfigureAwait(false);
-        var result = new ClientResult(verified, receiver.WireBytes, local.PayloadBytes, clock.Elapsed, message, NodeId);
+        if (verified && marker is not null)
+        {
+            try
+            {
+                // Removing the marker must not change the extracted root directory's mtime (set from the archive).
+                string dir = Path.GetDirectoryName(Path.GetFullPath(marker))!;
+                var st = Platform.Posix.LStat(dir);
+                File.Delete(marker);
+                if (Path.GetFileName(marker) == ".ka-deploy-incomplete") Platform.Posix.SetTimes(dir, st.MtimeSec, st.MtimeNsec);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { verified = false; message = $"cannot remove the marker {marker}: {e.Message}"; }
+        }
+        var result = new ClientResult(verified, ring.NextOffset, local.PayloadBytes, clock.Elapsed, message, NodeId);
         Log(verified
             ? $"verified {result.PayloadBytes} bytes in {result.Elapsed.TotalSeconds:0.00} s ({result.PayloadBytes / 1e6 / Math.Max(result.Elapsed.TotalSeconds, 1e-9):0.0} MB/s)"
             : $"FAILED: {message}");
@@ -128,27 +192,46 @@ public sealed class DeployClient
         {
             await channel.SendAsync(new Done(verified, result.WireBytes, result.PayloadBytes, (long)result.Elapsed.TotalMilliseconds, message), ct).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (ConnectionErrors.IsLinkFailure(e))
         {
-            Log($"could not report to the server: {e.Message}");
+            Log($"could not report to the server: {ConnectionErrors.Describe(e)}");
         }
 
-        // Stay until every child has the whole stream: leaving earlier would cut the chain below us.
-        try { await receiving.ConfigureAwait(false); } catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested) { }
-        await upstream.DisposeAsync().ConfigureAwait(false);
-        await links.WhenSendersDoneAsync().ConfigureAwait(false);
-        if (_options.WaitRelease)
+        // Stay until every child has the whole stream (leaving earlier would cut the tree below us), unless
+        // the server lets us go (our children were re-attached elsewhere) or is gone.
+        var stop = Task.WhenAny(_released.Task, _serverLost.Task);
+        if (await Task.WhenAny(receiving, stop).ConfigureAwait(false) == receiving && receiving.IsCompletedSuccessfully)
+            await Task.WhenAny(links.WhenSendersDoneAsync(), stop).ConfigureAwait(false);
+        if (_options.WaitRelease && !_released.Task.IsCompleted && !_serverLost.Task.IsCompleted)
         {
             Log("waiting for the server's release");
-            await Task.WhenAny(released.Task, controlReader).ConfigureAwait(false);
+            await stop.ConfigureAwait(false);
         }
         await runCts.CancelAsync().ConfigureAwait(false);
-        await Task.WhenAll(accepting, reporting, watching).ConfigureAwait(false);
+        lock (_gate) _upstream?.Abort("node done");
+        try { await receiving.ConfigureAwait(false); } catch (Exception e) when (e is OperationCanceledException || e is KaDeployException || ConnectionErrors.IsLinkFailure(e)) { }
+        await Task.WhenAll(accepting, reporting, watching, beating).ConfigureAwait(false);
         try { await controlReader.ConfigureAwait(false); } catch (OperationCanceledException) { }
         return result;
     }
 
-    private async Task<Socket> ConnectWithRetryAsync(IPEndPoint server, CancellationToken ct)
+    private void Touch() => Volatile.Write(ref _lastHeard, Environment.TickCount64);
+
+    // Why the upstream link last failed: a node that then loses the server too says both, so a corrupted
+    // frame or a wrong End is still named in its verdict.
+    private volatile string? _lastLinkFailure;
+
+    private void ServerLost(IPEndPoint server, string reason)
+    {
+        string after = _lastLinkFailure is { } link ? $" (after its upstream link failed: {link})" : "";
+        if (_serverLost.TrySetResult($"server {server} lost: {reason}{after}"))
+        {
+            Log($"server {server} lost: {reason}");
+            lock (_gate) _upstream?.Abort($"server {server} lost");
+        }
+    }
+
+    private async Task<Connection> ConnectWithRetryAsync(IPEndPoint server, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
         var lastLog = TimeSpan.FromSeconds(-10);
@@ -156,7 +239,7 @@ public sealed class DeployClient
         {
             try
             {
-                return await Links.ConnectAsync(server, _options.Bind, _options.DeadPeerTimeout, ct).ConfigureAwait(false);
+                return await _transport.ConnectAsync(server, _options.Bind, ct).ConfigureAwait(false);
             }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.HostUnreachable
                 or SocketError.NetworkUnreachable or SocketError.TimedOut or SocketError.HostDown)
@@ -176,86 +259,233 @@ public sealed class DeployClient
         }
     }
 
-    private static async Task<Plan> WaitForPlanAsync(ControlChannel channel, CancellationToken ct)
-    {
-        while (true)
-        {
-            var m = await channel.ReceiveAsync(ct).ConfigureAwait(false);
-            switch (m)
-            {
-                case Plan p: return p;
-                case Ping: continue;
-                case Abort a: throw new KaDeployException($"server aborted: {a.Reason}");
-                case null: throw new KaDeployException("server closed the control link before the start");
-                default: throw new ProtocolException($"unexpected {m.Type} while waiting for the plan");
-            }
-        }
-    }
-
-    private async Task<Stream> LinkUpstreamAsync(IPEndPoint parent, Plan plan, CancellationToken ct)
+    // One data link to a parent: connect (retrying while it is not up yet), hand-shake, DataHello at the offset.
+    private async Task<Connection> LinkAsync(IPEndPoint parent, Plan plan, long offset, TimeSpan patience, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
         while (true)
         {
-            Socket? socket = null;
+            Connection? connection = null;
             try
             {
-                socket = await Links.ConnectAsync(parent, _options.Bind, _options.DeadPeerTimeout, ct).ConfigureAwait(false);
-                var stream = new NetworkStream(socket, ownsSocket: true);
-                var channel = new ControlChannel(stream);
-                await channel.SendAsync(new DataHello(ProtocolConstants.Version, plan.LinkKey, plan.NodeId, 0), ct).ConfigureAwait(false);
-                await Links.WithTimeout(t => channel.ExpectAsync<DataAccept>(t), TimeSpan.FromSeconds(10), "the parent's accept", ct).ConfigureAwait(false);
-                Log($"linked to {parent}");
-                return stream;
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                attempt.CancelAfter(patience);
+                connection = await _transport.ConnectAsync(parent, _options.Bind, attempt.Token).ConfigureAwait(false);
+                connection = await _options.Handshake.OpenAsync(connection, ChannelKind.Data, _options.Session, attempt.Token).ConfigureAwait(false);
+                var channel = new ControlChannel(connection.Stream);
+                await channel.SendAsync(new DataHello(ProtocolConstants.Version, plan.LinkKey, plan.NodeId, offset), attempt.Token).ConfigureAwait(false);
+                await channel.ExpectAsync<DataAccept>(attempt.Token).ConfigureAwait(false);
+                Log($"linked to {parent}{(offset > 0 ? $" at offset {offset}" : "")}");
+                return connection;
             }
-            catch (SocketException e) when (deadline.Elapsed < _options.LinkTimeout)
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
-                socket?.Dispose();
-                Log($"parent {parent} not reachable yet ({e.Message}); retrying");
+                connection?.Abort("no answer");
+                throw new LinkLostException($"parent {parent} did not answer within {patience.TotalSeconds:0.#} s");
+            }
+            catch (SocketException e) when (deadline.Elapsed < patience && e.SocketErrorCode == SocketError.ConnectionRefused)
+            {
+                connection?.Abort("refused");
                 await Task.Delay(TimeSpan.FromMilliseconds(50), ct).ConfigureAwait(false);
             }
-            catch (SocketException e)
+            catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
             {
-                socket?.Dispose();
-                throw new KaDeployException($"cannot link to parent {parent}: {e.Message}");
+                connection?.Abort(ConnectionErrors.Describe(e));
+                throw new LinkLostException($"cannot link to parent {parent}: {ConnectionErrors.Describe(e)}");
             }
         }
     }
 
-    private async Task ReadControlAsync(ControlChannel channel, TaskCompletionSource released, CancellationTokenSource run, CancellationToken ct)
+    // Upstream into the ring, across repairs: returns at the End frame; throws when no parent is left.
+    private async Task UpstreamAsync(IPEndPoint firstParent, Plan plan, IPEndPoint server, CancellationToken ct)
+    {
+        var ring = _ring!;
+        var parent = firstParent;
+        int parentId = plan.ParentId;
+        bool first = true;
+        try
+        {
+            while (true)
+            {
+                long offset = ring.NextOffset;
+                Connection connection;
+                try
+                {
+                    connection = await LinkAsync(parent, plan, offset, first ? _options.LinkTimeout : _options.FailureTimeout, ct).ConfigureAwait(false);
+                }
+                catch (LinkLostException e) when (!first)
+                {
+                    Log($"cannot resume at offset {offset} from {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
+                    await _channel!.SendAsync(new ResumeFailed(parentId, offset, e.Message), ct).ConfigureAwait(false);
+                    (parent, parentId) = await NextParentAsync(server, $"resume at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
+                    continue;
+                }
+                catch (LinkLostException e)
+                {
+                    throw new KaDeployException(e.Message);
+                }
+                lock (_gate) _upstream = connection;
+                // A Reattach that came while we were linking is for a later failure; it aborts this link then.
+                if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
+                await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
+                first = false;
+                var receiver = new FrameReceiver(connection.Stream, ring, offset, faultRingOnError: false)
+                {
+                    Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
+                };
+                try
+                {
+                    await receiver.RunAsync(ct).ConfigureAwait(false);
+                    _complete = true;
+                    connection.Abort("stream complete");
+                    return;
+                }
+                catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
+                {
+                    string why = connection.AbortReason ?? ConnectionErrors.Describe(e);
+                    _lastLinkFailure = why;
+                    connection.Abort(why);
+                    if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
+                    Log($"upstream link to {(parentId == 0 ? "the server" : $"node {parentId}")} lost at offset {ring.NextOffset}: {why}");
+                    (parent, parentId) = await NextParentAsync(server, $"link lost ({why})", ct, parentId, ring.NextOffset).ConfigureAwait(false);
+                }
+                finally
+                {
+                    lock (_gate) if (_upstream == connection) _upstream = null;
+                }
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // No parent left: the sink and the children end with the reason.
+            ring.Fault(e is KaDeployException ? e : new KaDeployException(ConnectionErrors.Describe(e), e));
+            throw;
+        }
+    }
+
+    // Waits for the server's Reattach. If none comes within the failure timeout (the server saw nothing wrong with
+    // our parent: only our link broke), ask for one (ResumeFailed); if still none, give up.
+    private async Task<(IPEndPoint Parent, int ParentId)> NextParentAsync(IPEndPoint server, string why, CancellationToken ct,
+        int lostParent = -1, long offset = 0)
+    {
+        var patience = _options.FailureTimeout + TimeSpan.FromSeconds(1);
+        for (int round = 0; round < 3; round++)
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            wait.CancelAfter(patience);
+            try
+            {
+                var r = await _reattach.Reader.ReadAsync(wait.Token).ConfigureAwait(false);
+                while (_reattach.Reader.TryRead(out var later)) r = later; // only the latest counts
+                var address = r.ParentAddress.Length == 0 ? server.Address : await Links.ResolveAsync(r.ParentAddress, ct).ConfigureAwait(false);
+                Log($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} ({address}:{r.ParentPort})");
+                return (new IPEndPoint(address, r.ParentPort), r.ParentId);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
+                if (lostParent >= 0 && round == 0)
+                    await _channel!.SendAsync(new ResumeFailed(lostParent, offset, why), ct).ConfigureAwait(false);
+            }
+        }
+        throw new LinkLostException($"{why}; no new parent from the server within {3 * patience.TotalSeconds:0} s");
+    }
+
+    private async Task ReadControlAsync(ControlChannel channel, IPEndPoint server, CancellationTokenSource run, CancellationToken ct)
     {
         try
         {
             while (true)
             {
                 var m = await channel.ReceiveAsync(ct).ConfigureAwait(false);
+                Touch();
                 switch (m)
                 {
-                    case Release: released.TrySetResult(); break;
-                    case Ping: break;
+                    case Plan p: _plan.TrySetResult(p); break;
+                    case Heartbeat or Ping: break;
+                    case Release: _released.TrySetResult(); break;
+                    case Adopt a:
+                        lock (_gate)
+                        {
+                            if (_links is null) _adoptedEarly.Add(a.ChildId);
+                            else _links.Expect(a.ChildId);
+                        }
+                        Log($"adopting node {a.ChildId}");
+                        break;
+                    case DropChild d:
+                        Log($"dropping child {d.ChildId}: {d.Reason}");
+                        _links?.Drop(d.ChildId, d.Reason);
+                        break;
+                    case Reattach r:
+                        if (_complete) { Log($"re-attach to node {r.ParentId} ignored: the whole stream is here"); break; }
+                        _reattach.Writer.TryWrite(r);
+                        lock (_gate) _upstream?.Abort($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} on the server's word");
+                        break;
+                    case Moved mv:
+                        Log($"moved by the server: {mv.Reason}");
+                        break;
                     case Abort a:
                         Log($"server aborted: {a.Reason}");
                         _abortReason = a.Reason;
+                        _plan.TrySetException(new KaDeployException($"server aborted: {a.Reason}"));
                         await run.CancelAsync().ConfigureAwait(false);
                         return;
-                    case null: return;
+                    case null:
+                        ServerLost(server, "it closed the control connection");
+                        return;
                     default: Log($"ignoring unexpected {m.Type} from the server"); break;
                 }
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or ProtocolException) { }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+        catch (Exception e) when (ConnectionErrors.IsLinkFailure(e))
+        {
+            if (!ct.IsCancellationRequested) ServerLost(server, "control link " + ConnectionErrors.Describe(e));
+        }
     }
 
-    private static async Task ReportProgressAsync(ControlChannel channel, FrameReceiver receiver, LocalSink local, CancellationToken ct)
+    private FlowState CurrentFlow()
+    {
+        var ring = _ring;
+        if (ring is null) return FlowState.Flowing;
+        if (_complete || ring.IsComplete) return FlowState.Complete;
+        lock (_gate) if (_upstream is null) return FlowState.Orphaned;
+        var holder = ring.Holder();
+        return holder is null ? FlowState.Flowing : holder == _localCursor ? FlowState.HeldBySink : FlowState.HeldByChild;
+    }
+
+    // Every 0.5 s: our offset and state to the server; and the server's silence, checked.
+    private async Task HeartbeatAsync(ControlChannel channel, IPEndPoint server, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(HeartbeatInterval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+            {
+                long silent = Environment.TickCount64 - Volatile.Read(ref _lastHeard);
+                // Before the plan the server may be busy (a tree walk, a slow start): nothing is lost by waiting longer.
+                double limit = _plan.Task.IsCompleted ? _options.FailureTimeout.TotalMilliseconds : Math.Max(_options.FailureTimeout.TotalMilliseconds, 30_000);
+                if (silent >= limit)
+                {
+                    ServerLost(server, $"no heartbeat for {silent / 1000.0:0.0} s");
+                    return;
+                }
+                if (_serverLost.Task.IsCompleted) return;
+                await channel.SendAsync(new Heartbeat(_ring?.NextOffset ?? 0, CurrentFlow()), ct).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }
+    }
+
+    private static async Task ReportProgressAsync(ControlChannel channel, RelayRing ring, LocalSink local, CancellationToken ct)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
         try
         {
             while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
-                await channel.SendAsync(new Progress(receiver.WireBytes, local.PayloadBytes), ct).ConfigureAwait(false);
+                await channel.SendAsync(new Progress(ring.NextOffset, local.PayloadBytes), ct).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException) { }
+        catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }
     }
 }
 

@@ -1,7 +1,7 @@
 using System.Net;
-using System.Net.Sockets;
 using KaDeploy.Protocol;
 using KaDeploy.Reporting;
+using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
 
@@ -13,56 +13,51 @@ public sealed partial class DeployServer
     {
         while (!ct.IsCancellationRequested)
         {
-            Socket socket;
+            Connection connection;
             try
             {
-                socket = await _controlListener.AcceptAsync(ct).ConfigureAwait(false);
+                connection = await _controlListener.AcceptAsync(ct).ConfigureAwait(false);
             }
             catch (OperationCanceledException) { return; }
             catch (ObjectDisposedException) { return; }
-            catch (SocketException e) when (ct.IsCancellationRequested || e.SocketErrorCode == SocketError.OperationAborted) { return; }
-            catch (SocketException e)
+            catch (Exception e) when (ConnectionErrors.IsLinkFailure(e))
             {
-                Log($"accept failed: {e.Message}");
+                Log($"accept failed: {ConnectionErrors.Describe(e)}");
                 continue;
             }
-            _ = HandleControlAsync(socket, ct);
+            _ = HandleControlAsync(connection, ct);
         }
     }
 
-    // Whatever a peer sends, this method ends with the peer registered or the socket closed and one line logged.
-    private async Task HandleControlAsync(Socket socket, CancellationToken ct)
+    // Whatever a peer sends, this method ends with the peer registered or the connection aborted and one line logged.
+    private async Task HandleControlAsync(Connection connection, CancellationToken ct)
     {
-        var remote = (IPEndPoint)socket.RemoteEndPoint!;
-        var channel = new ControlChannel(new NetworkStream(socket, ownsSocket: false));
+        var remote = connection.RemoteEndPoint;
         ServerNode? node = null;
         try
         {
-            Links.Configure(socket, _options.DeadPeerTimeout);
+            (connection, _) = await _options.Handshake.AcceptAsync(connection, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
+            var channel = new ControlChannel(connection.Stream);
             var first = await Links.WithTimeout(t => channel.ReceiveAsync(t), HelloTimeout, "a hello", ct).ConfigureAwait(false);
             if (first is not Hello hello)
                 throw new ProtocolException(first is null ? "closed without a hello" : $"sent {first.Type} before hello");
-            node = await RegisterAsync(hello, remote, socket, channel, ct).ConfigureAwait(false);
+            node = await RegisterAsync(hello, remote, connection, channel, ct).ConfigureAwait(false);
             if (node is null) return;
             await ReadNodeAsync(node, ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
-        catch (Exception e) when (e is KaDeployException or IOException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
         {
-            if (node is null) Log($"rejected control connection from {remote}: {e.Message}");
-            else NodeLost(node, e.Message);
+            if (node is null) Log($"rejected control connection from {remote}: {ConnectionErrors.Describe(e)}");
+            else NodeLost(node, "control link lost: " + ConnectionErrors.Describe(e));
         }
         finally
         {
-            if (node is null)
-            {
-                await channel.DisposeAsync().ConfigureAwait(false);
-                socket.Dispose();
-            }
+            if (node is null) connection.Abort("not registered");
         }
     }
 
-    private async Task<ServerNode?> RegisterAsync(Hello hello, IPEndPoint remote, Socket socket, ControlChannel channel, CancellationToken ct)
+    private async Task<ServerNode?> RegisterAsync(Hello hello, IPEndPoint remote, Connection connection, ControlChannel channel, CancellationToken ct)
     {
         async Task<ServerNode?> Refuse(string reason)
         {
@@ -86,7 +81,7 @@ public sealed partial class DeployServer
             return null;
         }
 
-        IPAddress dataAddress = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
+        IPAddress dataAddress = remote.Address;
         if (hello.DataAddress.Length > 0 && IPAddress.TryParse(hello.DataAddress, out var said)
             && !said.Equals(IPAddress.Any) && !said.Equals(IPAddress.IPv6Any))
             dataAddress = said;
@@ -95,18 +90,27 @@ public sealed partial class DeployServer
 
         ServerNode node;
         int registered;
+        ServerNode? failedBefore = null;
         lock (_gate)
         {
-            if (_started) { node = null!; registered = -1; }
+            string name = hello.NodeName.Length > 0 ? hello.NodeName : dataAddress.ToString();
+            if (_started)
+            {
+                // A node declared failed that comes back (resumed from SIGSTOP, link back up, restarted) does
+                // not rejoin: its place and its children were given away, and its report says why it failed.
+                failedBefore = _nodes.Find(n => n.Gone && (n.Report.Name == name || n.Address.Equals(dataAddress)));
+                node = null!; registered = -1;
+            }
             else if (_nodes.Count >= _options.Clients) { node = null!; registered = -2; }
             else
             {
-                string name = hello.NodeName.Length > 0 ? hello.NodeName : dataAddress.ToString();
-                node = new ServerNode(_nextId++, name, dataAddress, hello.DataPort, socket, channel);
+                node = new ServerNode(_nextId++, name, dataAddress, hello.DataPort, connection, channel);
                 _nodes.Add(node);
                 registered = _nodes.Count;
             }
         }
+        if (failedBefore is not null)
+            return await Refuse($"node {failedBefore.Id} ({failedBefore.Report.Name}) was declared failed ({failedBefore.Report.Message}) and does not rejoin this session").ConfigureAwait(false);
         if (registered == -1) return await Refuse("the session has already started").ConfigureAwait(false);
         if (registered == -2) return await Refuse($"the session is full ({_options.Clients} clients)").ConfigureAwait(false);
         await channel.SendAsync(new Welcome(node.Id, registered, _options.Clients), ct).ConfigureAwait(false);
@@ -120,13 +124,25 @@ public sealed partial class DeployServer
         while (true)
         {
             var m = await node.Channel.ReceiveAsync(ct).ConfigureAwait(false);
+            if (node.Gone) return; // declared failed: whatever it still says is void
+            node.Touch();
             switch (m)
             {
                 case null:
-                    NodeLost(node, "control link closed");
+                    NodeLost(node, "control link lost: closed by the node");
                     return;
+                case Heartbeat h:
+                    Volatile.Write(ref node.VerifiedOffset, h.VerifiedOffset);
+                    if (h.State == FlowState.HeldBySink)
+                    {
+                        if (node.HeldSince == 0) { node.HeldSince = Environment.TickCount64; node.HeldFromBytes = Volatile.Read(ref node.ProgressBytes); }
+                    }
+                    else node.HeldSince = 0;
+                    node.Flow = h.State;
+                    break;
                 case LinkUp:
                     node.MarkLinked();
+                    Relinked(node);
                     break;
                 case Progress p:
                     Volatile.Write(ref node.ProgressBytes, p.PayloadBytes);
@@ -135,23 +151,18 @@ public sealed partial class DeployServer
                 case Done d:
                     node.MarkDone(d);
                     Log($"{Describe(node.Id)}: {(d.Verified ? "verified" : "FAILED")} {d.PayloadBytes} bytes in {d.ElapsedMilliseconds / 1000.0:0.00} s{(d.Message.Length > 0 ? ": " + d.Message : "")}");
+                    if (!d.Verified) LeaveTree(node, $"its own copy failed ({d.Message})");
                     break;
                 case ChildLost c:
-                    Log($"{Describe(node.Id)} lost its child {Describe(c.ChildId)}: {c.Reason}");
-                    FailNode(c.ChildId, $"link from its parent {Describe(node.Id)} lost: {c.Reason}");
+                    ChildLinkLost(node, c.ChildId, c.Reason);
+                    break;
+                case ResumeFailed r:
+                    ResumeFailedAt(node, r);
                     break;
                 default:
                     throw new ProtocolException($"unexpected {m.Type} from a client");
             }
         }
-    }
-
-    // A node whose upstream link is gone cannot finish (no repair yet); do not wait for its verdict.
-    private void FailNode(int id, string reason)
-    {
-        ServerNode? child;
-        lock (_gate) child = _nodes.Find(n => n.Id == id);
-        child?.Fail(reason);
     }
 
     private void NodeLost(ServerNode node, string reason)
@@ -167,10 +178,6 @@ public sealed partial class DeployServer
             _ = node.DisposeAsync().AsTask();
             return;
         }
-        if (!node.IsFinished)
-        {
-            Log($"{Describe(node.Id)} lost: {reason}");
-            node.Fail($"lost: {reason}");
-        }
+        DeclareGone(node, reason);
     }
 }

@@ -21,19 +21,23 @@ public sealed partial class DeployServer
         var key = RandomNumberGenerator.GetBytes(16);
 
         using var ring = new RelayRing(_options.BufferBytes);
+        using var spool = _options.NoSpool ? null : new StreamSpool(_options.SpoolDirectory, _options.SpoolMemoryBytes);
+        // Attached before the first frame: nothing leaves the ring before it is spooled.
+        var spoolCursor = spool is null ? null : ring.Attach("spool");
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var links = new ChildLinks(_dataListener, ring, key,
+        var spooling = spool is null ? Task.CompletedTask : Task.Run(() => spool.RunAsync(spoolCursor!, dataCts.Token), CancellationToken.None);
+        var links = new ChildLinks(_dataListener, _options.Handshake, _options.Session, ring, key,
             placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
-            _options.DeadPeerTimeout, Log, (child, reason) =>
-            {
-                Log($"lost the data link to node {child}: {reason}");
-                FailNode(child, $"link from the server lost: {reason}");
-            });
+            Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly);
+        _links = links;
         var accepting = links.AcceptAsync(dataCts.Token);
+        if (spool is not null) Log($"spool: {spool.Description}");
 
         // The tree's size estimate has been running while clients registered; give it a moment more at most.
         if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
         long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
+        lock (_gate)
+            foreach (var p in placements) byId[p.Node.NodeId].ParentId = p.ParentId;
         Interlocked.Exchange(ref _estimatedTotal, estimated);
         _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
@@ -60,17 +64,31 @@ public sealed partial class DeployServer
         var writer = new RingWriterStream(ring, ct);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
-            ? new ProgressLine("sent", () => (_produced?.Length64 ?? writer.WireBytes,
+            ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
                 estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
                 (SlowestProgress(nodes) is long slowest ? $" | slowest node {ProgressLine.Size(slowest)}" : "") + $" | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
             : null;
+        var everyone = Task.WhenAll(nodes.Select(n => n.Finished));
         try
         {
-            (report.PayloadBytes, report.Digest) = await ProduceAsync(writer, ring, ct).ConfigureAwait(false);
-            report.DigestAlgorithm = _options.Digest.Name();
-            if (_options.Digest == DigestAlgorithm.Sha256) report.Sha256 = report.Digest;
+            var producing = ProduceAsync(writer, ring, ct);
+            if (await Task.WhenAny(producing, everyone).ConfigureAwait(false) != producing)
+            {
+                // Every node has its verdict (most likely: every node failed): reading the source on is waste.
+                Log("no node left to serve: stopping the source");
+                ring.Fault(new KaDeployException("no node left to serve"));
+                try { await producing.ConfigureAwait(false); }
+                catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested) { }
+            }
+            else
+            {
+                (report.PayloadBytes, report.Digest) = await producing.ConfigureAwait(false);
+                report.DigestAlgorithm = _options.Digest.Name();
+                if (_options.Digest == DigestAlgorithm.Sha256) report.Sha256 = report.Digest;
+                _produced = true;
+            }
             report.WireBytes = writer.WireBytes;
-            await Task.WhenAll(nodes.Select(n => n.Finished)).WaitAsync(ct).ConfigureAwait(false);
+            await everyone.WaitAsync(ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -84,13 +102,29 @@ public sealed partial class DeployServer
             await accepting.ConfigureAwait(false);
             await links.WhenSendersDoneAsync().ConfigureAwait(false);
             await watching.ConfigureAwait(false);
+            await spooling.ConfigureAwait(false);
+            _links = null;
         }
 
         foreach (var p in placements)
         {
-            await byId[p.Node.NodeId].TrySendAsync(new Release(), ct).ConfigureAwait(false);
+            var node = byId[p.Node.NodeId];
+            if (node.Gone) continue;
+            await node.TrySendAsync(new Release(), ct).ConfigureAwait(false);
             if (_options.ReleaseDelay > TimeSpan.Zero) await Task.Delay(_options.ReleaseDelay, ct).ConfigureAwait(false);
         }
+    }
+
+    // Stands for the server where a parent node is expected (its own child links).
+    private static readonly ServerNode ServerSelf = new(0, "server", System.Net.IPAddress.None, 0, new NullConnection(), new ControlChannel(Stream.Null));
+
+    private sealed class NullConnection : Transport.Connection
+    {
+        public override Stream Stream => Stream.Null;
+        public override System.Net.IPEndPoint RemoteEndPoint { get; } = new(System.Net.IPAddress.None, 0);
+        public override System.Net.IPEndPoint LocalEndPoint { get; } = new(System.Net.IPAddress.None, 0);
+        public override void ShutdownSend() { }
+        protected override void CloseTransport() { }
     }
 
     // Null once every node has finished: "slowest node 0 B" at the end said the opposite of what happened.
@@ -116,7 +150,7 @@ public sealed partial class DeployServer
             top = zstd;
         }
         using var digest = new DigestWriteStream(top, _options.Digest);
-        _produced = digest;
+        _producedDigest = digest;
         await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
         byte[] sum = digest.Digest();
@@ -174,6 +208,7 @@ public sealed partial class DeployServer
             while (stack.Count > 0)
             {
                 var (n, why) = stack.Pop();
+                lock (_gate) n.Gone = n.Detached = true;
                 n.Fail(why);
                 await n.TrySendAsync(new Abort(why), ct).ConfigureAwait(false);
                 foreach (int c in children[n.Id]) stack.Push((byId[c], $"upstream node {root.Id} never linked"));

@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Security.Cryptography;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
 using KaDeploy.Reporting;
 using KaDeploy.Topology;
+using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
 
@@ -17,16 +17,18 @@ namespace KaDeploy.Session;
 public sealed partial class DeployServer : IAsyncDisposable
 {
     private readonly ServerOptions _options;
-    private readonly Socket _controlListener;
-    private readonly Socket _dataListener;
+    private readonly ITransport _transport;
+    private readonly IConnectionListener _controlListener;
+    private readonly IConnectionListener _dataListener;
     private readonly Socket? _discovery;
     private readonly object _gate = new();
     private readonly List<ServerNode> _nodes = [];
     private readonly TaskCompletionSource<string> _start = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
+    private readonly Stopwatch _clock = new();
     private int _nextId = 1;
-    private volatile Relay.DigestWriteStream? _produced; // the payload's digest stream, read by the progress line
+    private volatile Relay.DigestWriteStream? _producedDigest; // the payload's digest stream, read by the progress line
     private bool _started;
 
     /// <summary>Binds the control, data and discovery ports at once, so that a port clash fails before anyone waits.</summary>
@@ -35,26 +37,29 @@ public sealed partial class DeployServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         if (options.Clients < 1) throw new KaDeployException("--clients must be at least 1");
         if (options.Arity is < 1 or > 64) throw new KaDeployException("--arity must be between 1 and 64");
+        if (options.FailureTimeout <= TimeSpan.FromSeconds(0.5)) throw new KaDeployException("--failure-timeout must be more than the 0.5 s heartbeat interval");
         _options = options;
-        _controlListener = Links.Listen(options.Bind, options.ControlPort, "control");
+        Heartbeats.ReserveThreads();
+        _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
+        _controlListener = _transport.Listen(options.Bind, options.ControlPort, "control");
         try
         {
-            _dataListener = Links.Listen(options.Bind, options.DataPort, "data");
+            _dataListener = _transport.Listen(options.Bind, options.DataPort, "data");
         }
         catch
         {
             _controlListener.Dispose();
             throw;
         }
-        if (options.Discovery && options.Bind.AddressFamily == AddressFamily.InterNetwork)
+        if (options.Discovery && options.Transport is null && options.Bind.AddressFamily == AddressFamily.InterNetwork)
             _discovery = Discovery.BindResponder(options.Bind, options.DiscoveryPort, Log);
     }
 
     /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
-    public int ControlPort => ((IPEndPoint)_controlListener.LocalEndPoint!).Port;
+    public int ControlPort => _controlListener.LocalEndPoint.Port;
 
     /// <summary>The data port the server's direct children connect to.</summary>
-    public int DataPort => ((IPEndPoint)_dataListener.LocalEndPoint!).Port;
+    public int DataPort => _dataListener.LocalEndPoint.Port;
 
     private void Log(string line)
     {
@@ -75,8 +80,10 @@ public sealed partial class DeployServer : IAsyncDisposable
             Started = DateTimeOffset.UtcNow,
         };
         var clock = Stopwatch.StartNew();
+        _clock.Start();
         _sessionClock.Start();
         _background.Add(AcceptControlAsync(ct));
+        _background.Add(WatchNodesAsync(_lifetime.Token)); // until disposed: heartbeats go on while the caller reports
         // A tree's size is estimated (a metadata walk) while the nodes boot and register.
         Task<long>? estimate = _options.Source.EstimatedLength is null && _options.Source is Payloads.IPayloadEstimate estimator
             ? estimator.EstimateLengthAsync(ct) : null;
@@ -100,7 +107,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         {
             await RunSessionAsync(nodes, report, estimate, ct).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is KaDeployException or IOException or SocketException)
+        catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
         {
             report.Message = e.Message;
             Log("session failed: " + e.Message);
@@ -112,6 +119,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         await recording.CancelAsync().ConfigureAwait(false);
         await recorder.ConfigureAwait(false);
         report.Nodes = nodes.Select(n => n.Report).ToList();
+        report.ListOutcomes();
         report.Success = report.Message.Length == 0 && nodes.Length > 0 && nodes.All(n => n.Report.Verified);
         if (!report.Success && report.Message.Length == 0)
             report.Message = $"{nodes.Count(n => !n.Report.Verified)} of {nodes.Length} node(s) failed";
@@ -142,7 +150,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         lock (_gate) nodes = [.. _nodes];
         foreach (var n in nodes) await n.DisposeAsync().ConfigureAwait(false);
         try { await Task.WhenAll(_background).ConfigureAwait(false); }
-        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException) { }
+        catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }
         _lifetime.Dispose();
     }
 }

@@ -1,32 +1,61 @@
 using System.Net;
-using System.Net.Sockets;
 using KaDeploy.Protocol;
 using KaDeploy.Reporting;
+using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
 
-/// <summary>The server's view of one registered client: its control link, report row and milestones.</summary>
+/// <summary>
+/// The server's view of one registered client: its control connection, its place in the live tree,
+/// what its heartbeats say, its report row and milestones. Tree fields are guarded by the server's gate.
+/// </summary>
 internal sealed class ServerNode : IAsyncDisposable
 {
-    private readonly Socket _socket;
     private readonly TaskCompletionSource _linked = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _sending;
 
-    public ServerNode(int id, string name, IPAddress address, int dataPort, Socket socket, ControlChannel channel)
+    public ServerNode(int id, string name, IPAddress address, int dataPort, Connection connection, ControlChannel channel)
     {
-        _socket = socket;
+        Connection = connection;
         Channel = channel;
         Address = address;
         DataPort = dataPort;
         Report = new NodeReport { Id = id, Name = name, Address = address.ToString(), State = NodeState.Registered };
+        Touch();
     }
 
     public int Id => Report.Id;
     public IPAddress Address { get; }
     public int DataPort { get; }
+    public Connection Connection { get; }
     public ControlChannel Channel { get; }
     public NodeReport Report { get; }
     public long ProgressBytes;
+
+    // --- what the heartbeats say
+    private long _lastHeard;
+    /// <summary>When anything last came from this node (Environment.TickCount64).</summary>
+    public long LastHeard => Volatile.Read(ref _lastHeard);
+    public void Touch() => Volatile.Write(ref _lastHeard, Environment.TickCount64);
+    public long VerifiedOffset;
+    public FlowState Flow;
+    /// <summary>Since when the node has reported <see cref="FlowState.HeldBySink"/> without a break (0 = not).</summary>
+    public long HeldSince;
+    /// <summary>Payload bytes the node had taken when <see cref="HeldSince"/> began.</summary>
+    public long HeldFromBytes;
+
+    // --- the live tree (under the server's gate)
+    /// <summary>Current parent (0 = the server).</summary>
+    public int ParentId;
+    /// <summary>Declared failed: control link lost or silent; never rejoins.</summary>
+    public bool Gone;
+    /// <summary>Left the tree (gone, or its own sink failed): its children were re-attached elsewhere.</summary>
+    public bool Detached;
+    /// <summary>Moved off the main tree for being slow (fed from the spool once the others are served).</summary>
+    public bool Moved;
+    /// <summary>A repair in progress for this node: why, and when it was detected (for the report).</summary>
+    public (string Reason, long Since, int NewParent)? PendingRepair;
 
     /// <summary>Completes when the node's upstream link is up (or it failed).</summary>
     public Task Linked => _linked.Task;
@@ -58,14 +87,17 @@ internal sealed class ServerNode : IAsyncDisposable
         _finished.TrySetResult();
     }
 
-    /// <summary>Records the first reason this node failed; later reasons are ignored.</summary>
-    public void Fail(string reason)
+    /// <summary>Records the first reason this node failed; later reasons are ignored. The node's own figures stay.</summary>
+    public void Fail(string reason, double sessionSeconds = 0)
     {
         lock (Report)
         {
             if (IsFinished) return;
             Report.State = NodeState.Failed;
             Report.Verified = false;
+            Report.WireBytes = Math.Max(Report.WireBytes, Volatile.Read(ref VerifiedOffset));
+            Report.PayloadBytes = Math.Max(Report.PayloadBytes, Volatile.Read(ref ProgressBytes));
+            if (Report.Seconds == 0) Report.Seconds = sessionSeconds;
             if (Report.Message.Length == 0) Report.Message = reason;
         }
         _linked.TrySetResult();
@@ -76,13 +108,26 @@ internal sealed class ServerNode : IAsyncDisposable
     public async Task TrySendAsync(ControlMessage message, CancellationToken ct)
     {
         try { await Channel.SendAsync(message, ct).ConfigureAwait(false); }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException) { }
+        catch (Exception e) when (ConnectionErrors.IsLinkFailure(e) || e is OperationCanceledException) { }
+    }
+
+    /// <summary>
+    /// A heartbeat that never queues behind another: if the previous one is still stuck (a stopped
+    /// node no longer reads), this one is skipped; the node's silence is detected by its own missing heartbeats.
+    /// </summary>
+    public void SendHeartbeat(CancellationToken ct)
+    {
+        if (Interlocked.Exchange(ref _sending, 1) != 0) return;
+        _ = Task.Run(async () =>
+        {
+            try { await TrySendAsync(new Heartbeat(0, FlowState.Flowing), ct).ConfigureAwait(false); }
+            finally { Volatile.Write(ref _sending, 0); }
+        }, CancellationToken.None);
     }
 
     public async ValueTask DisposeAsync()
     {
-        try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
+        Connection.Abort("session over");
         await Channel.DisposeAsync().ConfigureAwait(false);
-        _socket.Dispose();
     }
 }

@@ -1,6 +1,7 @@
 using System.Net;
 using KaDeploy.Payloads;
 using KaDeploy.Protocol;
+using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
 
@@ -49,6 +50,23 @@ public sealed class ServerOptions
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long unacknowledged data may sit before a peer is declared dead (TCP_USER_TIMEOUT).</summary>
     public TimeSpan DeadPeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A node silent this long (no heartbeat, sent every 0.5 s) is declared failed and its children re-attached (--failure-timeout).</summary>
+    public TimeSpan FailureTimeout { get; init; } = TimeSpan.FromSeconds(3);
+    /// <summary>
+    /// Spool of the produced wire stream, for resumes no relay can serve: a directory (the whole stream, in
+    /// an unlinked file), or null for memory (the last <see cref="SpoolMemoryBytes"/>).
+    /// </summary>
+    public string? SpoolDirectory { get; init; }
+    /// <summary>No spool at all (--spool none): a resume no relay holds fails its subtree.</summary>
+    public bool NoSpool { get; init; }
+    /// <summary>Bytes the memory spool keeps.</summary>
+    public long SpoolMemoryBytes { get; init; } = 1L << 30;
+    /// <summary>A node whose own sink keeps its ring full this long is moved off the main tree (0 = never).</summary>
+    public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
+    public ITransport? Transport { get; init; }
+    /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>
+    public IConnectionHandshake Handshake { get; init; } = NoHandshake.Instance;
     /// <summary>Where log lines go.</summary>
     public TextWriter Log { get; init; } = TextWriter.Null;
     /// <summary>Draw live progress in place (a terminal), or log a line now and then (null = no progress).</summary>

@@ -18,6 +18,9 @@ public class FramingTests
         new Done(false, 0, 0, 0, "disk full"),
         new Release(), new Abort("stop"), new ChildLost(9, "reset"), new DataHello(1, [1, 2, 3], 8, 1L << 41 | 3),
         new DataAccept(), new Ping(),
+        new Heartbeat(1L << 33, FlowState.HeldBySink), new Heartbeat(0, FlowState.Flowing), new Adopt(12),
+        new Reattach(0, "", 30764), new Reattach(3, "198.18.0.4", 4000), new ResumeFailed(3, 1 << 20, "offset no longer held"),
+        new Moved("slow: held the buffer full for 5 s"), new DropChild(4, "declared failed: no heartbeat for 3.0 s"),
     ];
 
     public static TheoryData<ControlMessage> Messages() => new(Samples);

@@ -47,9 +47,16 @@ public class SteadyStateTests
     {
         // The same run at two lengths: whatever a run allocates once (ring slots, state machines) cancels out,
         // and what is left is what the frames cost.
-        long small = AllocatedByRun(frames: 64);
-        long large = AllocatedByRun(frames: 64 + 512);
-        Assert.True(large - small < 512, $"{(large - small) / 512.0:0.0} bytes allocated per frame (receive, check, publish, lend, digest)");
+        // A per-frame allocation shows in every attempt; something else this thread happened to run (a pool
+        // callback of a test beside this one) shows in one: keep the smallest of three.
+        long perRun = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && perRun >= 512; attempt++)
+        {
+            long small = AllocatedByRun(frames: 64);
+            long large = AllocatedByRun(frames: 64 + 512);
+            perRun = Math.Min(perRun, large - small);
+        }
+        Assert.True(perRun < 512, $"{perRun / 512.0:0.0} bytes allocated per frame (receive, check, publish, lend, digest)");
     }
 
     // Upstream bytes -> FrameReceiver -> ring -> RingReaderStream -> DigestReadStream (what a node's sink reads),

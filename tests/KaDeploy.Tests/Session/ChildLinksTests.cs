@@ -23,11 +23,11 @@ public class ChildLinksTests
     public async Task StrangersWrongKeysAndForeignNodesAreRefusedAndTheChildIsServed()
     {
         var key = RandomNumberGenerator.GetBytes(16);
-        using var listener = Links.Listen(IPAddress.Loopback, 0, "data");
-        int port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+        using var listener = new KaDeploy.Transport.TcpTransport(TimeSpan.FromSeconds(30)).Listen(IPAddress.Loopback, 0, "data");
+        int port = listener.LocalEndPoint.Port;
         using var ring = new RelayRing(8 * RelayRing.SlotSize);
         var log = new StringWriter();
-        var links = new ChildLinks(listener, ring, key, [7], TimeSpan.FromSeconds(30), l => { lock (log) log.WriteLine(l); }, (_, _) => { });
+        var links = new ChildLinks(listener, KaDeploy.Transport.NoHandshake.Instance, "test", ring, key, [7], l => { lock (log) log.WriteLine(l); }, (_, _, _) => { });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var accepting = links.AcceptAsync(cts.Token);
 

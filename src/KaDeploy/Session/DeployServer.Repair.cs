@@ -1,0 +1,266 @@
+using KaDeploy.Protocol;
+using KaDeploy.Reporting;
+
+namespace KaDeploy.Session;
+
+/// <summary>
+/// Repair (issue 8): the server keeps the live tree. A node silent for --failure-timeout (dead,
+/// stopped, cut off) or whose control link drops is declared failed; its parent is told to drop it,
+/// and each of its children is re-attached to the nearest live ancestor (which first gets
+/// <see cref="Adopt"/>) or to the server. An orphan resumes at the offset it verified; if its new
+/// parent no longer holds it, the orphan says <see cref="ResumeFailed"/> and the server serves it from
+/// its spool. A node whose own copy failed leaves the tree the same way; a node whose own sink holds
+/// the tree back is moved onto a branch of its own, fed from the spool once the others are served.
+/// </summary>
+public sealed partial class DeployServer
+{
+    private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+    private Session.ChildLinks? _links;
+    private readonly TaskCompletionSource _mainServed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _produced;
+
+    private double Now => _clock.Elapsed.TotalSeconds;
+
+    private ServerNode? Find(int id)
+    {
+        lock (_gate) return _nodes.Find(n => n.Id == id);
+    }
+
+    // Heartbeats out every 0.5 s, silence detection, slow-node moves, and "has everyone but the moved nodes got it all".
+    private async Task WatchNodesAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(100));
+        long lastBeat = 0;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+            {
+                ServerNode[] nodes;
+                bool started;
+                lock (_gate) { nodes = [.. _nodes]; started = _started; }
+                long now = Environment.TickCount64;
+                bool beat = now - lastBeat >= HeartbeatInterval.TotalMilliseconds;
+                if (beat) lastBeat = now;
+                foreach (var n in nodes)
+                {
+                    if (n.Gone) continue;
+                    long silent = now - n.LastHeard;
+                    // Before the start nothing is lost by waiting: a node busy booting is not dropped for 3 s of silence.
+                    if (silent >= (started ? _options.FailureTimeout.TotalMilliseconds : Math.Max(_options.FailureTimeout.TotalMilliseconds, 30_000)))
+                    {
+                        NodeLost(n, $"no heartbeat for {silent / 1000.0:0.0} s");
+                        continue;
+                    }
+                    if (beat) n.SendHeartbeat(ct);
+                }
+                if (!started) continue;
+                CheckSlowNodes(nodes, now);
+                if (_produced && !_mainServed.Task.IsCompleted
+                    && nodes.All(n => n.Gone || n.Moved || n.IsFinished || n.Flow == FlowState.Complete))
+                    _mainServed.TrySetResult();
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>Declares a node failed (once): aborts its control link, has its parent drop it, re-attaches its children.</summary>
+    private void DeclareGone(ServerNode node, string reason)
+    {
+        int parent;
+        lock (_gate)
+        {
+            if (node.Gone) return;
+            node.Gone = node.Detached = true;
+            parent = node.ParentId;
+        }
+        bool wasFinished = node.IsFinished;
+        if (!wasFinished)
+        {
+            Log($"node {node.Id} {node.Report.Name} declared failed: {reason}");
+            node.Fail($"declared failed: {reason}", Now);
+        }
+        else if (node.Report.Verified) Log($"node {node.Id} {node.Report.Name} has left ({reason})");
+        // Say why before closing: a stopped node that wakes up reads this first and exits with the reason.
+        _ = Task.Run(async () =>
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+            if (!wasFinished) await node.TrySendAsync(new Abort($"this node was declared failed: {reason}"), cts.Token).ConfigureAwait(false);
+            node.Connection.Abort(reason);
+        });
+        if (_started) DropFromParent(parent, node.Id, $"node {node.Id} declared failed: {reason}");
+        RepairChildrenOf(node, wasFinished ? $"parent node {node.Id} left ({reason})" : $"parent node {node.Id} declared failed: {reason}");
+    }
+
+    private void DropFromParent(int parentId, int childId, string reason)
+    {
+        if (parentId == 0) _links?.Drop(childId, reason);
+        else if (Find(parentId) is { Gone: false } p) _ = p.TrySendAsync(new DropChild(childId, reason), CancellationToken.None);
+    }
+
+    /// <summary>A node whose own copy failed leaves the tree once its children are re-attached.</summary>
+    private void LeaveTree(ServerNode node, string why)
+    {
+        int parent;
+        lock (_gate)
+        {
+            if (node.Detached) return;
+            node.Detached = true;
+            parent = node.ParentId;
+        }
+        RepairChildrenOf(node, $"parent node {node.Id} left the tree: {why}");
+        DropFromParent(parent, node.Id, $"node {node.Id} left the tree: {why}");
+        _ = node.TrySendAsync(new Release(), CancellationToken.None);
+    }
+
+    private int NearestLiveAncestorLocked(ServerNode node)
+    {
+        int p = node.ParentId;
+        while (p != 0 && _nodes.Find(n => n.Id == p) is { Detached: true } gone) p = gone.ParentId;
+        return p;
+    }
+
+    private void RepairChildrenOf(ServerNode node, string why)
+    {
+        List<ServerNode> orphans;
+        int anc;
+        lock (_gate)
+        {
+            if (!_started) return;
+            anc = NearestLiveAncestorLocked(node);
+            orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Gone && !n.Detached);
+            foreach (var o in orphans)
+            {
+                o.ParentId = anc;
+                o.PendingRepair = (why, Environment.TickCount64, anc);
+            }
+        }
+        foreach (var o in orphans) _ = ReattachAsync(o, anc, why);
+    }
+
+    private async Task ReattachAsync(ServerNode orphan, int newParent, string why)
+    {
+        if (orphan.IsFinished && orphan.Report.Verified && orphan.Flow == FlowState.Complete) return;
+        Log($"node {orphan.Id}: {why}; re-attaching to {(newParent == 0 ? "the server" : $"node {newParent}")}");
+        if (newParent == 0)
+        {
+            _links?.Expect(orphan.Id);
+            await orphan.TrySendAsync(new Reattach(0, "", DataPort), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        var parent = Find(newParent)!;
+        // Adopt goes out first; the new parent also waits a moment for it if the orphan's hello wins the race.
+        await parent.TrySendAsync(new Adopt(orphan.Id), CancellationToken.None).ConfigureAwait(false);
+        await orphan.TrySendAsync(new Reattach(parent.Id, parent.Address.ToString(), parent.DataPort), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    // LinkUp after a Reattach: the repair is complete; it goes into the node's report.
+    private void Relinked(ServerNode node)
+    {
+        (string Reason, long Since, int NewParent)? pending;
+        lock (_gate)
+        {
+            pending = node.PendingRepair;
+            node.PendingRepair = null;
+        }
+        if (pending is not { } p) return;
+        double seconds = (Environment.TickCount64 - p.Since) / 1000.0;
+        long offset = Volatile.Read(ref node.VerifiedOffset);
+        lock (node.Report)
+            node.Report.Repairs.Add(new RepairRecord { Reason = p.Reason, Offset = offset, NewParentId = p.NewParent, Seconds = seconds, At = Now - seconds });
+        Log($"node {node.Id} re-attached to {(p.NewParent == 0 ? "the server" : $"node {p.NewParent}")} at offset {offset} after {seconds:0.00} s");
+    }
+
+    private void ChildLinkLost(ServerNode parent, int childId, string reason)
+    {
+        var child = Find(childId);
+        if (child is null || child.Gone || child.ParentId != parent.Id) return; // already repaired or moved
+        // Reported only for a child given up as hung (it held the ring full and took nothing): it still
+        // heartbeats, but its sink is stuck. It fails with that reason; its own children move on.
+        Log($"{(parent.Id == 0 ? "the server" : $"node {parent.Id}")} gave up its link to node {childId}: {reason}");
+        string why = $"link from {(parent.Id == 0 ? "the server" : $"node {parent.Id}")} lost: {reason}";
+        child.Fail(why, Now);
+        LeaveTree(child, why);
+    }
+
+    // The new parent could not serve the orphan's offset (or could not be reached): the server serves it
+    // from its spool; if the server cannot either, the node fails with the reason and its own children move on.
+    private void ResumeFailedAt(ServerNode node, ResumeFailed r)
+    {
+        Log($"node {node.Id} could not resume at offset {r.Offset} from {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")}: {r.Reason}");
+        if (r.ParentId == 0)
+        {
+            string why = $"cannot resume at offset {r.Offset}: {r.Reason}";
+            node.Fail(why, Now);
+            LeaveTree(node, why);
+            _ = node.TrySendAsync(new Abort(why), CancellationToken.None);
+            return;
+        }
+        int old;
+        lock (_gate)
+        {
+            old = node.ParentId;
+            node.ParentId = 0;
+            var reason = node.PendingRepair?.Reason ?? $"link from node {r.ParentId} lost ({r.Reason})";
+            node.PendingRepair = (reason, node.PendingRepair?.Since ?? Environment.TickCount64, 0);
+        }
+        if (old != 0) DropFromParent(old, node.Id, $"node {node.Id} re-attached to the server");
+        _links?.Expect(node.Id);
+        _ = node.TrySendAsync(new Reattach(0, "", DataPort), CancellationToken.None);
+    }
+
+    private void CheckSlowNodes(ServerNode[] nodes, long now)
+    {
+        if (_options.SlowNodeAfter <= TimeSpan.Zero || _produced || _links is null) return;
+        var live = nodes.Where(n => !n.Detached && !n.IsFinished).ToArray();
+        var held = live.Where(n => n.HeldSince != 0 && n.Flow == FlowState.HeldBySink).ToArray();
+        // When most nodes are held by their disks, the disks are the limit: moving one would help nobody.
+        if (held.Length == 0 || held.Length * 2 > live.Length) return;
+        foreach (var n in held)
+        {
+            if (n.Moved || now - n.HeldSince < _options.SlowNodeAfter.TotalMilliseconds) continue;
+            // Slow, not hung: its sink took something while it held the ring (a hung one is the stall watch's).
+            if (Volatile.Read(ref n.ProgressBytes) <= n.HeldFromBytes) continue;
+            _ = MoveSlowAsync(n, $"its own sink held its buffer full for {(now - n.HeldSince) / 1000.0:0.0} s");
+        }
+    }
+
+    // First its children re-attach to its parent (while it still holds that parent's ring, so their offsets
+    // are there), then it is moved onto a branch of its own, fed from the spool once the others are served.
+    private async Task MoveSlowAsync(ServerNode node, string why)
+    {
+        int parent;
+        List<ServerNode> orphans;
+        lock (_gate)
+        {
+            if (node.Moved || node.Detached) return;
+            node.Moved = true;
+            parent = node.ParentId;
+            orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Detached);
+        }
+        Log($"node {node.Id} {node.Report.Name} is slow ({why}): moving it off the tree");
+        RepairChildrenOf(node, $"parent node {node.Id} moved (slow)");
+        using var wait = new CancellationTokenSource(_options.FailureTimeout * 2);
+        try
+        {
+            while (orphans.Any(o => !o.Detached && o.PendingRepair is not null))
+                await Task.Delay(50, wait.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) { }
+        lock (_gate)
+        {
+            if (node.Detached) return;
+            node.ParentId = 0;
+            node.PendingRepair = ($"moved: {why}", Environment.TickCount64, 0);
+        }
+        DropFromParent(parent, node.Id, $"node {node.Id} moved (slow)");
+        _links?.Expect(node.Id);
+        await node.TrySendAsync(new Moved(why), CancellationToken.None).ConfigureAwait(false);
+        await node.TrySendAsync(new Reattach(0, "", DataPort), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    // Spool links of moved nodes wait until every other node has the whole stream, so they cost the others nothing.
+    private Task SpoolGate(int childId, CancellationToken ct) =>
+        Find(childId) is { Moved: true } ? _mainServed.Task.WaitAsync(ct) : Task.CompletedTask;
+
+    private bool SpoolOnly(int childId) => Find(childId) is { Moved: true };
+}

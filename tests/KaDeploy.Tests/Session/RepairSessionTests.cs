@@ -1,0 +1,253 @@
+using System.Net;
+using KaDeploy.Payloads;
+using KaDeploy.Protocol;
+using KaDeploy.Reporting;
+using KaDeploy.Session;
+using KaDeploy.Transport;
+
+namespace KaDeploy.Tests.Session;
+
+/// <summary>
+/// Whole sessions over the in-memory transport with nodes killed, stopped and cut off mid-stream
+/// (issue 8): every other copy is verified and identical, the failed node is reported with its reason,
+/// and orphans say where they resumed.
+/// </summary>
+public class RepairSessionTests
+{
+    private const long Length = 12_000_000;
+
+    /// <summary>A sink that runs an action once, when it has taken <paramref name="at"/> bytes.</summary>
+    private sealed class TripwireSink(long at, Action trip) : IPayloadSink
+    {
+        private int _tripped;
+        public MemoryStream Data { get; } = new();
+        public string Description => "memory (tripwire)";
+
+        public async Task ConsumeAsync(Stream input, CancellationToken cancellationToken)
+        {
+            var buffer = new byte[65536];
+            int n;
+            while ((n = await input.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                Data.Write(buffer, 0, n);
+                if (Data.Length >= at && Interlocked.Exchange(ref _tripped, 1) == 0) trip();
+            }
+        }
+    }
+
+    private sealed class TeeWriter(TextWriter a, TextWriter b) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => a.Encoding;
+        public override void Write(char value) { a.Write(value); b.Write(value); }
+        public override void WriteLine(string? value) { a.WriteLine(value); b.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} {value}"); }
+    }
+
+    private sealed class Cluster : IAsyncDisposable
+    {
+        public MemoryTransport Net { get; } = new() { WindowBytes = 128 * 1024 };
+        public StringWriter Log { get; } = new();
+        public TextWriter SyncLog { get; }
+        public IPAddress[] Addresses { get; }
+        public CancellationTokenSource[] Kill { get; }
+        public TripwireSink[] Sinks { get; }
+        public DeployServer Server { get; }
+        private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(2));
+        private Task<SessionReport>? _run;
+        private Task<ClientResult>[] _clients = [];
+
+        public Cluster(int clients, int arity, long buffer = 1L << 20, long retain = 4L << 20, bool noSpool = false,
+            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null)
+        {
+            SyncLog = TextWriter.Synchronized(Environment.GetEnvironmentVariable("KD_TEST_LOG") is { } file
+                ? new TeeWriter(Log, new StreamWriter(file, append: true) { AutoFlush = true }) : Log);
+            Addresses = [.. Enumerable.Range(0, clients).Select(i => IPAddress.Parse($"127.0.9.{i + 10}"))];
+            Kill = [.. Enumerable.Range(0, clients).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(_timeout.Token))];
+            Sinks = [.. Enumerable.Range(0, clients).Select(i =>
+                tripFor?.Invoke(i) is { } t ? new TripwireSink(t.At, () => t.Trip(this)) : new TripwireSink(long.MaxValue, () => { }))];
+            Server = new DeployServer(new ServerOptions
+            {
+                Source = new GeneratedSource(Length, seed: 8), Clients = clients, Arity = arity, BufferBytes = buffer,
+                Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "repair", Log = SyncLog,
+                Transport = Net, FailureTimeout = TimeSpan.FromSeconds(3), NoSpool = noSpool, SlowNodeAfter = TimeSpan.Zero,
+            });
+            Retain = retain;
+        }
+
+        public long Retain { get; }
+
+        public Cluster Start()
+        {
+            _run = Server.RunAsync(_timeout.Token);
+            _clients = [.. Enumerable.Range(0, Addresses.Length).Select(i => new DeployClient(new ClientOptions
+            {
+                Server = $"127.0.0.1:{Server.ControlPort}", Session = "repair", Bind = Addresses[i], BufferBytes = 1L << 20,
+                RetainBytes = Retain, SinkFactory = _ => Sinks[i], Log = SyncLog, NodeName = $"n{i}", Transport = Net,
+                FailureTimeout = TimeSpan.FromSeconds(3),
+            }).RunAsync(Kill[i].Token))];
+            return this;
+        }
+
+        /// <summary>kill -9: every link of the node resets, its process is gone.</summary>
+        public void Crash(int i)
+        {
+            Kill[i].Cancel();
+            foreach (var l in Net.Links)
+                if (l.Opener.Address.Equals(Addresses[i]) || l.Acceptor.Address.Equals(Addresses[i])) l.Reset();
+        }
+
+        /// <summary>SIGSTOP: the node's links stop moving, nobody is told.</summary>
+        public void Stop(int i)
+        {
+            foreach (var l in Net.Links)
+                if (l.Opener.Address.Equals(Addresses[i]) || l.Acceptor.Address.Equals(Addresses[i])) l.Stall();
+        }
+
+        /// <summary>SIGCONT.</summary>
+        public void Continue(int i)
+        {
+            foreach (var l in Net.Links)
+                if (l.Opener.Address.Equals(Addresses[i]) || l.Acceptor.Address.Equals(Addresses[i])) l.Resume();
+        }
+
+        public async Task<(SessionReport Report, ClientResult?[] Results)> FinishAsync()
+        {
+            var report = await _run!;
+            var results = new ClientResult?[_clients.Length];
+            for (int i = 0; i < _clients.Length; i++)
+            {
+                try { results[i] = await _clients[i]; }
+                catch (Exception e) when (e is OperationCanceledException or KaDeployException) { results[i] = null; }
+            }
+            return (report, results);
+        }
+
+        public NodeReport NodeNamed(SessionReport r, int i) => r.Nodes.Single(n => n.Name == $"n{i}");
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            _timeout.Dispose();
+        }
+    }
+
+    private static void AssertOthersIdentical(Cluster c, SessionReport report, ClientResult?[] results, params int[] failed)
+    {
+        var expected = GeneratedSource.Expected(Length, 8, false);
+        for (int i = 0; i < results.Length; i++)
+        {
+            if (failed.Contains(i))
+            {
+                Assert.False(c.NodeNamed(report, i).Verified);
+                continue;
+            }
+            Assert.True(results[i]?.Verified, $"n{i}: {results[i]?.Message}\n{c.Log}");
+            Assert.True(expected.AsSpan().SequenceEqual(c.Sinks[i].Data.ToArray()), $"n{i}: copy differs");
+            Assert.True(c.NodeNamed(report, i).Verified);
+        }
+        Assert.Equal(failed.Select(i => $"n{i}").Order(), report.Failed.Select(f => f.Name).Order());
+        Assert.Equal(results.Length - failed.Length, report.Succeeded.Count);
+        Assert.Equal(failed.Length == 0, report.Success);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task AMiddleNodeKilledHalfwayLosesOnlyThatNode(int arity)
+    {
+        // Node n1 is a middle node in a chain and has children in trees of arity 2 and 3 (7 nodes).
+        await using var c = new Cluster(7, arity, tripFor: i => i == 1 ? (Length / 2, cl => cl.Crash(1)) : null).Start();
+        var (report, results) = await c.FinishAsync();
+        AssertOthersIdentical(c, report, results, 1);
+        Assert.Contains("declared failed", c.NodeNamed(report, 1).Message);
+        Assert.Contains(report.Nodes, n => n.Repairs.Count > 0 && n.Repairs[0].Reason.Contains($"node {c.NodeNamed(report, 1).Id}"));
+    }
+
+    [Fact]
+    public async Task AStoppedNodeIsDeclaredFailedForItsSilenceAndIsRefusedWhenItComesBack()
+    {
+        await using var c = new Cluster(5, 1, tripFor: i => i == 2 ? (Length / 2, cl => cl.Stop(2)) : null).Start();
+        var serverRun = c.FinishAsync();
+        // Wait for the verdict on the stopped node, then let it run again: it must not rejoin.
+        while (!c.Log.ToString().Contains("n2 declared failed")) await Task.Delay(50);
+        c.Continue(2);
+        var (report, results) = await serverRun;
+        AssertOthersIdentical(c, report, results, 2);
+        Assert.Contains("no heartbeat", c.NodeNamed(report, 2).Message);
+        Assert.False(results[2]?.Verified ?? false);
+    }
+
+    [Fact]
+    public async Task ANodeComingBackAfterBeingDeclaredFailedIsRefusedRegistration()
+    {
+        await using var c = new Cluster(3, 1, tripFor: i => i == 1 ? (Length / 2, cl => cl.Stop(1)) : null).Start();
+        var run = c.FinishAsync();
+        while (!c.Log.ToString().Contains("n1 declared failed")) await Task.Delay(50);
+        // The same node (name and address) registers again, as a restarted client would.
+        var again = new DeployClient(new ClientOptions
+        {
+            Server = $"127.0.0.1:{c.Server.ControlPort}", Session = "repair", Bind = c.Addresses[1], NodeName = "n1",
+            SinkFactory = _ => new MemorySink(), Transport = c.Net, ConnectTimeout = TimeSpan.FromSeconds(5),
+        });
+        var refused = await Assert.ThrowsAsync<KaDeployException>(() => again.RunAsync(CancellationToken.None));
+        Assert.Contains("was declared failed", refused.Message);
+        Assert.Contains("does not rejoin", refused.Message);
+        c.Continue(1);
+        var (report, results) = await run;
+        AssertOthersIdentical(c, report, results, 1);
+    }
+
+    [Fact]
+    public async Task AVanishedNodeIsDetectedAndItsChildrenResume()
+    {
+        await using var c = new Cluster(5, 2, tripFor: i => i == 0 ? (Length / 2, cl => cl.Net.TakeDown(cl.Addresses[0])) : null).Start();
+        var (report, results) = await c.FinishAsync();
+        AssertOthersIdentical(c, report, results, 0);
+        Assert.Contains("no heartbeat", c.NodeNamed(report, 0).Message);
+    }
+
+    [Fact]
+    public async Task AnOrphanReattachesToAParentThatIsItselfReattaching()
+    {
+        // Chain n0..n5: n1 and n3 die at the same moment; n2 goes to n0 while n4 goes to n2, which is resuming too.
+        await using var c = new Cluster(6, 1, tripFor: i => i == 3 ? (Length / 2, cl => { cl.Crash(1); cl.Crash(3); }) : null).Start();
+        var (report, results) = await c.FinishAsync();
+        AssertOthersIdentical(c, report, results, 1, 3);
+        Assert.NotEmpty(c.NodeNamed(report, 4).Repairs);
+        Assert.NotEmpty(c.NodeNamed(report, 2).Repairs);
+    }
+
+    [Fact]
+    public async Task TheServersDirectChildAndTheLastNodeCanDie()
+    {
+        await using var c = new Cluster(5, 1, tripFor: i => i == 0 ? (Length / 2, cl => { cl.Crash(0); cl.Crash(4); }) : null).Start();
+        var (report, results) = await c.FinishAsync();
+        AssertOthersIdentical(c, report, results, 0, 4);
+        Assert.Equal(0, c.NodeNamed(report, 1).Repairs.Single().NewParentId);
+    }
+
+    [Fact]
+    public async Task WhenEveryNodeIsGoneTheServerStopsReadingItsSource()
+    {
+        await using var c = new Cluster(2, 1, tripFor: i => i == 0 ? (Length / 4, cl => { cl.Crash(0); cl.Crash(1); }) : null).Start();
+        var (report, _) = await c.FinishAsync();
+        Assert.False(report.Success);
+        Assert.Equal(2, report.Failed.Count);
+        Assert.Contains("no node left to serve: stopping the source", c.Log.ToString());
+        Assert.DoesNotContain("source done", c.Log.ToString());
+    }
+
+    [Fact]
+    public async Task WhenTheServerDiesEveryClientFailsNamingIt()
+    {
+        await using var c = new Cluster(3, 1, tripFor: i => i == 2 ? (Length / 3, cl =>
+        {
+            foreach (var l in cl.Net.Links)
+                if (l.Acceptor.Address.Equals(IPAddress.Loopback) || l.Opener.Address.Equals(IPAddress.Loopback)) l.Reset();
+        }) : null).Start();
+        var (_, results) = await c.FinishAsync();
+        Assert.All(results, r => Assert.False(r?.Verified ?? false));
+        Assert.Contains("server 127.0.0.1", c.Log.ToString());
+        Assert.Contains("lost", c.Log.ToString());
+    }
+}
