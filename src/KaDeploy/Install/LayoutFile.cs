@@ -94,6 +94,10 @@ public static class LayoutFile
         {
             throw new KaDeployException($"{origin}: {e.Message.ReplaceLineEndings(" ")}");
         }
+        catch (ArgumentException e) // found by fuzzing: Tomlyn throws this on an escape naming a surrogate code point
+        {
+            throw new KaDeployException($"{origin}: {e.Message.ReplaceLineEndings(" ")}");
+        }
         var layout = new DiskLayout();
         foreach (var (key, value) in model)
         {
@@ -205,7 +209,11 @@ public static class LayoutFile
             "t" or "tb" or "tib" => 1L << 40,
             _ => throw new KaDeployException($"{where}: bad size unit in '{text}' (use M, G, T)"),
         };
-        return checked((long)(v * unit));
+        // Found by fuzzing: a huge or non-finite number overflowed here instead of being refused in one line.
+        double bytes = v * unit;
+        if (!double.IsFinite(bytes) || bytes < 0 || bytes >= long.MaxValue)
+            throw new KaDeployException($"{where}: size '{text}' is out of range");
+        return (long)bytes;
     }
 }
 
