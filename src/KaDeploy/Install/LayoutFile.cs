@@ -94,6 +94,10 @@ public static class LayoutFile
         {
             throw new KaDeployException($"{origin}: {e.Message.ReplaceLineEndings(" ")}");
         }
+        catch (ArgumentException e) // found by fuzzing: Tomlyn throws this on an escape naming a surrogate code point
+        {
+            throw new KaDeployException($"{origin}: {e.Message.ReplaceLineEndings(" ")}");
+        }
         var layout = new DiskLayout();
         foreach (var (key, value) in model)
         {
@@ -207,8 +211,8 @@ public static class LayoutFile
         };
         double bytes = v * unit;
         // 2^62 bytes (4 EiB) is past any disk; beyond it the cast would overflow (found by AFL).
-        if (!double.IsFinite(bytes) || bytes > (double)(1L << 62))
-            throw new KaDeployException($"{where}: size '{text}' is larger than any disk");
+        if (!double.IsFinite(bytes) || bytes < 0 || bytes > (double)(1L << 62))
+            throw new KaDeployException($"{where}: size '{text}' is out of range (larger than any disk)");
         return (long)bytes;
     }
 }

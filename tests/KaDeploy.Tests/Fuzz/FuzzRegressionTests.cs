@@ -65,3 +65,17 @@ public class FuzzRegressionTests
         Assert.Contains("larger than any disk", e.Message);
     }
 }
+
+/// <summary>AFL's saved inputs (fuzz/README.md), replayed through their targets on every run.</summary>
+public class AflFindingsTests
+{
+    public static TheoryData<string> Files => new(Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Fuzz", "Findings")).Select(Path.GetFileName)!);
+
+    [Theory]
+    [MemberData(nameof(Files))]
+    public void Saved_crash_is_now_accepted_or_refused_cleanly(string file)
+    {
+        string target = file.Split('-')[0];
+        FuzzTargets.All[target](File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Fuzz", "Findings", file)));
+    }
+}
