@@ -27,6 +27,11 @@ public static unsafe class Posix
         return st;
     }
 
+    /// <summary>What statx returned, as the file status the rest of the code reads (one conversion for every stat call).</summary>
+    internal static FileStatus ToFileStatus(in LinuxNative.Statx sx) => new(
+        (FileKind)(sx.Mode & 0xF000), sx.Mode, sx.Uid, sx.Gid, (long)sx.Size, (long)sx.Blocks, sx.Nlink, sx.Ino,
+        sx.DevMajor, sx.DevMinor, sx.RdevMajor, sx.RdevMinor, sx.Mtime.Sec, sx.Mtime.Nsec, sx.Atime.Sec, sx.Atime.Nsec);
+
     /// <summary>lstat through statx; false with the errno instead of throwing.</summary>
     public static bool TryLStat(string path, out FileStatus status, out int errno)
     {
@@ -37,9 +42,7 @@ public static unsafe class Posix
             return false;
         }
         errno = 0;
-        status = new FileStatus(
-            (FileKind)(sx.Mode & 0xF000), sx.Mode, sx.Uid, sx.Gid, (long)sx.Size, (long)sx.Blocks, sx.Nlink, sx.Ino,
-            sx.DevMajor, sx.DevMinor, sx.RdevMajor, sx.RdevMinor, sx.Mtime.Sec, sx.Mtime.Nsec, sx.Atime.Sec, sx.Atime.Nsec);
+        status = ToFileStatus(sx);
         return true;
     }
 

@@ -85,9 +85,7 @@ internal static unsafe class PosixAt
             return false;
         }
         errno = 0;
-        status = new FileStatus(
-            (FileKind)(sx.Mode & 0xF000), sx.Mode, sx.Uid, sx.Gid, (long)sx.Size, (long)sx.Blocks, sx.Nlink, sx.Ino,
-            sx.DevMajor, sx.DevMinor, sx.RdevMajor, sx.RdevMinor, sx.Mtime.Sec, sx.Mtime.Nsec, sx.Atime.Sec, sx.Atime.Nsec);
+        status = Posix.ToFileStatus(sx);
         return true;
     }
 
