@@ -132,13 +132,7 @@ public sealed partial class DeployServer
                     NodeLost(node, "control link lost: closed by the node");
                     return;
                 case Heartbeat h:
-                    Volatile.Write(ref node.VerifiedOffset, h.VerifiedOffset);
-                    if (h.State == FlowState.HeldBySink)
-                    {
-                        if (node.HeldSince == 0) { node.HeldSince = Environment.TickCount64; node.HeldFromBytes = Volatile.Read(ref node.ProgressBytes); }
-                    }
-                    else node.HeldSince = 0;
-                    node.Flow = h.State;
+                    HeartbeatFrom(node, h);
                     break;
                 case LinkUp:
                     node.MarkLinked();

@@ -42,8 +42,12 @@ internal sealed class ServerNode : IAsyncDisposable
     public FlowState Flow;
     /// <summary>Since when the node has reported <see cref="FlowState.HeldBySink"/> without a break (0 = not).</summary>
     public long HeldSince;
-    /// <summary>Payload bytes the node had taken when <see cref="HeldSince"/> began.</summary>
-    public long HeldFromBytes;
+    /// <summary>The node's verified wire offset when <see cref="HeldSince"/> began: while held, its offset moves only as its sink takes.</summary>
+    public long HeldFromOffset;
+    /// <summary>Heartbeats in a row that did not say held (one is a sampling blip, not the end of a hold).</summary>
+    public int NotHeldBeats;
+    /// <summary>Start of the current rate window: when, and the verified offset then.</summary>
+    public long RateTick, RateOffset;
 
     // --- the live tree (under the server's gate)
     /// <summary>Current parent (0 = the server).</summary>
