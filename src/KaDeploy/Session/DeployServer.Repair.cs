@@ -21,6 +21,12 @@ public sealed partial class DeployServer
 
     private double Now => _clock.Elapsed.TotalSeconds;
 
+    /// <summary>The registered nodes as the server sees them now (tests read their heartbeat offsets).</summary>
+    internal IReadOnlyList<ServerNode> Nodes
+    {
+        get { lock (_gate) return [.. _nodes]; }
+    }
+
     private ServerNode? Find(int id)
     {
         lock (_gate) return _nodes.Find(n => n.Id == id);
