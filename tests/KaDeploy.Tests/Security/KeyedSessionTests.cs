@@ -34,20 +34,30 @@ public class KeyedSessionTests
         public long FirstWrongByte = -1;
         public long TripAt { get; init; } = long.MaxValue;
         public Action? Trip { get; init; }
+        /// <summary>Read as the file and command sinks do: frames lent from the ring (ISegmentReader), not copied out.</summary>
+        public bool Segments { get; init; }
         public string Description => "memory (checked byte by byte)";
 
         public async Task ConsumeAsync(Stream input, CancellationToken cancellationToken)
         {
-            var expected = Expected.Value;
             var buffer = new byte[65536];
-            int n;
-            while ((n = await input.ReadAsync(buffer, cancellationToken)) > 0)
+            while (true)
             {
-                for (int i = 0; i < n && FirstWrongByte < 0; i++)
-                    if (Written + i >= expected.Length || buffer[i] != expected[Written + i]) FirstWrongByte = Written + i;
-                Written += n;
-                if (Written >= TripAt && Interlocked.Exchange(ref _tripped, 1) == 0) Trip?.Invoke();
+                ReadOnlyMemory<byte> got;
+                if (Segments && input is KaDeploy.IO.ISegmentReader lender) got = await lender.ReadSegmentAsync(cancellationToken);
+                else got = buffer.AsMemory(0, await input.ReadAsync(buffer, cancellationToken));
+                if (got.IsEmpty) return;
+                Check(got.Span);
             }
+        }
+
+        private void Check(ReadOnlySpan<byte> data)
+        {
+            var expected = Expected.Value;
+            for (int i = 0; i < data.Length && FirstWrongByte < 0; i++)
+                if (Written + i >= expected.Length || data[i] != expected[Written + i]) FirstWrongByte = Written + i;
+            Written += data.Length;
+            if (Written >= TripAt && Interlocked.Exchange(ref _tripped, 1) == 0) Trip?.Invoke();
         }
     }
 
@@ -75,7 +85,8 @@ public class KeyedSessionTests
             Tamper = tamperAt is null ? null : new TamperingTransport(Net!, tamperAt);
             Addresses = [.. Enumerable.Range(0, clients).Select(i => tcp ? LoopbackSession.NextAddress() : IPAddress.Parse($"127.0.9.{i + 10}"))];
             Kill = [.. Enumerable.Range(0, clients).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(_timeout.Token))];
-            Sinks = [.. Enumerable.Range(0, clients).Select(i => sinkFor?.Invoke(i, this) ?? new CheckingSink())];
+            // Odd nodes read as the file and command sinks do (segments lent from the ring), even nodes copy.
+            Sinks = [.. Enumerable.Range(0, clients).Select(i => sinkFor?.Invoke(i, this) ?? new CheckingSink { Segments = i % 2 == 1 })];
             ClientKeys = [.. Enumerable.Range(0, clients).Select(clientKey)];
             Server = new DeployServer(new ServerOptions
             {
