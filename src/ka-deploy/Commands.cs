@@ -47,7 +47,8 @@ internal static class Commands
             "/nonexistent/ka-deploy-spool", "directory");
         var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");
         var koFile = Opt.OutputFile("--ko-file", "Write the names of the nodes that failed, one per line");
-        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile }) cmd.Options.Add(o);
+        var slowAfter = Opt.Seconds("--slow-after", "Seconds a node's own disk may hold its buffer full at under half the tree's speed before it is moved off the tree, to finish from the spool (0 = never)", 0, 3600, 1);
+        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile, slowAfter }) cmd.Options.Add(o);
         // Security (issue 9)
         var keyFile = Opt.KeyFile("Pre-shared key (ka-deploy keygen FILE; mode 0600): nodes must prove they hold it, the payload is sealed");
         cmd.Options.Add(keyFile);
@@ -84,6 +85,7 @@ internal static class Commands
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 Log = log, ProgressOnTerminal = null, // the operator console draws the live view from snapshots
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
+                SlowNodeAfter = TimeSpan.FromSeconds(p.GetValue(slowAfter)),
                 NoSpool = p.GetValue(spoolOpt) == "none",
                 SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
                 Key = key,

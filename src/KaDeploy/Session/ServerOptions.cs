@@ -61,8 +61,12 @@ public sealed class ServerOptions
     public bool NoSpool { get; init; }
     /// <summary>Bytes the memory spool keeps.</summary>
     public long SpoolMemoryBytes { get; init; } = 1L << 30;
-    /// <summary>A node whose own sink keeps its ring full this long is moved off the main tree (0 = never).</summary>
-    public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// A node whose own sink keeps its ring full this long, taking less than half the tree's speed, is moved off the
+    /// main tree and fed from the spool once the others are served (--slow-after; 0 = never). Short, because every
+    /// second it holds, the whole tree moves at its pace.
+    /// </summary>
+    public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
     public ITransport? Transport { get; init; }
     /// <summary>The pre-shared key (--key-file): every connection authenticated, control frames and data sealed. Null: clear.</summary>
