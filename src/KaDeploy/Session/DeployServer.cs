@@ -26,7 +26,7 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly TaskCompletionSource<string> _start = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
-    private readonly Stopwatch _clock = new();
+    private readonly Stopwatch _clock = new(); // session time, from RunAsync: the report, the live view and repair records
     private int _nextId = 1;
     private volatile Relay.DigestWriteStream? _producedDigest; // the payload's digest stream, read by the progress line
     private bool _started;
@@ -79,9 +79,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             Arity = _options.Arity,
             Started = DateTimeOffset.UtcNow,
         };
-        var clock = Stopwatch.StartNew();
         _clock.Start();
-        _sessionClock.Start();
         _background.Add(AcceptControlAsync(ct));
         _background.Add(WatchNodesAsync(_lifetime.Token)); // until disposed: heartbeats go on while the caller reports
         // A tree's size is estimated (a metadata walk) while the nodes boot and register.
@@ -114,7 +112,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             foreach (var n in nodes) n.Fail("session failed: " + e.Message);
             await Task.WhenAll(nodes.Select(n => n.TrySendAsync(new Abort(e.Message), ct))).ConfigureAwait(false);
         }
-        report.Seconds = clock.Elapsed.TotalSeconds;
+        report.Seconds = _clock.Elapsed.TotalSeconds;
         _phase = "done";
         await recording.CancelAsync().ConfigureAwait(false);
         await recorder.ConfigureAwait(false);
