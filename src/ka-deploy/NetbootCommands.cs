@@ -111,6 +111,9 @@ internal static class NetbootCommands
         var cache = CacheOption();
         foreach (var o in new Option[] { iface, nodes, range, proxy, state, server, session, install, device, after, console, kernelArgs, reportPort, kernel, cache })
             cmd.Options.Add(o);
+        // Security (issue 9): the key goes into the boot configuration (ka.key=), never onto this command line.
+        var keyFile = Opt.KeyFile("Pre-shared key of the session, given to the nodes as ka.key= in the boot configuration (readable by whoever reaches the TFTP server: README \"Security\")");
+        cmd.Options.Add(keyFile);
         cmd.SetAction(async (p, ct) =>
         {
             var log = Console.Error;
@@ -125,6 +128,12 @@ internal static class NetbootCommands
             args.Add(installDisk is not null ? $"ka.install={installDisk}" : $"ka.device={rawDevice}");
             args.Add($"ka.after={afterValue}");
             if (p.GetValue(kernelArgs) is { } extra) args.Add(extra);
+            if (p.GetValue(keyFile) is { } keyPath)
+            {
+                using var key = KaDeploy.Security.PresharedKey.LoadFile(keyPath);
+                args.Add(key.ToKernelArgument());
+                log.WriteLine($"ka-deploy netboot: nodes get key {key.Fingerprint} on their kernel command line (anyone who can reach the TFTP server can read it)");
+            }
             var image = BuildImage(p.GetValue(kernel), p.GetValue(cache), null, false, log);
             PrintImage(image, log);
             var service = new BootService(new BootServiceOptions

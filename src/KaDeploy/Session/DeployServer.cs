@@ -18,6 +18,7 @@ public sealed partial class DeployServer : IAsyncDisposable
 {
     private readonly ServerOptions _options;
     private readonly ITransport _transport;
+    private readonly IConnectionHandshake _handshake;
     private readonly IConnectionListener _controlListener;
     private readonly IConnectionListener _dataListener;
     private readonly Socket? _discovery;
@@ -41,6 +42,8 @@ public sealed partial class DeployServer : IAsyncDisposable
         _options = options;
         Heartbeats.ReserveThreads();
         _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
+        // Always the v2 handshake, keyed or not: a keyed peer and an unkeyed one refuse each other in one line.
+        _handshake = options.Handshake ?? new Security.KeyedHandshake(options.Key);
         _controlListener = _transport.Listen(options.Bind, options.ControlPort, "control");
         try
         {
@@ -87,7 +90,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             ? estimator.EstimateLengthAsync(ct) : null;
         _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, Log, ct));
+        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, _options.Key, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);
