@@ -15,6 +15,9 @@ internal static unsafe partial class LinuxNative
     internal const int ENOTDIR = 20;
     internal const int EISDIR = 21;
     internal const int ENOTEMPTY = 39;
+    internal const int EINTR = 4;
+    internal const int EIO = 5;
+    internal const int S_ISGID = 0x400;
 
     [LibraryImport(Libc, EntryPoint = "statx", SetLastError = true)]
     internal static partial int StatxAt(int dirfd, byte* path, int flags, uint mask, out Statx buf);
@@ -66,6 +69,26 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "lgetxattr", SetLastError = true)]
     internal static partial nint LgetxattrBytes(byte* path, byte* name, byte* value, nint size);
+
+    [LibraryImport(Libc, EntryPoint = "flistxattr", SetLastError = true)]
+    internal static partial nint Flistxattr(int fd, byte* list, nint size);
+
+    [LibraryImport(Libc, EntryPoint = "fgetxattr", SetLastError = true)]
+    internal static partial nint Fgetxattr(int fd, byte* name, byte* value, nint size);
+
+    // Raw pread/pwrite on an int fd: RandomAccess on a SafeFileHandle made from an fd costs an lseek per handle
+    // (its seekability check), one syscall per small file on both sides of a many-file tree.
+    [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]
+    internal static partial nint Pread(int fd, byte* buf, nint count, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "pwrite", SetLastError = true)]
+    internal static partial nint Pwrite(int fd, byte* buf, nint count, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "geteuid")]
+    internal static partial uint Geteuid();
+
+    [LibraryImport(Libc, EntryPoint = "getegid")]
+    internal static partial uint Getegid();
 
     [LibraryImport(Libc, EntryPoint = "fdopendir", SetLastError = true)]
     internal static partial nint Fdopendir(int fd);

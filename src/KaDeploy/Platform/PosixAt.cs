@@ -57,6 +57,28 @@ internal static unsafe class PosixAt
         }
     }
 
+    /// <summary>Creates a new regular file (O_EXCL, O_NOFOLLOW) and returns its fd; -1 and the errno on failure.</summary>
+    public static int CreateFileFd(int dirfd, ReadOnlySpan<byte> name, uint mode, out int errno)
+    {
+        fixed (byte* p = Z(name))
+        {
+            int fd = OpenAt(dirfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+            errno = fd < 0 ? Errno() : 0;
+            return fd;
+        }
+    }
+
+    /// <summary>Opens an existing file for reading, not through a final symlink; -1 and the errno on failure.</summary>
+    public static int OpenReadFd(int dirfd, ReadOnlySpan<byte> name, out int errno)
+    {
+        fixed (byte* p = Z(name))
+        {
+            int fd = OpenAt(dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+            errno = fd < 0 ? Errno() : 0;
+            return fd;
+        }
+    }
+
     /// <summary>Opens an existing file for reading, not through a final symlink.</summary>
     public static SafeFileHandle? OpenRead(int dirfd, ReadOnlySpan<byte> name, out int errno)
     {
@@ -243,12 +265,64 @@ internal static unsafe class PosixAt
     }
 
     /// <summary>Names of the xattrs of a path (bytes, not followed), sorted bytewise; null with errno on failure.</summary>
-    public static List<byte[]>? ListXattrs(ReadOnlySpan<byte> path, out int errno)
+    public static List<byte[]>? ListXattrs(ReadOnlySpan<byte> path, out int errno) => ListXattrs(Z(path), -1, out errno);
+
+    /// <summary>Names of the xattrs of an open file, sorted bytewise; null with errno on failure.</summary>
+    public static List<byte[]>? ListXattrs(int fd, out int errno) => ListXattrs(null, fd, out errno);
+
+    /// <summary>One xattr's value of an open file; null with errno (ENODATA: vanished).</summary>
+    public static byte[]? GetXattr(int fd, ReadOnlySpan<byte> name, out int errno) => GetXattr(null, fd, name, out errno);
+
+    /// <summary>pread into a span; bytes read, or -1 with errno.</summary>
+    public static int Read(int fd, Span<byte> buffer, long offset, out int errno)
     {
-        byte[] z = Z(path);
+        fixed (byte* b = buffer)
+        {
+            nint n = Pread(fd, b, buffer.Length, offset);
+            errno = n < 0 ? Errno() : 0;
+            return (int)n;
+        }
+    }
+
+    /// <summary>pwrite of a whole span (short writes continued); 0 or the errno.</summary>
+    public static int WriteAll(int fd, ReadOnlySpan<byte> data, long offset)
+    {
+        fixed (byte* b = data)
+        {
+            int done = 0;
+            while (done < data.Length)
+            {
+                nint n = Pwrite(fd, b + done, data.Length - done, offset + done);
+                if (n < 0)
+                {
+                    int e = Errno();
+                    if (e == EINTR) continue;
+                    return e;
+                }
+                if (n == 0) return EIO;
+                done += (int)n;
+            }
+            return 0;
+        }
+    }
+
+    // Either a NUL-terminated path (l*xattr, not followed) or an open fd (f*xattr).
+    private static nint List(byte[]? z, int fd, byte* buf, nint size)
+    {
+        if (z == null) return Flistxattr(fd, buf, size);
+        fixed (byte* p = z) return LlistxattrBytes(p, buf, size);
+    }
+
+    private static nint Get(byte[]? z, int fd, byte* name, byte* buf, nint size)
+    {
+        if (z == null) return Fgetxattr(fd, name, buf, size);
+        fixed (byte* p = z) return LgetxattrBytes(p, name, buf, size);
+    }
+
+    private static List<byte[]>? ListXattrs(byte[]? z, int fd, out int errno)
+    {
         var names = new List<byte[]>();
-        nint size;
-        fixed (byte* p = z) size = LlistxattrBytes(p, null, 0);
+        nint size = List(z, fd, null, 0);
         errno = 0;
         if (size < 0)
         {
@@ -260,11 +334,7 @@ internal static unsafe class PosixAt
         {
             byte[] buf = new byte[size];
             nint n;
-            fixed (byte* p = z)
-            fixed (byte* b = buf)
-            {
-                n = LlistxattrBytes(p, b, buf.Length);
-            }
+            fixed (byte* b = buf) n = List(z, fd, b, buf.Length);
             if (n < 0)
             {
                 errno = Errno();
@@ -286,17 +356,15 @@ internal static unsafe class PosixAt
     }
 
     /// <summary>One xattr's value (path and name as bytes, not followed); null with errno (ENODATA: vanished).</summary>
-    public static byte[]? GetXattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, out int errno)
+    public static byte[]? GetXattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, out int errno) => GetXattr(Z(path), -1, name, out errno);
+
+    private static byte[]? GetXattr(byte[]? zp, int fd, ReadOnlySpan<byte> name, out int errno)
     {
-        byte[] zp = Z(path), zn = Z(name);
+        byte[] zn = Z(name);
         while (true)
         {
             nint size;
-            fixed (byte* p = zp)
-            fixed (byte* n = zn)
-            {
-                size = LgetxattrBytes(p, n, null, 0);
-            }
+            fixed (byte* n = zn) size = Get(zp, fd, n, null, 0);
             if (size < 0)
             {
                 errno = Errno();
@@ -304,11 +372,10 @@ internal static unsafe class PosixAt
             }
             var value = new byte[size];
             nint got;
-            fixed (byte* p = zp)
             fixed (byte* n = zn)
             fixed (byte* v = value)
             {
-                got = LgetxattrBytes(p, n, v, value.Length);
+                got = Get(zp, fd, n, v, value.Length);
             }
             if (got >= 0)
             {

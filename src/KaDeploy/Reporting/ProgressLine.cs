@@ -48,10 +48,11 @@ public sealed class ProgressLine : IAsyncDisposable
         _lastBytes = done;
         _lastSeconds = now;
         var inv = CultureInfo.InvariantCulture;
-        string line = total is > 0
+        // A stream longer than its estimate (a tree that grew meanwhile) shows no percentage past 100 % and no ETA.
+        string line = total is > 0 && done <= total
             ? string.Format(inv, "{0}: {1} / {2} ({3:0.0}%) {4}/s ETA {5}{6}", _label, Size(done), Size(total.Value),
                 100.0 * done / total.Value, Size((long)rate), Eta(total.Value - done, rate), extra)
-            : string.Format(inv, "{0}: {1} {2}/s{3}", _label, Size(done), Size((long)rate), extra);
+            : string.Format(inv, "{0}: {1}{2} {3}/s{4}", _label, Size(done), total is > 0 ? " (past the estimate)" : "", Size((long)rate), extra);
         if (_terminal && _out is ConsoleSurface surface)
         {
             // The surface erases the line before any log line and draws it again after: no log text glued to it.

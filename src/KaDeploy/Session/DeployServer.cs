@@ -90,6 +90,8 @@ public sealed partial class DeployServer : IAsyncDisposable
             ? estimator.EstimateLengthAsync(ct) : null;
         _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        _ = estimate?.ContinueWith(t => Log($"size estimate: {t.Result} bytes"),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, _options.Key, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 

@@ -42,6 +42,9 @@ public sealed class PathExclusions
     /// <summary>The patterns after normalization (for logs).</summary>
     public IEnumerable<string> Patterns => _exact.Concat(_globs);
 
+    /// <summary>True when nothing is excluded (the walk then skips the check and its per-entry string).</summary>
+    public bool IsEmpty => _exact.Count == 0 && _globs.Count == 0;
+
     /// <summary>True if the relative path (no leading "./" or "/") is excluded.</summary>
     public bool IsExcluded(string relativePath)
     {

@@ -113,9 +113,7 @@ internal sealed class PaxArchiveWriter : IDisposable
     /// </summary>
     public void AddRecord(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
-        int body = 3 + key.Length + value.Length;
-        int len = body + Digits(body);
-        if (Digits(len) != Digits(body)) len = body + Digits(len);
+        int len = RecordLength(key.Length, value.Length);
         if (_paxBytes.Length < _paxLength + len) Array.Resize(ref _paxBytes, Math.Max(_paxLength + len, _paxBytes.Length * 2));
         Span<byte> rec = _paxBytes.AsSpan(_paxLength, len);
         int at = Encoding.ASCII.GetBytes(len.ToString(System.Globalization.CultureInfo.InvariantCulture), rec);
@@ -140,6 +138,52 @@ internal sealed class PaxArchiveWriter : IDisposable
         }
         AddRecord(key, value);
     }
+
+    /// <summary>Bytes of one "len key=value\n" record (the length counts its own digits).</summary>
+    internal static int RecordLength(int keyLength, int valueLength)
+    {
+        int body = 3 + keyLength + valueLength;
+        int len = body + Digits(body);
+        return Digits(len) != Digits(body) ? body + Digits(len) : len;
+    }
+
+    /// <summary>
+    /// Bytes <see cref="WriteHeaderAsync(byte[], char, uint, uint, uint, long, long, uint, byte[], uint, uint, CancellationToken, byte[], byte[])"/>
+    /// emits for an entry (pax header block, records and padding when needed, then the ustar block), given the
+    /// bytes of the records added before it: the size estimate computes the stream with the writer's own rules.
+    /// </summary>
+    internal static long HeaderBytes(ReadOnlySpan<byte> name, ReadOnlySpan<byte> linkName, bool hasLink, long mtimeSec, uint mtimeNsec,
+        uint uid, uint gid, long size, long recordBytes)
+    {
+        long pax = recordBytes;
+        bool binary = false;
+        if (!FitsUstar(name, 100)) pax += NameRecordLength(4, name, ref binary);
+        if (hasLink && !FitsUstar(linkName, 100)) pax += NameRecordLength(8, linkName, ref binary);
+        if (mtimeNsec != 0 || mtimeSec < 0 || mtimeSec > MaxOctal11) pax += RecordLength(5, TimeLength(mtimeSec, mtimeNsec));
+        if (uid > MaxOctal7) pax += RecordLength(3, DecimalLength(uid));
+        if (gid > MaxOctal7) pax += RecordLength(3, DecimalLength(gid));
+        if (size > MaxOctal11) pax += RecordLength(4, DecimalLength(size));
+        return Block + (pax > 0 ? Block + (pax + Block - 1) / Block * Block : 0);
+    }
+
+    private static int NameRecordLength(int keyLength, ReadOnlySpan<byte> value, ref bool binary)
+    {
+        int n = 0;
+        if (!binary && !System.Text.Unicode.Utf8.IsValid(value))
+        {
+            binary = true;
+            n = RecordLength("hdrcharset".Length, "BINARY".Length);
+        }
+        return n + RecordLength(keyLength, value.Length);
+    }
+
+    private static int DecimalLength(long v) => v < 0 ? 1 + DecimalLength((ulong)(-(v + 1)) + 1) : DecimalLength((ulong)v);
+
+    private static int DecimalLength(ulong v) => v < 10 ? 1 : 1 + DecimalLength(v / 10);
+
+    // Length of FormatTime's text, without making it.
+    private static int TimeLength(long sec, uint nsec) =>
+        nsec == 0 ? DecimalLength(sec) : sec < 0 ? 1 + DecimalLength(-(sec + 1)) + 10 : DecimalLength(sec) + 10;
 
     private static int Digits(int v) => v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : v < 100000 ? 5 : v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : 9;
 
@@ -228,10 +272,20 @@ internal sealed class PaxArchiveWriter : IDisposable
             PutOctal(h.Slice(337, 8), devMinor);
         }
         h.Slice(148, 8).Fill((byte)' ');
-        int sum = 0;
-        foreach (byte b in h) sum += b;
-        PutOctal(h.Slice(148, 7), sum);
+        PutOctal(h.Slice(148, 7), ByteSum(h));
         h[155] = (byte)' ';
+    }
+
+    // The unsigned sum of a header block, 32 bytes at a time (byte by byte it was a tenth of the sender's CPU on small files).
+    internal static int ByteSum(ReadOnlySpan<byte> block)
+    {
+        int sum = 0;
+        for (int i = 0; i < Block; i += 32)
+        {
+            (var lo, var hi) = System.Runtime.Intrinsics.Vector256.Widen(System.Runtime.Intrinsics.Vector256.Create(block.Slice(i, 32)));
+            sum += System.Runtime.Intrinsics.Vector256.Sum(lo + hi);
+        }
+        return sum;
     }
 
     // Truncated copy (the pax record carries the full name); bytes >= 0x80 become '_' so the field stays ASCII.

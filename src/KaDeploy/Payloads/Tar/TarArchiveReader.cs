@@ -30,7 +30,7 @@ internal sealed class TarArchiveReader : IDisposable
     private long _consumed;          // archive bytes before _buf[_pos]
     private long _remaining;         // data bytes of the current entry not yet delivered
     private long _padding;           // padding after them
-    private string _current = "";    // printable name of the current entry
+    private byte[] _current = [];    // name of the current entry (made printable only for an error: not per entry)
     private readonly List<(byte[] Key, byte[] Value)> _global = [];
     private bool _sawPax;
     private readonly HashSet<string> _unknownWarned = new(StringComparer.Ordinal);
@@ -56,7 +56,7 @@ internal sealed class TarArchiveReader : IDisposable
     private static KaDeployException Malformed(long offset, string why) =>
         new($"malformed tar stream at byte {offset}: {why}");
 
-    private KaDeployException EntryError(string why) => new($"refusing tar entry '{_current}': {why}");
+    private KaDeployException EntryError(string why) => new($"refusing tar entry '{ByteNames.Printable(_current)}': {why}");
 
     // ---- buffered input ---------------------------------------------------------------------------------------
 
@@ -240,7 +240,7 @@ internal sealed class TarArchiveReader : IDisposable
             DecodeFields(h, e, format, offset);
             if (longName != null) e.Name = longName;
             if (longLink != null) e.LinkName = longLink;
-            _current = ByteNames.Printable(e.Name);
+            _current = e.Name;
             e.DataLength = size;
 
             long sparseRealSize = -1;
@@ -290,7 +290,7 @@ internal sealed class TarArchiveReader : IDisposable
                 pax = new PaxOverrides();
                 foreach ((byte[] k, byte[] v) in _global) Apply(e, k, v, pax, offset);
                 if (local != null) foreach ((byte[] k, byte[] v) in local) Apply(e, k, v, pax, offset);
-                _current = ByteNames.Printable(e.Name);
+                _current = e.Name;
             }
             if (e.DataLength < 0 || e.DataLength > TarTreeSink.MaxEntrySize) throw EntryError($"size {e.DataLength} is absurd");
             long archived = e.DataLength;   // bytes that follow in the archive
@@ -351,6 +351,10 @@ internal sealed class TarArchiveReader : IDisposable
         return nul < 0 ? f : f[..nul];
     }
 
+    // Bytes 148..155 of the 32-byte chunk at 128 (the checksum field), zeroed before summing.
+    private static readonly System.Runtime.Intrinsics.Vector256<byte> ChecksumFieldMask = System.Runtime.Intrinsics.Vector256.Create(
+        (byte)0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0);
+
     private static bool ChecksumMatches(ReadOnlySpan<byte> h)
     {
         long recorded;
@@ -362,12 +366,17 @@ internal sealed class TarArchiveReader : IDisposable
         {
             return false;
         }
-        long unsigned = 0, signed = 0;
-        for (int i = 0; i < Block; i++)
+        // Summed 32 bytes at a time (this ran byte by byte at a tenth of the extractor's CPU on small files); the
+        // checksum field itself counts as spaces.
+        long unsigned = 8 * ' ', signed = 8 * ' ';
+        for (int i = 0; i < Block; i += 32)
         {
-            byte b = i is >= 148 and < 156 ? (byte)' ' : h[i];
-            unsigned += b;
-            signed += (sbyte)b;
+            var v = System.Runtime.Intrinsics.Vector256.Create(h.Slice(i, 32));
+            if (i == 128) v = System.Runtime.Intrinsics.Vector256.ConditionalSelect(ChecksumFieldMask, default, v);
+            (var lo, var hi) = System.Runtime.Intrinsics.Vector256.Widen(v);
+            unsigned += System.Runtime.Intrinsics.Vector256.Sum(lo + hi);
+            (var slo, var shi) = System.Runtime.Intrinsics.Vector256.Widen(System.Runtime.Intrinsics.Vector256.AsSByte(v));
+            signed += System.Runtime.Intrinsics.Vector256.Sum(slo + shi);
         }
         return recorded == unsigned || recorded == signed;
     }
@@ -683,7 +692,7 @@ internal sealed class TarArchiveReader : IDisposable
     private async ValueTask ApplyPaxSparseAsync(TarHeader e, PaxOverrides pax, long archived, CancellationToken ct)
     {
         if (pax.SparseName != null) e.Name = pax.SparseName;
-        _current = ByteNames.Printable(e.Name);
+        _current = e.Name;
         if (e.Kind != TarEntryKind.Regular) throw EntryError("GNU sparse records on an entry that is not a regular file");
         if (pax.Major == 1 && pax.Minor == 0)
         {

@@ -1,6 +1,5 @@
 using System.Buffers;
 using KaDeploy.Platform;
-using Microsoft.Win32.SafeHandles;
 
 namespace KaDeploy.Payloads.Tar;
 
@@ -162,17 +161,29 @@ public sealed class TarTreeSink : IPayloadSink
         private readonly TarTreeSinkOptions _options;
         private readonly string _root;
         private readonly int _rootFd;
+        private readonly DirInfo _rootInfo;
         // Open directory fds for a prefix of the last entry's path: _stack[i] is component i. Archives list a
         // directory's entries together, so most entries reuse their parent's fd and cost no path walk at all.
-        private readonly List<(byte[] Name, int Fd)> _stack = [];
-        // Directories are finished last, deepest first, as GNU tar and bsdtar do: mode, then xattrs and ACLs (an ACL's
-        // mask lands in the group bits, so it goes after chmod; a default ACL set early would be inherited by entries
-        // the archive lists without one), then mtime, once nothing more is created inside.
-        private readonly List<(List<byte[]> Path, TarHeader Header)> _deferred = [];
+        private readonly List<(byte[] Name, int Fd, DirInfo Info)> _stack = [];
+        // Directories are finished as GNU tar and bsdtar do: once the archive leaves them (the next entry is not inside),
+        // deepest first: mode, then xattrs and ACLs (an ACL's mask lands in the group bits, so it goes after chmod; a
+        // default ACL set early would be inherited by entries the archive lists without one), then mtime, once nothing
+        // more is created inside. The pending ones are the ancestors of the current entry, so this list is bounded by
+        // the depth of the tree, not by its number of directories (issue 14: memory independent of the entry count).
+        // An archive that comes back into a finished directory (bsdtar lists a directory's subdirectories after all its
+        // files) or writes into one it never listed gets that directory's mtime as it is just before (TimesOnly), put
+        // back when the archive leaves it again: any order of entries ends with the archive's times.
+        private readonly List<(List<byte[]> Path, TarHeader Header, bool TimesOnly)> _deferred = [];
+        // What a freshly created inode gets without any call (owner from our fsuid/fsgid or a set-gid parent, permission
+        // bits from the umask): fchown and fchmod are skipped when that is already what the archive says.
+        private readonly uint _euid, _egid, _umask;
         private byte[] _name = [];
 
         public long Entries;
         public long Bytes;
+
+        /// <summary>Group a new inode in this directory gets: the directory's own with set-gid, ours otherwise.</summary>
+        private readonly record struct DirInfo(bool SetGid, uint Gid);
 
         public Extraction(TarTreeSink sink)
         {
@@ -181,6 +192,32 @@ public sealed class TarTreeSink : IPayloadSink
             // The target may be given through a symlink (the operator's choice); everything below it is walked without.
             _rootFd = PosixAt.OpenDirectoryPath(System.Text.Encoding.UTF8.GetBytes(_root), followFinal: true, out int errno);
             if (_rootFd < 0) throw Posix.Error("open", _root, errno);
+            _euid = LinuxNative.Geteuid();
+            _egid = LinuxNative.Getegid();
+            _umask = ReadUmask();
+            _rootInfo = Info(_rootFd);
+        }
+
+        // The umask without changing it (umask(2) can only be read by setting it, racing other threads).
+        private static uint ReadUmask()
+        {
+            try
+            {
+                foreach (string line in File.ReadLines("/proc/self/status"))
+                {
+                    if (line.StartsWith("Umask:", StringComparison.Ordinal)) return Convert.ToUInt32(line[6..].Trim(), 8);
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+            {
+            }
+            return 0x1FF; // unknown: every mode is set explicitly
+        }
+
+        private DirInfo Info(int fd)
+        {
+            if (!_options.PreserveOwnership || !PosixAt.TryStat(fd, [], out FileStatus st, out _)) return default;
+            return new DirInfo((st.Mode & LinuxNative.S_ISGID) != 0, st.Gid);
         }
 
         public void Dispose()
@@ -217,12 +254,15 @@ public sealed class TarTreeSink : IPayloadSink
         /// as tar does for directories the archive does not list). A component that is a symlink or not a directory
         /// is refused: nothing is ever reached through a link.
         /// </summary>
-        private int Directory(List<byte[]> path, int count, bool create)
+        private int Directory(List<byte[]> path, int count, bool create) => Directory(path, count, create, out _);
+
+        private int Directory(List<byte[]> path, int count, bool create, out DirInfo info)
         {
             int depth = 0;
             while (depth < _stack.Count && depth < count && _stack[depth].Name.AsSpan().SequenceEqual(path[depth])) depth++;
             Truncate(depth);
             int fd = depth == 0 ? _rootFd : _stack[depth - 1].Fd;
+            info = depth == 0 ? _rootInfo : _stack[depth - 1].Info;
             for (int i = depth; i < count; i++)
             {
                 int child = PosixAt.OpenDirectory(fd, path[i], out int errno);
@@ -241,7 +281,8 @@ public sealed class TarTreeSink : IPayloadSink
                     }
                     throw Failed($"open {Join(path, i + 1)}", errno);
                 }
-                _stack.Add((path[i], child));
+                info = Info(child);
+                _stack.Add((path[i], child, info));
                 fd = child;
             }
             return fd;
@@ -266,12 +307,50 @@ public sealed class TarTreeSink : IPayloadSink
             return false;
         }
 
+        // Creates a new inode with `make` (0 or errno). A fresh target has nothing at the name, so the creation is
+        // tried first and the name cleared (Prepare) only when it says EEXIST: one lookup per entry, not two.
+        private int Create(int parent, byte[] leaf, Func<int> make)
+        {
+            int rc = make();
+            if (rc != LinuxNative.EEXIST) return rc;
+            Prepare(parent, leaf, isDirectory: false);
+            return make();
+        }
+
+        // True when a new inode made in a directory with `info` already has the archive's owner.
+        private bool NeedsChown(DirInfo info, TarHeader e) =>
+            _options.PreserveOwnership && (e.Uid != _euid || e.Gid != (info.SetGid ? info.Gid : _egid));
+
+        // True when a new inode made with `mode & 0777` under our umask lacks some of the archive's bits.
+        private bool NeedsChmod(uint mode) => (mode & 0xE00) != 0 || (mode & _umask) != 0;
+
+        // Before an entry: every pending directory that does not contain it is complete (archives list a directory's
+        // contents right after it, as tar writes them) and is finished now.
+        private void FinishLeftDirectories(List<byte[]> path)
+        {
+            while (_deferred.Count > 0 && !IsPrefix(_deferred[^1].Path, path))
+            {
+                (List<byte[]> dir, TarHeader h, bool timesOnly) = _deferred[^1];
+                _deferred.RemoveAt(_deferred.Count - 1);
+                Finish(dir, h, timesOnly);
+            }
+        }
+
+        private static bool IsPrefix(List<byte[]> prefix, List<byte[]> path)
+        {
+            if (prefix.Count > path.Count) return false;
+            for (int i = 0; i < prefix.Count; i++) if (!prefix[i].AsSpan().SequenceEqual(path[i])) return false;
+            return true;
+        }
+
         public async ValueTask ExtractAsync(TarHeader e, TarArchiveReader reader, byte[] buffer, CancellationToken ct)
         {
             _name = e.Name;
             if (e.Unsupported != null) throw Refuse(e.Unsupported);
             List<byte[]> path = SafeComponents(e.Name);
             if (path.Count == 0 && e.Kind != TarEntryKind.Directory) throw Refuse("only a directory may name the target itself");
+            FinishLeftDirectories(path);
+            _name = e.Name;
             byte[] leaf = path.Count == 0 ? [] : path[^1];
             uint mode = e.Mode & 0xFFF;
 
@@ -280,48 +359,75 @@ public sealed class TarTreeSink : IPayloadSink
                 case TarEntryKind.Directory:
                 {
                     int fd;
+                    bool chown = _options.PreserveOwnership;
                     if (path.Count == 0)
                     {
                         fd = _rootFd;
                     }
                     else
                     {
-                        int parent = Directory(path, path.Count - 1, create: true);
-                        if (!Prepare(parent, leaf, isDirectory: true))
+                        int parent = Directory(path, path.Count - 1, create: true, out DirInfo pinfo);
+                        KeepParentTimes(path, parent);
+                        int rc = PosixAt.MakeDirectory(parent, leaf, 0x1C0); // 0700 until its contents are in
+                        if (rc == LinuxNative.EEXIST)
                         {
-                            int rc = PosixAt.MakeDirectory(parent, leaf, 0x1C0); // 0700 until its contents are in
-                            if (rc != 0) throw Failed("mkdir", rc);
+                            if (!Prepare(parent, leaf, isDirectory: true)) rc = PosixAt.MakeDirectory(parent, leaf, 0x1C0);
+                            else rc = 0;
                         }
+                        else if (rc == 0)
+                        {
+                            chown = NeedsChown(pinfo, e);
+                        }
+                        if (rc != 0) throw Failed("mkdir", rc);
                         fd = Directory(path, path.Count, create: false);
                     }
-                    if (_options.PreserveOwnership) Check("fchown", PosixAt.Chown(fd, [], e.Uid, e.Gid));
-                    _deferred.Add((path, e));
+                    if (chown) Check("fchown", PosixAt.Chown(fd, [], e.Uid, e.Gid));
+                    if (_deferred.Count > 0 && IsPrefix(_deferred[^1].Path, path) && _deferred[^1].Path.Count == path.Count)
+                    {
+                        _deferred[^1] = (path, e, false); // listed twice: the later entry wins, as it would have alone
+                    }
+                    else
+                    {
+                        _deferred.Add((path, e, false));
+                    }
                     break;
                 }
 
                 case TarEntryKind.Regular:
                 {
-                    int parent = Directory(path, path.Count - 1, create: true);
-                    Prepare(parent, leaf, isDirectory: false);
-                    using SafeFileHandle file = PosixAt.CreateFile(parent, leaf, 0x180, out int errno) ?? throw Failed("open", errno);
-                    if (e.Sparse == null)
+                    int parent = Directory(path, path.Count - 1, create: true, out DirInfo pinfo);
+                    KeepParentTimes(path, parent);
+                    int file = -1;
+                    int errno = Create(parent, leaf, () =>
                     {
-                        Bytes += await CopyAsync(reader, file, 0, e.DataLength, buffer, ct).ConfigureAwait(false);
-                    }
-                    else
+                        file = PosixAt.CreateFileFd(parent, leaf, mode & 0x1FF, out int err);
+                        return file < 0 ? err : 0;
+                    });
+                    if (errno != 0) throw Failed("open", errno);
+                    try
                     {
-                        foreach ((long off, long len) in e.Sparse)
+                        if (e.Sparse == null)
                         {
-                            Bytes += await CopyAsync(reader, file, off, len, buffer, ct).ConfigureAwait(false);
+                            Bytes += await CopyAsync(reader, file, 0, e.DataLength, buffer, ct).ConfigureAwait(false);
                         }
-                        if (LinuxNative.Ftruncate((int)file.DangerousGetHandle(), e.RealSize) != 0) throw Failed("ftruncate", LinuxNative.Errno());
+                        else
+                        {
+                            foreach ((long off, long len) in e.Sparse)
+                            {
+                                Bytes += await CopyAsync(reader, file, off, len, buffer, ct).ConfigureAwait(false);
+                            }
+                            if (LinuxNative.Ftruncate(file, e.RealSize) != 0) throw Failed("ftruncate", LinuxNative.Errno());
+                        }
+                        // Owner before mode (chown clears set-id bits), xattrs after both (chown clears security.capability).
+                        if (NeedsChown(pinfo, e) && LinuxNative.Fchown(file, e.Uid, e.Gid) != 0) throw Failed("fchown", LinuxNative.Errno());
+                        if (NeedsChmod(mode) && LinuxNative.Fchmod(file, mode) != 0) throw Failed("fchmod", LinuxNative.Errno());
+                        ApplyXattrs(e, file, null);
+                        Check("futimens", PosixAt.SetTimes(file, e.MtimeSec, e.MtimeNsec));
                     }
-                    // Owner before mode (chown clears set-id bits), xattrs after both (chown clears security.capability).
-                    if (_options.PreserveOwnership) Check("fchown", PosixAt.Fchown(file, e.Uid, e.Gid));
-                    Check("fchmod", PosixAt.Fchmod(file, mode));
-                    int fd = (int)file.DangerousGetHandle();
-                    ApplyXattrs(e, fd, null);
-                    Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
+                    finally
+                    {
+                        LinuxNative.Close(file);
+                    }
                     break;
                 }
 
@@ -329,10 +435,10 @@ public sealed class TarTreeSink : IPayloadSink
                 {
                     if (e.LinkName.Length == 0) throw Refuse("empty symlink target");
                     if (e.LinkName.AsSpan().Contains((byte)0)) throw Refuse("NUL in symlink target");
-                    int parent = Directory(path, path.Count - 1, create: true);
-                    Prepare(parent, leaf, isDirectory: false);
-                    Check("symlink", PosixAt.MakeSymlink(e.LinkName, parent, leaf));
-                    if (_options.PreserveOwnership) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
+                    int parent = Directory(path, path.Count - 1, create: true, out DirInfo pinfo);
+                    KeepParentTimes(path, parent);
+                    Check("symlink", Create(parent, leaf, () => PosixAt.MakeSymlink(e.LinkName, parent, leaf)));
+                    if (NeedsChown(pinfo, e)) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
                     ApplyXattrs(e, parent, leaf);
                     Check("utimensat", PosixAt.SetTimes(parent, leaf, e.MtimeSec, e.MtimeNsec));
                     break;
@@ -360,8 +466,8 @@ public sealed class TarTreeSink : IPayloadSink
                         }
                         if (tst.Kind == FileKind.Directory) throw Refuse($"hard link target '{ByteNames.Printable(e.LinkName)}' is a directory");
                         int parent = Directory(path, path.Count - 1, create: true);
-                        Prepare(parent, leaf, isDirectory: false);
-                        Check("link", PosixAt.MakeHardLink(tparent, target[^1], parent, leaf));
+                        KeepParentTimes(path, parent);
+                        Check("link", Create(parent, leaf, () => PosixAt.MakeHardLink(tparent, target[^1], parent, leaf)));
                     }
                     finally
                     {
@@ -372,18 +478,18 @@ public sealed class TarTreeSink : IPayloadSink
 
                 case TarEntryKind.CharDevice or TarEntryKind.BlockDevice or TarEntryKind.Fifo:
                 {
-                    int parent = Directory(path, path.Count - 1, create: true);
-                    Prepare(parent, leaf, isDirectory: false);
+                    int parent = Directory(path, path.Count - 1, create: true, out DirInfo pinfo);
+                    KeepParentTimes(path, parent);
                     FileKind kind = e.Kind switch
                     {
                         TarEntryKind.CharDevice => FileKind.CharDevice,
                         TarEntryKind.BlockDevice => FileKind.BlockDevice,
                         _ => FileKind.Fifo,
                     };
-                    int rc = PosixAt.MakeNode(parent, leaf, kind, 0x180, e.DevMajor, e.DevMinor);
+                    int rc = Create(parent, leaf, () => PosixAt.MakeNode(parent, leaf, kind, mode & 0x1FF, e.DevMajor, e.DevMinor));
                     if (rc != 0) throw Failed(kind == FileKind.Fifo ? "mkfifo" : Posix.IsRoot ? "mknod" : "mknod (device nodes need root)", rc);
-                    if (_options.PreserveOwnership) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
-                    Check("chmod", PosixAt.Chmod(parent, leaf, mode));
+                    if (NeedsChown(pinfo, e)) Check("lchown", PosixAt.Chown(parent, leaf, e.Uid, e.Gid));
+                    if (NeedsChmod(mode)) Check("chmod", PosixAt.Chmod(parent, leaf, mode));
                     ApplyXattrs(e, parent, leaf);
                     Check("utimensat", PosixAt.SetTimes(parent, leaf, e.MtimeSec, e.MtimeNsec));
                     break;
@@ -455,22 +561,38 @@ public sealed class TarTreeSink : IPayloadSink
             }
         }
 
-        /// <summary>Modes and mtimes of directories, deepest first, once nothing more is written inside them.</summary>
+        /// <summary>Modes and mtimes of the directories still pending at the end, deepest first.</summary>
         public void FinishDirectories()
         {
-            _deferred.Sort((a, b) => b.Path.Count.CompareTo(a.Path.Count));
-            foreach ((List<byte[]> path, TarHeader e) in _deferred)
+            for (int i = _deferred.Count - 1; i >= 0; i--) Finish(_deferred[i].Path, _deferred[i].Header, _deferred[i].TimesOnly);
+            _deferred.Clear();
+        }
+
+        private void Finish(List<byte[]> path, TarHeader e, bool timesOnly)
+        {
+            _name = e.Name;
+            int fd = path.Count == 0 ? _rootFd : Directory(path, path.Count, create: false);
+            if (!timesOnly)
             {
-                _name = e.Name;
-                int fd = path.Count == 0 ? _rootFd : Directory(path, path.Count, create: false);
                 if (LinuxNative.Fchmod(fd, e.Mode & 0xFFF) != 0) throw Failed("fchmod", LinuxNative.Errno());
                 ApplyXattrs(e, fd, null);
-                Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
             }
+            Check("futimens", PosixAt.SetTimes(fd, e.MtimeSec, e.MtimeNsec));
+        }
+
+        // Called with the fd of a new entry's parent before anything is made in it: unless the parent is the pending
+        // directory on top (the usual case: a depth-first archive listed it), its mtime as it is now is kept to be put
+        // back, because it is either finished already or not the archive's to set.
+        private void KeepParentTimes(List<byte[]> path, int parent)
+        {
+            if (_deferred.Count > 0 && _deferred[^1].Path.Count == path.Count - 1) return;
+            if (!PosixAt.TryStat(parent, [], out FileStatus st, out int errno)) throw Failed("statx", errno);
+            var now = new TarHeader { Name = _name, MtimeSec = st.MtimeSec, MtimeNsec = st.MtimeNsec };
+            _deferred.Add((path.GetRange(0, path.Count - 1), now, true));
         }
 
         // Copies `length` bytes of entry data to the file at `offset`; the archive ending early is an error.
-        private async ValueTask<long> CopyAsync(TarArchiveReader reader, SafeFileHandle fd, long offset, long length, byte[] buffer, CancellationToken ct)
+        private async ValueTask<long> CopyAsync(TarArchiveReader reader, int fd, long offset, long length, byte[] buffer, CancellationToken ct)
         {
             long done = 0;
             while (done < length)
@@ -483,14 +605,8 @@ public sealed class TarTreeSink : IPayloadSink
                     if (n == 0) throw Refuse($"archive ends inside the entry ({done + got} of {length} bytes)");
                     got += n;
                 }
-                try
-                {
-                    RandomAccess.Write(fd, buffer.AsSpan(0, got), offset + done);
-                }
-                catch (IOException ex)
-                {
-                    throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {ex.Message}", ex);
-                }
+                int rc = PosixAt.WriteAll(fd, buffer.AsSpan(0, got), offset + done);
+                if (rc != 0) throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {LinuxNative.StrError(rc)}");
                 done += got;
             }
             return done;

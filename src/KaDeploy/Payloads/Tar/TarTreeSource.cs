@@ -63,22 +63,52 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     public long EntriesWritten { get; private set; }
 
     /// <summary>
-    /// The archive's size to within a few per cent, from a metadata walk (no file is read): a header block and
-    /// a typical PAX record block per entry, regular files' data rounded to blocks (allocated bytes for sparse
-    /// files), each inode once. It also warms the metadata cache for the real walk.
+    /// The archive's size from a metadata walk (no file is read): each entry's header blocks computed with the
+    /// writer's own rules (pax records for long or non-ASCII names and link targets, nanosecond mtimes, large ids),
+    /// regular files' data rounded to blocks, hard links as links, the end-of-archive blocks. Exact for a tree that
+    /// holds no xattrs, ACLs or sparse files and does not change meanwhile; xattrs (one llistxattr per entry would cost
+    /// as much as the walk) are left out and sparse files counted by their allocated blocks. It also warms the
+    /// metadata cache for the real walk.
     /// </summary>
     public Task<long> EstimateLengthAsync(CancellationToken cancellationToken) => Task.Run(() =>
     {
-        long total = 1024; // end-of-archive blocks
-        var seenLinks = new HashSet<(ulong, ulong)>();
+        long total = 2 * PaxArchiveWriter.Block; // end of archive
+        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), (byte[] Name, uint Left)>();
         foreach (TreeEntry e in TreeWalker.Walk(_options.Root, _exclusions, _options.OneFileSystem, null))
         {
             cancellationToken.ThrowIfCancellationRequested();
             FileStatus st = e.Status;
-            total += 1024;
-            if (st.Kind != FileKind.Regular || (st.Nlink > 1 && !seenLinks.Add((st.Device, st.Inode)))) continue;
-            long data = Math.Min(st.Size, st.Blocks * 512);
-            total += (data + 511) / 512 * 512;
+            byte[] name = e.Relative;
+            byte[]? link = null;
+            long data = 0;
+            switch (st.Kind)
+            {
+                case FileKind.Directory:
+                    name = [.. e.Relative, (byte)'/'];
+                    break;
+                case FileKind.Socket:
+                    continue;
+                case FileKind.Symlink or FileKind.Regular or FileKind.CharDevice or FileKind.BlockDevice or FileKind.Fifo:
+                    if (IsSecondLink(firstNameOfInode, e, out byte[] first))
+                    {
+                        link = first;
+                        break;
+                    }
+                    if (st.Kind == FileKind.Symlink)
+                    {
+                        link = PosixAt.ReadLink(e.DirFd, e.Name, out _);
+                        if (link == null) continue; // vanished: the real walk will say so
+                    }
+                    else if (st.Kind == FileKind.Regular)
+                    {
+                        data = st.Size > 0 && st.Blocks * 512 < st.Size
+                            ? st.Blocks * 512 + PaxArchiveWriter.Block // sparse: allocated data and its map
+                            : st.Size;
+                    }
+                    break;
+            }
+            total += PaxArchiveWriter.HeaderBytes(name, link, link != null, st.MtimeSec, st.MtimeNsec, st.Uid, st.Gid, data, 0);
+            total += (data + PaxArchiveWriter.Block - 1) / PaxArchiveWriter.Block * PaxArchiveWriter.Block;
         }
         return total;
     }, cancellationToken);
@@ -104,7 +134,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     {
         ArgumentNullException.ThrowIfNull(output);
         using var w = new PaxArchiveWriter(output, _options.BufferSize);
-        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), byte[]>();
+        var firstNameOfInode = new Dictionary<(ulong Dev, ulong Ino), (byte[] Name, uint Left)>();
         long entries = 0;
         Action<string>? warn = _options.Warn;
 
@@ -122,7 +152,13 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                     break;
 
                 case FileKind.Symlink:
-                    byte[] target = PosixAt.ReadLink(LinuxNative.AT_FDCWD, e.Full, out int lerr)
+                    // A symlink can have several names too (link(2) does not follow it); GNU tar keeps them one inode.
+                    if (IsSecondLink(firstNameOfInode, e, out byte[] firstOfLink))
+                    {
+                        await WriteHardLinkAsync(w, e, firstOfLink, cancellationToken).ConfigureAwait(false);
+                        break;
+                    }
+                    byte[] target = PosixAt.ReadLink(e.DirFd, e.Name, out int lerr)
                         ?? throw Posix.Error("readlink", ByteNames.Printable(e.Full), lerr);
                     AddXattrs(w, e.Full);
                     await w.WriteHeaderAsync(e.Relative, '2', st.Permissions, st.Uid, st.Gid, 0,
@@ -166,17 +202,22 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
         EntriesWritten = entries;
     }
 
-    private static bool IsSecondLink(Dictionary<(ulong, ulong), byte[]> seen, in TreeEntry e, out byte[] first)
+    // The first name of each multiply linked inode, until its last link has been met: a tree whose links all live
+    // near each other (the usual case) keeps this table small whatever its size (issue 14: memory independent of
+    // the number of entries). Links that lead outside the tree never reach the count and stay, one name each.
+    private static bool IsSecondLink(Dictionary<(ulong, ulong), (byte[] Name, uint Left)> seen, in TreeEntry e, out byte[] first)
     {
         first = [];
         if (e.Status.Nlink <= 1) return false;
         var key = (e.Status.Device, e.Status.Inode);
-        if (seen.TryGetValue(key, out byte[]? f))
+        if (seen.TryGetValue(key, out var f))
         {
-            first = f;
+            first = f.Name;
+            if (f.Left <= 1) seen.Remove(key);
+            else seen[key] = (f.Name, f.Left - 1);
             return true;
         }
-        seen.Add(key, e.Relative);
+        seen.Add(key, (e.Relative, e.Status.Nlink - 1));
         return false;
     }
 
@@ -187,13 +228,14 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     // SCHILY.xattr.NAME=raw bytes, as GNU tar writes and both GNU tar and bsdtar read: a pax record is
     // length-prefixed, so a binary value (security.capability, security.ima) needs no encoding. A name with '='
     // cannot be a SCHILY key; it goes as LIBARCHIVE.xattr (percent-encoded name, base64 value), which bsdtar reads.
-    private static void AddXattrs(PaxArchiveWriter w, byte[] path)
+    // Of an open file (fd >= 0: flistxattr, no path lookup) or of a path, not followed.
+    private static void AddXattrs(PaxArchiveWriter w, byte[] path, int fd = -1)
     {
-        List<byte[]> names = PosixAt.ListXattrs(path, out int errno)
+        List<byte[]> names = (fd >= 0 ? PosixAt.ListXattrs(fd, out int errno) : PosixAt.ListXattrs(path, out errno))
             ?? throw Posix.Error("llistxattr", ByteNames.Printable(path), errno);
         foreach (byte[] name in names)
         {
-            byte[]? value = PosixAt.GetXattr(path, name, out errno);
+            byte[]? value = fd >= 0 ? PosixAt.GetXattr(fd, name, out errno) : PosixAt.GetXattr(path, name, out errno);
             if (value == null)
             {
                 if (errno == LinuxNative.ENODATA) continue; // removed since it was listed
@@ -222,34 +264,30 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     private async ValueTask<bool> WriteRegularAsync(PaxArchiveWriter w, TreeEntry e, CancellationToken ct)
     {
         FileStatus st = e.Status;
-        string shown = ByteNames.Printable(e.Full);
-        SafeFileHandle? fd = PosixAt.OpenRead(LinuxNative.AT_FDCWD, e.Full, out int errno);
-        if (fd == null)
+        int fd = PosixAt.OpenReadFd(e.DirFd, e.Name, out int errno);
+        if (fd < 0)
         {
-            if (errno != LinuxNative.ENOENT) throw Posix.Error("open", shown, errno);
-            _options.Warn?.Invoke($"{shown} vanished before it was read; skipped");
+            if (errno != LinuxNative.ENOENT) throw Posix.Error("open", ByteNames.Printable(e.Full), errno);
+            _options.Warn?.Invoke($"{ByteNames.Printable(e.Full)} vanished before it was read; skipped");
             return false;
         }
 
-        using (fd)
+        try
         {
             List<(long Offset, long Length)>? segments = null;
             if (st.Size > 0 && st.Blocks * 512 < st.Size)
             {
-                segments = Posix.DataSegments(fd, st.Size);
+                using var handle = new SafeFileHandle(fd, ownsHandle: false);
+                segments = Posix.DataSegments(handle, st.Size);
                 if (segments.Count == 1 && segments[0] == (0, st.Size)) segments = null;
             }
 
-            AddXattrs(w, e.Full);
+            AddXattrs(w, e.Full, fd);
             if (segments == null)
             {
                 await w.WriteHeaderAsync(e.Relative, '0', st.Permissions, st.Uid, st.Gid, st.Size,
                     st.MtimeSec, st.MtimeNsec, null, 0, 0, ct).ConfigureAwait(false);
-                await CopyRangeAsync(w, fd, shown, 0, st.Size, ct).ConfigureAwait(false);
-                if (RandomAccess.Read(fd, stackalloc byte[1], st.Size) > 0)
-                {
-                    _options.Warn?.Invoke($"{shown} grew while read; archived its first {st.Size} bytes");
-                }
+                await CopyRangeAsync(w, fd, e.Full, 0, st.Size, checkGrowth: true, ct).ConfigureAwait(false);
                 await w.PadAsync(st.Size, ct).ConfigureAwait(false);
                 return true;
             }
@@ -284,35 +322,48 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
             await w.PadAsync(mapBytes.Length, ct).ConfigureAwait(false);
             foreach ((long off, long len) in segments)
             {
-                await CopyRangeAsync(w, fd, shown, off, len, ct).ConfigureAwait(false);
+                await CopyRangeAsync(w, fd, e.Full, off, len, checkGrowth: false, ct).ConfigureAwait(false);
             }
             await w.PadAsync(total, ct).ConfigureAwait(false);
             return true;
         }
+        finally
+        {
+            LinuxNative.Close(fd);
+        }
     }
 
     // Copies exactly `length` bytes from `offset`, padding with zeros (and warning) if the file shrank meanwhile.
-    private async ValueTask CopyRangeAsync(PaxArchiveWriter w, SafeFileHandle fd, string path, long offset, long length, CancellationToken ct)
+    // With checkGrowth the last read asks for one byte more than is left: a file that grew is noticed by the read
+    // that was needed anyway, not by one more pread per file.
+    private async ValueTask CopyRangeAsync(PaxArchiveWriter w, int fd, byte[] path, long offset, long length, bool checkGrowth, CancellationToken ct)
     {
         long end = offset + length;
-        while (offset < end)
+        while (offset < end || checkGrowth)
         {
             long remaining = end - offset;
-            await w.EnsureFreeAsync((int)Math.Min(remaining, MinRead), ct).ConfigureAwait(false);
+            await w.EnsureFreeAsync((int)Math.Min(remaining + 1, MinRead), ct).ConfigureAwait(false);
             Memory<byte> free = w.Free;
-            int want = (int)Math.Min(remaining, free.Length);
-            int n;
-            try
+            int want = (int)Math.Min(remaining + (checkGrowth ? 1 : 0), free.Length);
+            int n = PosixAt.Read(fd, free.Span[..want], offset, out int errno);
+            if (n < 0)
             {
-                n = RandomAccess.Read(fd, free.Span[..want], offset);
+                if (errno == LinuxNative.EINTR) continue;
+                throw new KaDeployException($"read {ByteNames.Printable(path)}: {LinuxNative.StrError(errno)}");
             }
-            catch (IOException ex)
+            if (n > remaining)
             {
-                throw new KaDeployException($"read {path}: {ex.Message}", ex);
+                _options.Warn?.Invoke($"{ByteNames.Printable(path)} grew while read; archived its first {end} bytes");
+                n = (int)remaining;
+                checkGrowth = false;
             }
-            if (n == 0)
+            else if (n < want)
             {
-                _options.Warn?.Invoke($"{path} shrank while read; padded with {remaining} zero bytes");
+                checkGrowth = false; // a short read of a regular file is its end
+            }
+            if (n == 0 && remaining > 0)
+            {
+                _options.Warn?.Invoke($"{ByteNames.Printable(path)} shrank while read; padded with {remaining} zero bytes");
                 await w.WriteZerosAsync(remaining, ct).ConfigureAwait(false);
                 return;
             }
