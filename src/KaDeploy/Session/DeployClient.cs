@@ -321,16 +321,15 @@ public sealed class DeployClient
                 {
                     connection = await LinkAsync(parent, plan, offset, first ? _options.LinkTimeout : _options.FailureTimeout, ct).ConfigureAwait(false);
                 }
-                catch (LinkLostException e) when (!first)
-                {
-                    Log($"cannot resume at offset {offset} from {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
-                    await _channel!.SendAsync(new ResumeFailed(parentId, offset, e.Message), ct).ConfigureAwait(false);
-                    (parent, parentId) = await NextParentAsync(server, $"resume at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
-                    continue;
-                }
                 catch (LinkLostException e)
                 {
-                    throw new KaDeployException(e.Message);
+                    // A first link that fails is repaired like a lost one: the parent may have been declared failed while
+                    // we were still linking (its Reattach is then on its way), or only this link is broken (the server
+                    // serves us itself). NextParentAsync gives up with the reason when the server has no answer.
+                    Log($"cannot {(first ? "link" : "resume")} at offset {offset} from {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
+                    await _channel!.SendAsync(new ResumeFailed(parentId, offset, e.Message), ct).ConfigureAwait(false);
+                    (parent, parentId) = await NextParentAsync(server, $"{(first ? "first link" : "resume")} at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
+                    continue;
                 }
                 lock (_gate) _upstream = connection;
                 // A Reattach that came while we were linking is for a later failure; it aborts this link then.

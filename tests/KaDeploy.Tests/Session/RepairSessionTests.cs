@@ -262,6 +262,26 @@ public class RepairSessionTests
         }
     }
 
+    // Under load a relay can be declared failed while its children are still making their first link to it, or one
+    // first link breaks on its own: either way the child asks the server (ResumeFailed) and is re-attached, instead of
+    // failing its whole subtree on the spot as it did when only a link that had been up could be repaired.
+    [Fact]
+    public async Task AFirstLinkThatBreaksIsRepairedLikeALostOne()
+    {
+        int broken = 0;
+        await using var c = new Cluster(4, 1);
+        c.Net.LinkOpened += link =>
+        {
+            if (link.Opener.Address.Equals(c.Addresses[2]) && link.Acceptor.Address.Equals(c.Addresses[1]) && Interlocked.Exchange(ref broken, 1) == 0)
+                link.Reset();
+        };
+        c.Start();
+        var (report, results) = await c.FinishAsync();
+        Assert.Equal(1, Volatile.Read(ref broken));
+        AssertOthersIdentical(c, report, results);
+        Assert.Contains("cannot link at offset 0", c.Log.ToString());
+    }
+
     [Fact]
     public async Task AChildReattachesToANewParentWhileThatParentIsStillReattaching()
     {
