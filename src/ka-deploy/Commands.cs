@@ -84,7 +84,8 @@ internal static class Commands
                 SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
             };
             await using var server = new DeployServer(options);
-            var result = await console.RunServerAsync(server, ct);
+            var result = await console.RunServerAsync(server, ct, installed.Parts is { } partLog ? partLog.Snapshot : null);
+            if (installed.Parts is { } parts) KaDeploy.Reporting.PartReport.AddTo(result, parts.Snapshot());
             console.Summary(result);
             if (p.GetValue(report) is { } reportPath) result.WriteJson(reportPath);
             if (p.GetValue(okFile) is { } ok) KaDeploy.Reporting.SessionReport.WriteNames(ok, result.Succeeded);

@@ -11,7 +11,10 @@ public sealed record PartSource(PartKind Kind, string Name, IPayloadSource Sourc
 /// <param name="Finished">False when the part starts, true when it ends.</param>
 /// <param name="Bytes">The part's bytes (0 at its start).</param>
 /// <param name="Elapsed">Time the part took (zero at its start).</param>
-public sealed record PartEvent(PartHeader Header, bool Finished, long Bytes, TimeSpan Elapsed);
+/// <param name="Offset">Where the part's record starts in the payload (the container).</param>
+/// <param name="End">Where the next record starts, once the part has ended (its terminator and digest included); 0 at its start.</param>
+/// <param name="Sha256">The part's SHA-256 once it has ended; null at its start.</param>
+public sealed record PartEvent(PartHeader Header, bool Finished, long Bytes, TimeSpan Elapsed, long Offset = 0, long End = 0, byte[]? Sha256 = null);
 
 /// <summary>
 /// Server side of a multi-part session: writes each part's source into one <see cref="PartsFormat"/> container,
@@ -68,9 +71,10 @@ public sealed class MultiPartSource : IPayloadSource, IPayloadEstimate
         foreach (var p in _parts)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
+            long offset = writer.Position;
             var stream = await writer.BeginPartAsync(p.Kind, p.Name, cancellationToken).ConfigureAwait(false);
             var header = new PartHeader(writer.Finished.Count, p.Kind, p.Name);
-            OnPart?.Invoke(new PartEvent(header, false, 0, TimeSpan.Zero));
+            OnPart?.Invoke(new PartEvent(header, false, 0, TimeSpan.Zero, offset));
             try
             {
                 await p.Source.WriteToAsync(stream, cancellationToken).ConfigureAwait(false);
@@ -80,7 +84,7 @@ public sealed class MultiPartSource : IPayloadSource, IPayloadEstimate
                 throw new KaDeployException($"{PartsFormat.Describe(header)}: {e.Message}", e);
             }
             await writer.EndPartAsync(cancellationToken).ConfigureAwait(false);
-            OnPart?.Invoke(new PartEvent(header, true, writer.Finished[^1].Bytes, clock.Elapsed));
+            OnPart?.Invoke(new PartEvent(header, true, writer.Finished[^1].Bytes, clock.Elapsed, offset, writer.Position, writer.Finished[^1].Sha256));
         }
         await writer.FinishAsync(cancellationToken).ConfigureAwait(false);
     }

@@ -32,6 +32,10 @@ public sealed class PartsWriter : IAsyncDisposable
         _buffer = new byte[chunkBytes];
     }
 
+    /// <summary>Bytes of the container written so far: where the next record starts (a part's offset in the payload,
+    /// for the report and the live view, which place each node in a part by its payload bytes).</summary>
+    public long Position { get; private set; }
+
     /// <summary>Bytes of each finished part so far, in order (for progress and the report).</summary>
     public List<(PartHeader Header, long Bytes, byte[] Sha256)> Finished { get; } = [];
 
@@ -47,6 +51,7 @@ public sealed class PartsWriter : IAsyncDisposable
         if (!_started)
         {
             await _output.WriteAsync(PartsFormat.Magic.ToArray(), ct).ConfigureAwait(false);
+            Position += PartsFormat.Magic.Length;
             _started = true;
         }
         var head = new byte[3 + nameBytes.Length];
@@ -54,6 +59,7 @@ public sealed class PartsWriter : IAsyncDisposable
         BinaryPrimitives.WriteUInt16LittleEndian(head.AsSpan(1), (ushort)nameBytes.Length);
         nameBytes.CopyTo(head, 3);
         await _output.WriteAsync(head, ct).ConfigureAwait(false);
+        Position += head.Length;
         _open = new PartStream(this, new PartHeader(_parts, kind, name));
         _parts++;
         return _open;
@@ -68,6 +74,7 @@ public sealed class PartsWriter : IAsyncDisposable
         byte[] digest = part.Hash.GetHashAndReset();
         digest.CopyTo(tail, 4);
         await _output.WriteAsync(tail, ct).ConfigureAwait(false);
+        Position += tail.Length;
         Finished.Add((part.Header, part.Bytes, digest));
         part.Hash.Dispose();
         _open = null;
@@ -88,9 +95,11 @@ public sealed class PartsWriter : IAsyncDisposable
         if (!_started)
         {
             await _output.WriteAsync(PartsFormat.Magic.ToArray(), ct).ConfigureAwait(false);
+            Position += PartsFormat.Magic.Length;
             _started = true;
         }
         await _output.WriteAsync(new[] { PartsFormat.EndMarker }, ct).ConfigureAwait(false);
+        Position += 1;
         _finished = true;
     }
 
@@ -129,6 +138,7 @@ public sealed class PartsWriter : IAsyncDisposable
                     BinaryPrimitives.WriteUInt32LittleEndian(len, (uint)_fill);
                     writer._output.Write(len);
                     writer._output.Write(writer._buffer, 0, _fill);
+                    writer.Position += 4 + _fill;
                     _fill = 0;
                 }
             }
@@ -159,6 +169,7 @@ public sealed class PartsWriter : IAsyncDisposable
             BinaryPrimitives.WriteUInt32LittleEndian(len, (uint)_fill);
             await writer._output.WriteAsync(len, ct).ConfigureAwait(false);
             await writer._output.WriteAsync(writer._buffer.AsMemory(0, _fill), ct).ConfigureAwait(false);
+            writer.Position += 4 + _fill;
             _fill = 0;
         }
 
