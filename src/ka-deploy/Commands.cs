@@ -62,7 +62,8 @@ internal static class Commands
             if (p.GetValue(minClients) is int min && min > n) throw new UsageException($"--min-clients {min} is more than --clients {n}");
             using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
             var log = console.Log;
-            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct,
+                DigestAlgorithms.Parse(p.GetValue(digest)!));
             if (installed.ExitCode is { } dryRunExit) return dryRunExit;
             var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
                 !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log, raw: p.GetValue(raw));

@@ -41,7 +41,7 @@ internal static class InstallCommands
     /// <summary>Server: the multi-part source and the log of its parts (report, live view), or nulls when --install is not
     /// given; an exit code for a dry run.</summary>
     public static async Task<(IPayloadSource? Source, int? ExitCode, InstallPartLog? Parts)> ServerSourceAsync(ParseResult p, ServerInstallOptions o, string session,
-        string? nodesFile, IReadOnlyList<string> excludes, TextWriter log, CancellationToken ct)
+        string? nodesFile, IReadOnlyList<string> excludes, TextWriter log, CancellationToken ct, DigestAlgorithm digest = DigestAlgorithm.Sha256)
     {
         if (!p.GetValue(o.Install))
         {
@@ -53,7 +53,7 @@ internal static class InstallCommands
         var (source, manifest) = await InstallSession.BuildAsync(new InstallSourceOptions
         {
             SourceRoot = p.GetValue(o.Root) ?? "/", LayoutFile = p.GetValue(o.Layout), Nodes = nodes, HooksDirectory = p.GetValue(o.Hooks),
-            RawPartitions = p.GetValue(o.Raw) ?? [], Session = session, Excludes = excludes,
+            RawPartitions = p.GetValue(o.Raw) ?? [], Session = session, Excludes = excludes, Digest = digest,
             Warn = w => { lock (log) log.WriteLine("ka-deploy server: warning: " + w); },
             OnPart = e => { lock (log) log.WriteLine("ka-deploy server: " + InstallSession.Describe(e)); },
         }, ct).ConfigureAwait(false);

@@ -1,4 +1,5 @@
 using KaDeploy.Payloads.Parts;
+using KaDeploy.Protocol;
 using KaDeploy.Reporting;
 
 namespace KaDeploy.Install;
@@ -11,10 +12,13 @@ public sealed class InstallPartLog
 {
     private readonly Lock _gate = new();
     private readonly List<PartReport> _parts;
+    private readonly DigestAlgorithm _digest;
 
     /// <param name="parts">Every part of the session, in stream order: all are listed from the start, none sent yet.</param>
-    public InstallPartLog(IReadOnlyList<PartSource> parts)
+    /// <param name="digest">The parts' digest algorithm.</param>
+    public InstallPartLog(IReadOnlyList<PartSource> parts, DigestAlgorithm digest = DigestAlgorithm.Sha256)
     {
+        _digest = digest;
         ArgumentNullException.ThrowIfNull(parts);
         _parts = [.. parts.Select((p, i) => new PartReport { Index = i, Kind = p.Kind.ToString().ToLowerInvariant(), Name = p.Name })];
     }
@@ -23,7 +27,7 @@ public sealed class InstallPartLog
     public static InstallPartLog Follow(MultiPartSource source)
     {
         ArgumentNullException.ThrowIfNull(source);
-        var log = new InstallPartLog(source.Parts);
+        var log = new InstallPartLog(source.Parts, source.Digest);
         var before = source.OnPart;
         source.OnPart = e =>
         {
@@ -47,7 +51,8 @@ public sealed class InstallPartLog
             r.Bytes = e.Bytes;
             r.End = e.End;
             r.Seconds = Math.Round(e.Elapsed.TotalSeconds, 3);
-            r.Sha256 = e.Sha256 is null ? "" : Convert.ToHexStringLower(e.Sha256);
+            r.Digest = e.Digest is null ? "" : Session.DeployServer.Hex(_digest, e.Digest);
+            r.DigestAlgorithm = _digest.Name();
         }
     }
 
@@ -59,7 +64,7 @@ public sealed class InstallPartLog
             return [.. _parts.Select(p => new PartReport
             {
                 Index = p.Index, Kind = p.Kind, Name = p.Name, Bytes = p.Bytes, Offset = p.Offset, End = p.End, Seconds = p.Seconds,
-                Sha256 = p.Sha256, Started = p.Started,
+                Digest = p.Digest, DigestAlgorithm = p.DigestAlgorithm, Started = p.Started,
             })];
         }
     }

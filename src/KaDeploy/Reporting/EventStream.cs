@@ -80,7 +80,7 @@ public sealed class EventStream
             Write(new EventLine
             {
                 Time = now, Seconds = Math.Round(s.Seconds, 3), Event = "part", Part = p.Index, Name = p.Name, State = "sent", Bytes = p.Bytes,
-                Message = $"{p.Kind}, sent in {p.Seconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)} s, SHA-256 {p.Sha256}",
+                Message = $"{p.Kind}, sent in {p.Seconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)} s, {p.DigestAlgorithm} {p.Digest}",
             });
         }
         if (s.Phase == "streaming" && s.Seconds - _lastProgress >= 1)

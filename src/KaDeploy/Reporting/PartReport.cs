@@ -23,9 +23,11 @@ public sealed class PartReport
     public long End { get; set; }
     /// <summary>Seconds the server took to read and send it (0 while it is being sent).</summary>
     public double Seconds { get; set; }
-    /// <summary>The part's SHA-256 (hex), which every node checks as the part ends; empty while it is being sent.</summary>
-    public string Sha256 { get; set; } = "";
-    /// <summary>How many nodes checked this part's SHA-256 and found it right.</summary>
+    /// <summary>The part's digest (hex), which every node checks as the part ends; empty while it is being sent.</summary>
+    public string Digest { get; set; } = "";
+    /// <summary>Its algorithm: the session's (sha256, blake3, xxh128).</summary>
+    public string DigestAlgorithm { get; set; } = "";
+    /// <summary>How many nodes checked this part's digest and found it right.</summary>
     public int VerifiedNodes { get; set; }
 
     /// <summary>True once the server has started sending the part.</summary>
@@ -75,13 +77,13 @@ public sealed class PartReport
         }
     }
 
-    /// <summary>"part 2/3 tree /boot: 56.6 MB sent in 2.3 s, SHA-256 1a2b3c4d5e6f7a8b..., verified on 4/4 nodes".</summary>
+    /// <summary>"part 2/3 tree /boot: 56.6 MB sent in 2.3 s, xxh128 1a2b3c4d5e6f7a8b..., verified on 4/4 nodes".</summary>
     public string Describe(int count, int nodes)
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"part {Index}/{count - 1} {Kind} {Name}: ");
         if (!Sent) return sb.Append("being sent").ToString();
-        sb.Append(CultureInfo.InvariantCulture, $"{Bytes / 1e6:0.0} MB sent in {Seconds:0.0} s, SHA-256 {(Sha256.Length > 16 ? Sha256[..16] + "..." : Sha256)}, verified on {VerifiedNodes}/{nodes} nodes");
+        sb.Append(CultureInfo.InvariantCulture, $"{Bytes / 1e6:0.0} MB sent in {Seconds:0.0} s, {DigestAlgorithm} {(Digest.Length > 16 ? Digest[..16] + "..." : Digest)}, verified on {VerifiedNodes}/{nodes} nodes");
         return sb.ToString();
     }
 }

@@ -35,7 +35,8 @@ public sealed class InstallPartReportTests
         Assert.Equal(["manifest", "/", "/boot"], parts.Select(p => p.Name));
         Assert.All(parts, p => Assert.True(p.Sent));
         Assert.Equal([2L, Root.Length, Boot.Length], parts.Select(p => p.Bytes));
-        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(Root)), parts[1].Sha256);
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(Root)), parts[1].Digest);
+        Assert.Equal("sha256", parts[1].DigestAlgorithm);
         // A node reads a part up to and including its digest, checks it, and only then reads the next record:
         // the bytes it has consumed at that moment must be the part's End, or the report's count is wrong.
         var input = new CountingStream(new MemoryStream(container));
@@ -81,7 +82,7 @@ public sealed class InstallPartReportTests
             string json = File.ReadAllText(path);
             Assert.Contains("\"parts\":", json);
             Assert.Contains("\"partsVerified\": 2", json);
-            Assert.Contains(parts[1].Sha256, json);
+            Assert.Contains(parts[1].Digest, json);
             var back = SessionReport.ReadJson(path);
             Assert.Equal(["manifest", "/", "/boot"], back.Parts!.Select(p => p.Name));
             Assert.Equal(Boot.Length, back.Parts![2].Bytes);
