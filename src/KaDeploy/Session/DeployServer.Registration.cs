@@ -1,6 +1,7 @@
 using System.Net;
 using KaDeploy.Protocol;
 using KaDeploy.Reporting;
+using KaDeploy.Security;
 using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
@@ -36,8 +37,8 @@ public sealed partial class DeployServer
         ServerNode? node = null;
         try
         {
-            (connection, _) = await _options.Handshake.AcceptAsync(connection, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
-            var channel = new ControlChannel(connection.Stream);
+            (connection, _) = await _handshake.AcceptAsync(connection, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
+            var channel = connection.OpenControlChannel();
             var first = await Links.WithTimeout(t => channel.ReceiveAsync(t), HelloTimeout, "a hello", ct).ConfigureAwait(false);
             if (first is not Hello hello)
                 throw new ProtocolException(first is null ? "closed without a hello" : $"sent {first.Type} before hello");

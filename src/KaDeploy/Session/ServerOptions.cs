@@ -65,8 +65,10 @@ public sealed class ServerOptions
     public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
     public ITransport? Transport { get; init; }
-    /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>
-    public IConnectionHandshake Handshake { get; init; } = NoHandshake.Instance;
+    /// <summary>The pre-shared key (--key-file): every connection authenticated, control frames and data sealed. Null: clear.</summary>
+    public Security.PresharedKey? Key { get; init; }
+    /// <summary>The step run on every connection before any session message; null = the v2 handshake with <see cref="Key"/>.</summary>
+    public IConnectionHandshake? Handshake { get; init; }
     /// <summary>Where log lines go.</summary>
     public TextWriter Log { get; init; } = TextWriter.Null;
     /// <summary>Draw live progress in place (a terminal), or log a line now and then (null = no progress).</summary>
