@@ -67,7 +67,8 @@ internal static class Commands
             using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
             var log = console.Log;
             using var key = Opt.LoadKey(p.GetValue(keyFile));
-            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
+            var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct,
+                DigestAlgorithms.Parse(p.GetValue(digest)!));
             if (installed.ExitCode is { } dryRunExit) return dryRunExit;
             var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
                 !p.GetValue(allFs), p.GetValue(exclude) ?? [], !p.GetValue(noDefaultExcludes), log, raw: p.GetValue(raw));
@@ -92,7 +93,8 @@ internal static class Commands
             };
             Opt.SayKey(key, p.GetValue(keyFile), log, "ka-deploy server");
             await using var server = new DeployServer(options);
-            var result = await console.RunServerAsync(server, ct);
+            var result = await console.RunServerAsync(server, ct, installed.Parts is { } partLog ? partLog.Snapshot : null);
+            if (installed.Parts is { } parts) KaDeploy.Reporting.PartReport.AddTo(result, parts.Snapshot());
             console.Summary(result);
             if (p.GetValue(report) is { } reportPath) result.WriteJson(reportPath);
             if (p.GetValue(okFile) is { } ok) KaDeploy.Reporting.SessionReport.WriteNames(ok, result.Succeeded);

@@ -38,21 +38,22 @@ internal static class InstallCommands
         return o;
     }
 
-    /// <summary>Server: the multi-part source, or null when --install is not given; an exit code for a dry run.</summary>
-    public static async Task<(IPayloadSource? Source, int? ExitCode)> ServerSourceAsync(ParseResult p, ServerInstallOptions o, string session,
-        string? nodesFile, IReadOnlyList<string> excludes, TextWriter log, CancellationToken ct)
+    /// <summary>Server: the multi-part source and the log of its parts (report, live view), or nulls when --install is not
+    /// given; an exit code for a dry run.</summary>
+    public static async Task<(IPayloadSource? Source, int? ExitCode, InstallPartLog? Parts)> ServerSourceAsync(ParseResult p, ServerInstallOptions o, string session,
+        string? nodesFile, IReadOnlyList<string> excludes, TextWriter log, CancellationToken ct, DigestAlgorithm digest = DigestAlgorithm.Sha256)
     {
         if (!p.GetValue(o.Install))
         {
             if (p.GetValue(o.Layout) is not null || p.GetValue(o.Hooks) is not null || p.GetValue(o.DryRun) || p.GetValue(o.Root) is not null)
                 throw new KaDeployException("--layout, --install-root, --hooks and --dry-run go with --install");
-            return (null, null);
+            return (null, null, null);
         }
         var nodes = nodesFile is null ? [] : NodeList.Load(nodesFile);
         var (source, manifest) = await InstallSession.BuildAsync(new InstallSourceOptions
         {
             SourceRoot = p.GetValue(o.Root) ?? "/", LayoutFile = p.GetValue(o.Layout), Nodes = nodes, HooksDirectory = p.GetValue(o.Hooks),
-            RawPartitions = p.GetValue(o.Raw) ?? [], Session = session, Excludes = excludes,
+            RawPartitions = p.GetValue(o.Raw) ?? [], Session = session, Excludes = excludes, Digest = digest,
             Warn = w => { lock (log) log.WriteLine("ka-deploy server: warning: " + w); },
             OnPart = e => { lock (log) log.WriteLine("ka-deploy server: " + InstallSession.Describe(e)); },
         }, ct).ConfigureAwait(false);
@@ -60,10 +61,10 @@ internal static class InstallCommands
         {
             Console.Out.WriteLine($"dry run: install session '{session}', {source.Description}; nothing is sent");
             foreach (var n in manifest.Nodes) Console.Out.Write(PlanText.DescribeForServer(manifest, n));
-            return (source, 0);
+            return (source, 0, null);
         }
         log.WriteLine($"ka-deploy server: install: {manifest.Layout.Table} layout of {manifest.Layout.Partitions.Count} partitions, {source.Description}");
-        return (source, null);
+        return (source, null, InstallPartLog.Follow(source));
     }
 
     /// <summary>Client: the installer sink factory, or null when --install is not given. Checks the disk now, before registering.</summary>

@@ -70,8 +70,9 @@ internal sealed class OperatorConsole : IDisposable
         || line.Contains("refused", StringComparison.OrdinalIgnoreCase) || line.Contains("abort", StringComparison.OrdinalIgnoreCase)
         || line.Contains("cannot", StringComparison.OrdinalIgnoreCase) || line.Contains("stall", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>Runs the server while showing it; returns its report.</summary>
-    public async Task<SessionReport> RunServerAsync(DeployServer server, CancellationToken ct)
+    /// <summary>Runs the server while showing it; returns its report. <paramref name="parts"/>: a whole-node install's
+    /// parts as they stand, shown in the live view and the progress lines.</summary>
+    public async Task<SessionReport> RunServerAsync(DeployServer server, CancellationToken ct, Func<IReadOnlyList<PartReport>>? parts = null)
     {
         var run = server.RunAsync(ct);
         bool live = _surface.IsTerminal;
@@ -85,6 +86,7 @@ internal sealed class OperatorConsole : IDisposable
             var tick = timer.WaitForNextTickAsync(ct).AsTask();
             if (await Task.WhenAny(run, tick).ConfigureAwait(false) == run) break;
             var s = server.Snapshot();
+            if (parts is not null) s = s with { Parts = parts() };
             view.Update(s);
             _events?.Update(s);
             if (live) _surface.SetStatus(view.Render(s, Width(), Height()));

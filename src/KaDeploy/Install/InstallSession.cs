@@ -25,6 +25,8 @@ public sealed class InstallSourceOptions
     public IReadOnlyList<string> Excludes { get; init; } = [];
     /// <summary>Non-fatal problems.</summary>
     public Action<string> Warn { get; init; } = _ => { };
+    /// <summary>Each part's digest: the session's (--digest), so a part costs no more to check than the whole stream.</summary>
+    public Protocol.DigestAlgorithm Digest { get; init; } = Protocol.DigestAlgorithm.Sha256;
     /// <summary>Part start and end events (progress lines).</summary>
     public Action<PartEvent>? OnPart { get; init; }
 }
@@ -96,7 +98,7 @@ public static class InstallSession
         }
         byte[] json = manifest.ToJson();
         parts.Insert(0, new PartSource(PartKind.Manifest, "manifest", new BufferSource(json, "install manifest")));
-        return (new MultiPartSource(parts, o.OnPart), manifest);
+        return (new MultiPartSource(parts, o.OnPart, o.Digest), manifest);
     }
 
     // A layout file names mount points, not devices: where the source has them mounted, their current UUIDs

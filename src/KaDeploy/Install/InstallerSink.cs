@@ -52,7 +52,7 @@ public sealed class InstallerSink(NodeInstallOptions options) : IPayloadSink
             next = await reader.NextPartAsync(cancellationToken).ConfigureAwait(false);   // verifies this part's SHA-256
             long bytes = reader.Completed[^1].Bytes;
             options.Log(string.Create(CultureInfo.InvariantCulture,
-                $"part {part.Header.Index + 1}/{total} {part.Header.Name}: {bytes / 1e6:0.0} MB in {clock.Elapsed.TotalSeconds:0.0} s, SHA-256 verified"));
+                $"part {part.Header.Index + 1}/{total} {part.Header.Name}: {bytes / 1e6:0.0} MB in {clock.Elapsed.TotalSeconds:0.0} s, {PartsFormat.DigestName(reader.Digest)} verified"));
         }
         if (reader.Completed.Count != total)
             throw new KaDeployException($"install stream has {reader.Completed.Count} parts, the manifest lists {total}");

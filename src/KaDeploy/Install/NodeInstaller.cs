@@ -44,6 +44,7 @@ public sealed class NodeInstaller : IAsyncDisposable
     private string _staging = "";
     private readonly HashSet<int> _mtoolsPartitions = [];   // vfat partitions this kernel cannot mount
     private readonly Stopwatch _phaseClock = new();
+    private TimeSpan _phaseCpuStart;
     private string? _phase;
 
     /// <param name="options">Disk, node name, dry run, log.</param>
@@ -65,6 +66,10 @@ public sealed class NodeInstaller : IAsyncDisposable
     /// <summary>Seconds each phase took, in order (for the log and bench/install).</summary>
     public List<(string Phase, double Seconds)> PhaseTimes { get; } = [];
 
+    /// <summary>CPU seconds this process used in each phase, in order (not its children's: mkfs, grub-install).
+    /// On a shared machine wall time follows the load; CPU time says what a phase costs.</summary>
+    public List<(string Phase, double CpuSeconds)> PhaseCpu { get; } = [];
+
     /// <summary>Where the new system is mounted while it is filled.</summary>
     public string StagingRoot => _staging;
 
@@ -74,6 +79,7 @@ public sealed class NodeInstaller : IAsyncDisposable
     {
         EndPhase();
         _phase = name;
+        _phaseCpuStart = Environment.CpuUsage.TotalTime;
         _phaseClock.Restart();
     }
 
@@ -81,6 +87,7 @@ public sealed class NodeInstaller : IAsyncDisposable
     {
         if (_phase is null) return;
         PhaseTimes.Add((_phase, _phaseClock.Elapsed.TotalSeconds));
+        PhaseCpu.Add((_phase, (Environment.CpuUsage.TotalTime - _phaseCpuStart).TotalSeconds));
         _phase = null;
     }
 
@@ -409,6 +416,7 @@ public sealed class NodeInstaller : IAsyncDisposable
         if (Directory.Exists(_staging)) Directory.Delete(_staging, recursive: false);
         EndPhase();
         Log("phases: " + string.Join(", ", PhaseTimes.Select(p => $"{p.Phase} {p.Seconds.ToString("0.0", CultureInfo.InvariantCulture)} s")));
+        Log("phase CPU (ka-deploy itself): " + string.Join(", ", PhaseCpu.Select(p => $"{p.Phase} {p.CpuSeconds.ToString("0.00", CultureInfo.InvariantCulture)} s")));
     }
 
     /// <summary>On failure: unmounts whatever is still mounted (lazily if busy). Idempotent.</summary>

@@ -10,8 +10,11 @@ public sealed class EventLine
     public DateTimeOffset Time { get; set; }
     /// <summary>Seconds since the session started.</summary>
     public double Seconds { get; set; }
-    /// <summary>"node" (a node changed state), "progress" (periodic), "summary" (the end).</summary>
+    /// <summary>"node" (a node changed state), "part" (an install's part sent), "progress" (periodic), "summary" (the end).</summary>
     public string Event { get; set; } = "";
+    /// <summary>Part index, for part events (0 = the manifest).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? Part { get; set; }
     /// <summary>Node id, for node events.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public int? Node { get; set; }
@@ -50,6 +53,7 @@ public sealed class EventStream
 {
     private readonly TextWriter _out;
     private readonly Dictionary<int, NodeState> _states = [];
+    private readonly HashSet<int> _sentParts = [];
     private double _lastProgress = double.NegativeInfinity;
 
     /// <param name="output">Standard output, usually.</param>
@@ -68,6 +72,15 @@ public sealed class EventStream
             {
                 Time = now, Seconds = Math.Round(s.Seconds, 3), Event = "node", Node = n.Id, Name = n.Name, Place = n.Place.Length > 0 ? n.Place : null,
                 State = n.State.ToString().ToLowerInvariant(), Bytes = n.Bytes, Message = n.Message.Length > 0 ? n.Message : null,
+            });
+        }
+        foreach (var p in s.Parts ?? [])
+        {
+            if (!p.Sent || !_sentParts.Add(p.Index)) continue;
+            Write(new EventLine
+            {
+                Time = now, Seconds = Math.Round(s.Seconds, 3), Event = "part", Part = p.Index, Name = p.Name, State = "sent", Bytes = p.Bytes,
+                Message = $"{p.Kind}, sent in {p.Seconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)} s, {p.DigestAlgorithm} {p.Digest}",
             });
         }
         if (s.Phase == "streaming" && s.Seconds - _lastProgress >= 1)

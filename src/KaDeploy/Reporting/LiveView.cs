@@ -8,7 +8,11 @@ public sealed record NodeSnapshot(int Id, string Name, string Address, string Pl
 
 /// <summary>The whole session right now: what the live view, the event stream and the progress samples are made from.</summary>
 public sealed record SessionSnapshot(
-    string Session, string Phase, double Seconds, int Expected, int Arity, long SentBytes, long? TotalBytes, IReadOnlyList<NodeSnapshot> Nodes);
+    string Session, string Phase, double Seconds, int Expected, int Arity, long SentBytes, long? TotalBytes, IReadOnlyList<NodeSnapshot> Nodes)
+{
+    /// <summary>A whole-node install's parts so far (the last one may still be being sent); null for other sessions.</summary>
+    public IReadOnlyList<PartReport>? Parts { get; init; }
+}
 
 /// <summary>
 /// Renders snapshots for the operator: on a terminal, a block of rows (an overall bar, then one row per node in
@@ -86,6 +90,7 @@ public sealed class LiveView
         string amount = total > 0
             ? string.Create(inv, $"{fraction * 100,5:0.0}%  sent {ProgressLine.Size(s.SentBytes)} of ~{ProgressLine.Size(total)}  {Rate(_sentRate)}")
             : string.Create(inv, $"sent {ProgressLine.Size(s.SentBytes)}  {Rate(_sentRate)}");
+        if (Sending(s) is { } sending) amount += "  " + sending;
         lines.Add(Fit($"[{bar}] {amount}", width));
         string placeTitle = s.Arity == 1 ? "chain" : "tree";
         lines.Add(Fit(string.Create(inv, $"{placeTitle,-7} {"node",-20} {"state",-9} {"bytes",10} {"rate",11} {"ETA",8}  message"), width));
@@ -105,7 +110,9 @@ public sealed class LiveView
             double rate = RateOf(n.Id);
             string eta = n.State == NodeState.Verified ? "done" : n.State == NodeState.Failed ? "-" : total > 0 && rate > 0 ? Clock((total - n.Bytes) / rate) : "--:--";
             string name = n.Name.Length > 0 ? n.Name : n.Address;
-            string row = string.Create(inv, $"{(n.Place.Length > 0 ? n.Place : "-"),-7} {Cut($"{n.Id}:{name}", 20),-20} {StateText(n.State),-9} {ProgressLine.Size(n.Bytes),10} {Rate(rate),11} {eta,8}  {(ReferenceEquals(n, slowest) ? "<- slowest " : "")}{n.Message}");
+            string message = n.Message.Length == 0 && n.State is NodeState.Receiving && s.Parts is { } parts && PartReport.At(parts, n.Bytes) is { } part
+                ? $"part {part.Index}/{parts.Count - 1} {part.Name}" : n.Message;
+            string row = string.Create(inv, $"{(n.Place.Length > 0 ? n.Place : "-"),-7} {Cut($"{n.Id}:{name}", 20),-20} {StateText(n.State),-9} {ProgressLine.Size(n.Bytes),10} {Rate(rate),11} {eta,8}  {(ReferenceEquals(n, slowest) ? "<- slowest " : "")}{message}");
             row = Fit(row, width);
             if (_color && ReferenceEquals(n, slowest) && s.Nodes.Count > 1) row = Reverse + row + Reset;
             else if (_color && n.State == NodeState.Failed) row = Red + row + Reset;
@@ -128,9 +135,18 @@ public sealed class LiveView
         if (s.TotalBytes is > 0) sb.Append(inv, $" of ~{ProgressLine.Size(s.TotalBytes.Value)}");
         sb.Append(inv, $" ({Rate(_sentRate)}); {done}/{s.Nodes.Count} done");
         if (failed > 0) sb.Append(inv, $", {failed} failed");
-        if (Slowest(s) is { } slow) sb.Append(inv, $"; slowest {slow.Name} (place {slow.Place}) at {ProgressLine.Size(slow.Bytes)}");
+        if (Sending(s) is { } sending) sb.Append("; ").Append(sending);
+        if (Slowest(s) is { } slow)
+        {
+            sb.Append(inv, $"; slowest {slow.Name} (place {slow.Place}) at {ProgressLine.Size(slow.Bytes)}");
+            if (s.Parts is { } parts && PartReport.At(parts, slow.Bytes) is { } part) sb.Append(inv, $" in part {part.Index} {part.Name}");
+        }
         return sb.ToString();
     }
+
+    // "sending part 2/3 /boot" while the server is in a part; null for sessions without parts or once all are sent.
+    private static string? Sending(SessionSnapshot s) =>
+        s.Parts is { } parts && parts.FirstOrDefault(p => p.Started && !p.Sent) is { } p ? $"sending part {p.Index}/{parts.Count - 1} {p.Name}" : null;
 
     private static string StateText(NodeState state) => state switch
     {

@@ -29,6 +29,9 @@ public sealed class NodeReport
     public string Place { get; set; } = "";
     /// <summary>Payload bytes this node had written over time (bounded: see <see cref="ProgressHistory"/>).</summary>
     public List<ProgressSample> Samples { get; set; } = [];
+    /// <summary>In a whole-node install: how many of the session's parts this node verified (absent otherwise).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? PartsVerified { get; set; }
 
     /// <summary>Payload megabytes (10^6) per second, as administrators read disk and link rates.</summary>
     public double MegabytesPerSecond => Seconds > 0 ? PayloadBytes / 1e6 / Seconds : 0;
@@ -94,6 +97,9 @@ public sealed class SessionReport
         File.WriteAllLines(path, names);
     /// <summary>What happened when: nodes failing, links repaired (the timeline marks them).</summary>
     public List<SessionEvent> Events { get; set; } = [];
+    /// <summary>A whole-node install's parts, in stream order (absent for other sessions).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<PartReport>? Parts { get; set; }
 
     /// <summary>Writes the report as indented JSON (source-generated, NativeAOT-safe).</summary>
     public void WriteJson(string path)
@@ -137,6 +143,8 @@ public sealed class SessionReport
             foreach (var r in n.Repairs)
                 sb.Append(inv, $"{"",-8} {"",-22} repaired: {r.Reason}; resumed at offset {r.Offset} from {(r.NewParentId == 0 ? "the server" : $"node {r.NewParentId}")} after {r.Seconds:0.00} s\n");
         }
+        if (Parts is { Count: > 0 } parts)
+            foreach (var p in parts) sb.Append(p.Describe(parts.Count, Nodes.Count)).Append('\n');
         int ok = Nodes.Count(n => n.Verified);
         sb.Append(inv, $"{ok}/{Nodes.Count} nodes verified; {PayloadBytes} payload bytes ({WireBytes} on the wire) in {Seconds:0.00} s");
         if (Seconds > 0) sb.Append(inv, $", {PayloadBytes / 1e6 / Seconds:0.0} MB/s");

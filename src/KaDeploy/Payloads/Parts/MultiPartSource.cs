@@ -11,7 +11,10 @@ public sealed record PartSource(PartKind Kind, string Name, IPayloadSource Sourc
 /// <param name="Finished">False when the part starts, true when it ends.</param>
 /// <param name="Bytes">The part's bytes (0 at its start).</param>
 /// <param name="Elapsed">Time the part took (zero at its start).</param>
-public sealed record PartEvent(PartHeader Header, bool Finished, long Bytes, TimeSpan Elapsed);
+/// <param name="Offset">Where the part's record starts in the payload (the container).</param>
+/// <param name="End">Where the next record starts, once the part has ended (its terminator and digest included); 0 at its start.</param>
+/// <param name="Digest">The part's digest once it has ended (<see cref="MultiPartSource.Digest"/>); null at its start.</param>
+public sealed record PartEvent(PartHeader Header, bool Finished, long Bytes, TimeSpan Elapsed, long Offset = 0, long End = 0, byte[]? Digest = null);
 
 /// <summary>
 /// Server side of a multi-part session: writes each part's source into one <see cref="PartsFormat"/> container,
@@ -23,14 +26,19 @@ public sealed class MultiPartSource : IPayloadSource, IPayloadEstimate
 
     /// <param name="parts">The parts, in stream order (the manifest first, by convention of the installer).</param>
     /// <param name="onPart">Called as each part starts and ends (progress, the report); may be null.</param>
-    public MultiPartSource(IReadOnlyList<PartSource> parts, Action<PartEvent>? onPart = null)
+    /// <param name="digest">Each part's digest (the session's, so that a part costs what the End digest costs).</param>
+    public MultiPartSource(IReadOnlyList<PartSource> parts, Action<PartEvent>? onPart = null, Protocol.DigestAlgorithm digest = Protocol.DigestAlgorithm.Sha256)
     {
+        Digest = digest;
         ArgumentNullException.ThrowIfNull(parts);
         if (parts.Count == 0) throw new ArgumentException("no parts", nameof(parts));
         if (parts.Count > PartsFormat.MaxParts) throw new KaDeployException($"more than {PartsFormat.MaxParts} parts");
         _parts = parts;
         OnPart = onPart;
     }
+
+    /// <summary>Each part's digest algorithm.</summary>
+    public Protocol.DigestAlgorithm Digest { get; }
 
     /// <summary>Receives part start/end events.</summary>
     public Action<PartEvent>? OnPart { get; set; }
@@ -64,13 +72,14 @@ public sealed class MultiPartSource : IPayloadSource, IPayloadEstimate
     public async Task WriteToAsync(Stream output, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(output);
-        await using var writer = new PartsWriter(output);
+        await using var writer = new PartsWriter(output, digest: Digest);
         foreach (var p in _parts)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
+            long offset = writer.Position;
             var stream = await writer.BeginPartAsync(p.Kind, p.Name, cancellationToken).ConfigureAwait(false);
             var header = new PartHeader(writer.Finished.Count, p.Kind, p.Name);
-            OnPart?.Invoke(new PartEvent(header, false, 0, TimeSpan.Zero));
+            OnPart?.Invoke(new PartEvent(header, false, 0, TimeSpan.Zero, offset));
             try
             {
                 await p.Source.WriteToAsync(stream, cancellationToken).ConfigureAwait(false);
@@ -80,7 +89,7 @@ public sealed class MultiPartSource : IPayloadSource, IPayloadEstimate
                 throw new KaDeployException($"{PartsFormat.Describe(header)}: {e.Message}", e);
             }
             await writer.EndPartAsync(cancellationToken).ConfigureAwait(false);
-            OnPart?.Invoke(new PartEvent(header, true, writer.Finished[^1].Bytes, clock.Elapsed));
+            OnPart?.Invoke(new PartEvent(header, true, writer.Finished[^1].Bytes, clock.Elapsed, offset, writer.Position, writer.Finished[^1].Digest));
         }
         await writer.FinishAsync(cancellationToken).ConfigureAwait(false);
     }

@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
 using KaDeploy.IO;
+using KaDeploy.Protocol;
+using KaDeploy.Relay;
 
 namespace KaDeploy.Payloads.Parts;
 
@@ -26,6 +28,9 @@ public sealed class PartsReader
         _input = input;
     }
 
+    /// <summary>The parts' digest algorithm, as the container names it (known once the first part is read).</summary>
+    public DigestAlgorithm Digest { get; private set; } = DigestAlgorithm.Sha256;
+
     /// <summary>Every part read so far with its length, in order.</summary>
     public List<(PartHeader Header, long Bytes)> Completed { get; } = [];
 
@@ -41,7 +46,13 @@ public sealed class PartsReader
         if (_count == 0)
         {
             await ReadExactAsync(_small.AsMemory(0, 8), "the container's magic", ct).ConfigureAwait(false);
-            if (!_small.AsSpan(0, 8).SequenceEqual(PartsFormat.Magic))
+            if (_small.AsSpan(0, 8).SequenceEqual(PartsFormat.MagicV2))
+            {
+                await ReadExactAsync(_small.AsMemory(0, 1), "the container's digest algorithm", ct).ConfigureAwait(false);
+                if (!Enum.IsDefined((DigestAlgorithm)_small[0])) throw new KaDeployException($"multi-part payload names an unknown digest algorithm {_small[0]}");
+                Digest = (DigestAlgorithm)_small[0];
+            }
+            else if (!_small.AsSpan(0, 8).SequenceEqual(PartsFormat.Magic))
                 throw new KaDeployException("not a ka-deploy multi-part payload (bad magic)");
         }
         await ReadExactAsync(_small.AsMemory(0, 1), $"part {_count}'s header", ct).ConfigureAwait(false);
@@ -103,7 +114,7 @@ public sealed class PartsReader
     /// <summary>The bytes of one part: chunk by chunk, hashed, verified at the terminator.</summary>
     private sealed class PartReadStream(PartsReader reader, PartHeader header) : SequentialReadStream
     {
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        private readonly PayloadDigest _hash = new(reader.Digest);
         private int _left;      // bytes left in the current chunk
         private bool _done;
         private long _bytes;
@@ -132,7 +143,7 @@ public sealed class PartsReader
             }
             int n = reader._input.Read(buffer[..Math.Min(buffer.Length, _left)]);
             if (n == 0) throw new KaDeployException($"multi-part payload truncated in {PartsFormat.Describe(header)}");
-            _hash.AppendData(buffer[..n]);
+            _hash.Append(buffer[..n]);
             _left -= n;
             _bytes += n;
             return n;
@@ -173,7 +184,7 @@ public sealed class PartsReader
             int want = Math.Min(buffer.Length, _left);
             int n = await reader._input.ReadAsync(buffer[..want], cancellationToken).ConfigureAwait(false);
             if (n == 0) throw new KaDeployException($"multi-part payload truncated in {PartsFormat.Describe(header)}");
-            _hash.AppendData(buffer.Span[..n]);
+            _hash.Append(buffer.Span[..n]);
             _left -= n;
             _bytes += n;
             return n;
@@ -188,10 +199,11 @@ public sealed class PartsReader
 
         private void Check(byte[] digest)
         {
-            byte[] mine = _hash.GetHashAndReset();
+            byte[] mine = _hash.Finish();
+            _hash.Dispose();
             _done = true;
             if (!CryptographicOperations.FixedTimeEquals(mine, digest))
-                throw new KaDeployException($"{PartsFormat.Describe(header)}: SHA-256 mismatch (got {Convert.ToHexStringLower(mine)[..16]}..., sent {Convert.ToHexStringLower(digest)[..16]}...)");
+                throw new KaDeployException($"{PartsFormat.Describe(header)}: {PartsFormat.DigestName(reader.Digest)} mismatch (got {Convert.ToHexStringLower(mine)[..16]}..., sent {Convert.ToHexStringLower(digest)[..16]}...)");
             reader.Completed.Add((header, _bytes));
         }
 

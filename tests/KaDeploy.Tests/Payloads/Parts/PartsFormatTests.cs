@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using KaDeploy.Payloads;
 using KaDeploy.Payloads.Parts;
+using KaDeploy.Protocol;
 
 namespace KaDeploy.Tests.Payloads.Parts;
 
@@ -43,6 +44,66 @@ public class PartsFormatTests
         Assert.Equal(big, parts[1].Bytes);
         Assert.Empty(parts[2].Bytes);
         Assert.Equal(new byte[] { 1, 2, 3 }, parts[3].Bytes);
+    }
+
+    [Theory]
+    [InlineData(DigestAlgorithm.XxHash128, "XXH3-128")]
+    [InlineData(DigestAlgorithm.Blake3, "BLAKE3")]
+    public async Task A_container_names_the_sessions_digest_and_every_part_is_checked_with_it(DigestAlgorithm algorithm, string name)
+    {
+        var big = RandomNumberGenerator.GetBytes(5000);
+        var ms = new MemoryStream();
+        await using (var w = new PartsWriter(ms, chunkBytes: 1000, digest: algorithm))
+        {
+            await w.WritePartAsync(PartKind.Tree, "/", big, CancellationToken.None);
+            await w.WritePartAsync(PartKind.Tree, "/boot", new byte[] { 7 }, CancellationToken.None);
+            await w.FinishAsync(CancellationToken.None);
+            Assert.Equal(KaDeploy.Relay.PayloadDigest.Of(algorithm, big), w.Finished[0].Digest);
+        }
+        var c = ms.ToArray();
+        Assert.Equal([.. "KAPARTS\x02"u8, (byte)algorithm], c[..9]);
+        var parts = await ReadAllAsync(c);
+        Assert.Equal(big, parts[0].Bytes);
+
+        var flipped = (byte[])c.Clone();
+        flipped[9 + 3 + 1 + 4 + 10] ^= 0x01;   // a byte of part 0's first chunk
+        var e = await Assert.ThrowsAsync<KaDeployException>(() => ReadAllAsync(flipped));
+        Assert.Contains($"part 0 (Tree '/'): {name} mismatch", e.Message);
+
+        var unknown = (byte[])c.Clone();
+        unknown[8] = 9;
+        Assert.Contains("unknown digest algorithm 9", (await Assert.ThrowsAsync<KaDeployException>(() => ReadAllAsync(unknown))).Message);
+    }
+
+    [Fact]
+    public async Task Chunking_does_not_depend_on_how_the_producer_writes_sync_or_async()
+    {
+        var data = RandomNumberGenerator.GetBytes(7777);
+        async Task<byte[]> WithAsync(int[] sizes, bool sync)
+        {
+            var ms = new MemoryStream();
+            await using var w = new PartsWriter(ms, chunkBytes: 1000);
+            var s = await w.BeginPartAsync(PartKind.Tree, "/", CancellationToken.None);
+            int at = 0;
+            for (int i = 0; at < data.Length; i++)
+            {
+                int n = Math.Min(sizes[i % sizes.Length], data.Length - at);
+                if (sync) s.Write(data, at, n);
+                else await s.WriteAsync(data.AsMemory(at, n));
+                at += n;
+            }
+            await w.EndPartAsync(CancellationToken.None);
+            await w.FinishAsync(CancellationToken.None);
+            return ms.ToArray();
+        }
+        // Whole chunks straight from the producer's buffer, partial ones gathered: the same container either way.
+        var reference = await WithAsync([1], sync: false);
+        foreach (var sizes in new[] { new[] { 7777 }, [1500], [999, 1, 2000, 3], [1000] })
+        {
+            Assert.Equal(reference, await WithAsync(sizes, sync: true));
+            Assert.Equal(reference, await WithAsync(sizes, sync: false));
+        }
+        Assert.Equal(data, (await ReadAllAsync(reference))[0].Bytes);
     }
 
     [Fact]
