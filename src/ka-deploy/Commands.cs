@@ -47,7 +47,11 @@ internal static class Commands
             "/nonexistent/ka-deploy-spool", "directory");
         var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");
         var koFile = Opt.OutputFile("--ko-file", "Write the names of the nodes that failed, one per line");
-        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile }) cmd.Options.Add(o);
+        var slowAfter = Opt.Seconds("--slow-after", "Seconds a node's own disk may hold its buffer full at under half the tree's speed before it is moved off the tree, to finish from the spool (0 = never)", 0, 3600, 1);
+        foreach (var o in new Option[] { failureTimeout, spoolOpt, okFile, koFile, slowAfter }) cmd.Options.Add(o);
+        // Security (issue 9)
+        var keyFile = Opt.KeyFile("Pre-shared key (ka-deploy keygen FILE; mode 0600): nodes must prove they hold it, the payload is sealed");
+        cmd.Options.Add(keyFile);
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
@@ -62,6 +66,7 @@ internal static class Commands
             if (p.GetValue(minClients) is int min && min > n) throw new UsageException($"--min-clients {min} is more than --clients {n}");
             using var console = new OperatorConsole(view.Read(p), "ka-deploy server");
             var log = console.Log;
+            using var key = Opt.LoadKey(p.GetValue(keyFile));
             var installed = await InstallCommands.ServerSourceAsync(p, installOptions, p.GetValue(session)!, p.GetValue(nodes), p.GetValue(exclude) ?? [], log, ct);
             if (installed.ExitCode is { } dryRunExit) return dryRunExit;
             var (payload, preCompressed) = installed.Source is { } installSource ? (installSource, false) : PayloadSelection.ServerSource(p.GetValue(source), p.GetValue(image), p.GetValue(device), p.GetValue(exec),
@@ -80,9 +85,12 @@ internal static class Commands
                 StallTimeout = TimeSpan.FromSeconds(p.GetValue(stall)),
                 Log = log, ProgressOnTerminal = null, // the operator console draws the live view from snapshots
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
+                SlowNodeAfter = TimeSpan.FromSeconds(p.GetValue(slowAfter)),
                 NoSpool = p.GetValue(spoolOpt) == "none",
                 SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
+                Key = key,
             };
+            Opt.SayKey(key, p.GetValue(keyFile), log, "ka-deploy server");
             await using var server = new DeployServer(options);
             var result = await console.RunServerAsync(server, ct);
             console.Summary(result);
@@ -124,11 +132,15 @@ internal static class Commands
         var retain = Opt.Size("--retain", "Kept in the relay buffer behind the slowest child, for orphans that resume from this node", 0, MaxBuffer, "16MiB");
         cmd.Options.Add(clientFailureTimeout);
         cmd.Options.Add(retain);
+        // Security (issue 9)
+        var keyFile = Opt.KeyFile("Pre-shared key of the session (or /proc/cmdline for ka.key= on a network-booted node): only a server and parents holding it are followed");
+        cmd.Options.Add(keyFile);
 
         cmd.SetAction(async (p, ct) =>
         {
             using var console = new OperatorConsole(view.Read(p), "ka-deploy client");
             var log = console.Log;
+            using var key = Opt.LoadKey(p.GetValue(keyFile));
             var common = new ClientOptions
             {
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
@@ -143,12 +155,14 @@ internal static class Commands
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(clientFailureTimeout)),
                 RetainBytes = p.GetValue(retain),
                 IncompleteMarkerTarget = p.GetValue(target),
+                Key = key,
             };
             if (p.GetValue(go))
             {
                 console.Error("ka-deploy go: " + await DeployClient.SendGoAsync(common, ct));
                 return 0;
             }
+            Opt.SayKey(key, p.GetValue(keyFile), log, "ka-deploy client");
             var result = await new DeployClient(common).RunAsync(ct);
             return await InstallCommands.AfterClientAsync(p, installOptions, result.Verified, log);
         });
@@ -162,14 +176,16 @@ internal static class Commands
         var discovery = Opt.Address("--discovery-address", "Where to broadcast the session discovery", "255.255.255.255");
         var discoveryPort = Opt.Port("--discovery-port", "UDP port of session discovery", ProtocolConstants.DiscoveryPort, allowAny: false);
         var timeout = Opt.Seconds("--connect-timeout", "Seconds to keep looking for the server", 1, 3600, 10);
-        foreach (var o in new Option[] { server, session, discovery, discoveryPort, timeout }) cmd.Options.Add(o);
+        var keyFile = Opt.KeyFile("Pre-shared key of the session, when the server has one");
+        foreach (var o in new Option[] { server, session, discovery, discoveryPort, timeout, keyFile }) cmd.Options.Add(o);
         cmd.SetAction(async (p, ct) =>
         {
+            using var key = Opt.LoadKey(p.GetValue(keyFile));
             var options = new ClientOptions
             {
                 Server = p.GetValue(server), Session = p.GetValue(session)!, DiscoveryAddress = p.GetValue(discovery)!, DiscoveryPort = p.GetValue(discoveryPort),
                 ConnectTimeout = TimeSpan.FromSeconds(p.GetValue(timeout)),
-                SinkFactory = _ => throw new InvalidOperationException(), Log = Console.Error,
+                SinkFactory = _ => throw new InvalidOperationException(), Log = Console.Error, Key = key,
             };
             Console.Error.WriteLine("ka-deploy go: " + await DeployClient.SendGoAsync(options, ct));
             return 0;

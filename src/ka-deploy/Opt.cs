@@ -203,6 +203,39 @@ internal static class Opt
         return Register(o, "");
     }
 
+    /// <summary>
+    /// --key-file FILE (issue 9): the pre-shared key of the cluster or session. A file readable by group or
+    /// others is refused here, before anything binds; /proc/cmdline takes the key from its ka.key= argument
+    /// (a network-booted node). Only the path is kept: the action loads the key, which never reaches a log.
+    /// </summary>
+    public static Option<string?> KeyFile(string description)
+    {
+        var o = new Option<string?>("--key-file")
+        {
+            Description = description, HelpName = "FILE",
+            CustomParser = r =>
+            {
+                string t = Token(r);
+                try { using var _ = Security.PresharedKey.LoadFile(t); }
+                catch (Exception e) when (e is KaDeployException or ArgumentException) { r.AddError($"{Name(r)} {t}: {e.Message}"); }
+                return t;
+            },
+        };
+        return Register(o, "/nonexistent/ka-deploy.key", "file");
+    }
+
+    /// <summary>The key of --key-file, or null.</summary>
+    public static Security.PresharedKey? LoadKey(string? path) => path is null ? null : Security.PresharedKey.LoadFile(path);
+
+    /// <summary>Once the other options passed: the key's fingerprint, or the one warning an operator must not miss.</summary>
+    public static void SayKey(Security.PresharedKey? key, string? path, TextWriter log, string who)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        log.WriteLine(key is null
+            ? $"{who}: warning: no --key-file: the payload travels in clear and anyone on the network can join"
+            : $"{who}: key {key.Fingerprint} (from {path}): every connection authenticated, the payload sealed");
+    }
+
     /// <summary>A shell command: not empty.</summary>
     public static Option<string?> Command(string name, string description, params string[] aliases)
     {

@@ -84,7 +84,7 @@ public sealed class BootService
         if (_o.Range is { } range && (!SameNetwork(range.Start, address, prefix) || !SameNetwork(range.End, address, prefix)))
             throw new KaDeployException($"--range {range.Start},{range.End} is not in {ifName}'s network {address}/{prefix}");
 
-        using var lockFile = TakeLock(ifName);
+        using var lockFile = TakeLock(_o.LockDirectory, ifName);
         byte[] mac = Convert.FromHexString(File.ReadAllText($"/sys/class/net/{ifName}/address").Trim().Replace(":", "", StringComparison.Ordinal));
         log.WriteLine($"netboot: looking for DHCP servers on {ifName} ({_o.ProbeTries} DHCPDISCOVERs, {_o.ProbeWait.TotalSeconds:0.#} s each)");
         var offers = await DhcpProbe.FindServersAsync(ifName, mac, _o.ProbeTries, _o.ProbeWait, cancellationToken).ConfigureAwait(false);
@@ -282,13 +282,15 @@ public sealed class BootService
         NodeStateStore.WriteAtomically(Path.Combine(tftp, "boot.ipxe"), BootScripts.Entry);
     }
 
-    private FileStream TakeLock(string ifName)
+    /// <summary>The lock that makes this the only service on <paramref name="ifName"/> in this network namespace; held
+    /// until the returned stream is disposed (or the process ends: an flock, so a killed service leaves no stale lock).</summary>
+    internal static FileStream TakeLock(string lockDirectory, string ifName)
     {
         // One service per interface: keyed by the network namespace too, since namespaces reuse interface names.
         string ns = new FileInfo("/proc/self/ns/net").LinkTarget ?? "net";
         string key = new string(ns.Where(char.IsAsciiDigit).ToArray());
-        Directory.CreateDirectory(_o.LockDirectory);
-        string path = Path.Combine(_o.LockDirectory, $"netboot-{key}-{ifName}.lock");
+        Directory.CreateDirectory(lockDirectory);
+        string path = Path.Combine(lockDirectory, $"netboot-{key}-{ifName}.lock");
         try
         {
             var fs = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);

@@ -32,6 +32,7 @@ public static class ControlCodec
                 w.U16((ushort)p.ChildIds.Length);
                 foreach (int c in p.ChildIds) w.I32(c);
                 w.U8((byte)p.Kind); w.U8((byte)p.Compression); w.I64(p.EstimatedLength); w.Blob(p.LinkKey); w.U8((byte)p.Digest);
+                w.Blob(p.StreamKey ?? []); w.U32(p.StreamId); // issue 9: keyed sessions (empty key: clear frames)
                 break;
             case Progress m: w.I64(m.WireBytes); w.I64(m.PayloadBytes); break;
             case Done m: w.U8(m.Verified ? (byte)1 : (byte)0); w.I64(m.WireBytes); w.I64(m.PayloadBytes); w.I64(m.ElapsedMilliseconds); w.Str(m.Message); break;
@@ -117,7 +118,10 @@ public static class ControlCodec
         byte[] linkKey = r.Blob();
         var digest = (DigestAlgorithm)r.U8();
         if (!Enum.IsDefined(digest)) throw new ProtocolException($"unknown digest algorithm {(byte)digest}");
-        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest);
+        byte[] streamKey = r.Blob();
+        if (streamKey.Length is not (0 or Security.StreamCipher.KeySize)) throw new ProtocolException($"plan carries a {streamKey.Length}-byte stream key");
+        uint streamId = r.U32();
+        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest, streamKey.Length == 0 ? null : streamKey, streamId);
     }
 
     private static Heartbeat DecodeHeartbeat(ref Reader r)
@@ -171,6 +175,7 @@ public static class ControlCodec
         public byte U8() => Take(1)[0];
         public ushort U16() => BinaryPrimitives.ReadUInt16LittleEndian(Take(2));
         public int I32() => BinaryPrimitives.ReadInt32LittleEndian(Take(4));
+        public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
         public long I64() => BinaryPrimitives.ReadInt64LittleEndian(Take(8));
         public byte[] Blob() => Take(U16()).ToArray();
         public string Str()

@@ -37,12 +37,28 @@ public sealed record Welcome(int NodeId, int Registered, int Expected) : Control
 /// <summary>Registration or link refused, with the reason the operator reads.</summary>
 public sealed record Refuse(string Reason) : ControlMessage(ControlType.Refuse);
 
-/// <summary>The node's place in the tree: whom to connect to, which children will connect, and what will flow.</summary>
+/// <summary>
+/// The node's place in the tree: whom to connect to, which children will connect, and what will flow.
+/// In a keyed session it also carries the stream key and id that open the sealed data frames
+/// (docs/protocol.md section 3); it only ever travels in a sealed control frame. No key: clear frames.
+/// </summary>
 public sealed record Plan(
     int NodeId, int ParentId, string ParentAddress, int ParentPort, int[] ChildIds,
     PayloadKind Kind, WireCompression Compression, long EstimatedLength, byte[] LinkKey,
-    DigestAlgorithm Digest = DigestAlgorithm.Sha256)
-    : ControlMessage(ControlType.Plan);
+    DigestAlgorithm Digest = DigestAlgorithm.Sha256, byte[]? StreamKey = null, uint StreamId = 0)
+    : ControlMessage(ControlType.Plan)
+{
+    /// <summary>The frames are sealed: the plan carries a stream key.</summary>
+    public bool Keyed => StreamKey is { Length: > 0 };
+
+    /// <summary>Never the keys: a record's generated text would print them if they were strings, and logs must not hold them.</summary>
+    protected override bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Append($"NodeId = {NodeId}, ParentId = {ParentId}, ParentAddress = {ParentAddress}, ParentPort = {ParentPort}, Kind = {Kind}, Keyed = {Keyed}");
+        return true;
+    }
+}
 
 /// <summary>The node's upstream link is established.</summary>
 public sealed record LinkUp() : ControlMessage(ControlType.LinkUp);

@@ -168,8 +168,8 @@ public static class Handshake
             catch (DecoderFallbackException) { await Refuse(stream, peer, "session name is not UTF-8", cts.Token).ConfigureAwait(false); throw; }
             if (peerKeyed != key is not null)
                 await Refuse(stream, peer, key is null
-                    ? "this side has no key but the peer was given one"
-                    : "this session requires a key and the peer has none", cts.Token).ConfigureAwait(false);
+                    ? "the acceptor has no key but the opener was given one (--key-file on one side only)"
+                    : "this session requires a key and the opener has none (--key-file)", cts.Token).ConfigureAwait(false);
             if (expectedSession is not null && session != expectedSession)
                 await Refuse(stream, peer, $"session '{session}' is not this side's session '{expectedSession}'", cts.Token).ConfigureAwait(false);
 

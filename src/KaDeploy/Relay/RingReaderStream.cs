@@ -63,7 +63,7 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
         {
             if (End is not null) return ReadOnlyMemory<byte>.Empty;
             if (!_holding && !Begin(await _cursor.NextAsync(cancellationToken).ConfigureAwait(false))) return ReadOnlyMemory<byte>.Empty;
-            int n = _frame.Header.PayloadLength - _consumed;
+            int n = _frame.Header.PlaintextLength - _consumed; // a sealed frame's tag is not payload
             if (n == 0)
             {
                 Release(); // an empty Data frame: nothing to lend

@@ -20,6 +20,7 @@ public sealed class StreamSpool : IDisposable
     private readonly Dictionary<int, byte[]> _memory = [];
     private int _firstHeld; // index of the oldest frame still held (memory spool)
     private long _memoryBytes, _fileLength;
+    private long _nextOffset; // wire offset after the last Data frame (a sealed frame's tag is not stream bytes)
     private bool _complete;
     private string? _failure;
     private TaskCompletionSource _grown = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -79,6 +80,7 @@ public sealed class StreamSpool : IDisposable
             int index = _index.Count;
             _index.Add((header.Offset, position, bytes.Length, header.Type));
             _fileLength += bytes.Length;
+            if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
             if (_file is null)
             {
                 _memory[index] = bytes.ToArray();
@@ -108,8 +110,7 @@ public sealed class StreamSpool : IDisposable
         {
             if (_failure is not null) return _failure;
             if (FindLocked(offset) is not null) return null;
-            long next = _index.Count == 0 ? 0 : _index[^1].Offset + (_index[^1].Type == DataFrameType.Data ? _index[^1].Length - DataFrameHeader.Size : 0);
-            if (!_complete && offset == next) return null;
+            if (!_complete && offset == _nextOffset) return null;
             if (_index.Count > 0 && _firstHeld < _index.Count && offset < _index[_firstHeld].Offset)
                 return $"offset {offset} is older than the spool holds (from {_index[_firstHeld].Offset}; use --spool DIR to keep the whole stream)";
             return $"offset {offset} is not a frame boundary of the stream";

@@ -133,6 +133,13 @@ public sealed class PresharedKey : IDisposable
     }
 
     /// <summary>
+    /// The <c>ka.key=BASE64</c> kernel argument for a network-boot configuration (<c>ka-deploy netboot serve
+    /// --key-file</c>): the key in clear, for the boot configuration file only, never for a log. README
+    /// "Security" says who can read it there.
+    /// </summary>
+    public string ToKernelArgument() => KernelArgument + Convert.ToBase64String(_key);
+
+    /// <summary>
     /// <c>ka-deploy keygen FILE</c>: writes a new random key to a file that did not exist, created
     /// with mode 0600 from the start (never readable by others, not even for an instant).
     /// </summary>

@@ -121,7 +121,7 @@ internal sealed class ChildLinks
         try
         {
             (connection, _) = await _handshake.AcceptAsync(connection, ChannelKind.Data, _session, ct).ConfigureAwait(false);
-            var channel = new ControlChannel(connection.Stream);
+            var channel = Security.ConnectionChannels.OpenControlChannel(connection);
             var hello = await Links.WithTimeout(t => channel.ExpectAsync<DataHello>(t), HandshakeTimeout, "a data-link hello", ct).ConfigureAwait(false);
             string? refusal =
                 hello.Version != ProtocolConstants.Version ? $"protocol version {hello.Version}, expected {ProtocolConstants.Version}" :

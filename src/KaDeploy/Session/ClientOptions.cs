@@ -46,8 +46,10 @@ public sealed class ClientOptions
     public string? IncompleteMarkerTarget { get; init; }
     /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
     public ITransport? Transport { get; init; }
-    /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>
-    public IConnectionHandshake Handshake { get; init; } = NoHandshake.Instance;
+    /// <summary>The pre-shared key (--key-file): the server, the parents and the discovery answer must prove they hold it. Null: clear.</summary>
+    public Security.PresharedKey? Key { get; init; }
+    /// <summary>The step run on every connection before any session message; null = the v2 handshake with <see cref="Key"/>.</summary>
+    public IConnectionHandshake? Handshake { get; init; }
     /// <summary>Name reported to the server.</summary>
     public string NodeName { get; init; } = Environment.MachineName;
     /// <summary>Where log lines go.</summary>

@@ -5,6 +5,7 @@ using KaDeploy.Payloads;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
 using KaDeploy.Reporting;
+using KaDeploy.Security;
 using KaDeploy.Transport;
 using ZstdSharp;
 
@@ -23,6 +24,7 @@ public sealed class DeployClient
     private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(500);
     private readonly ClientOptions _options;
     private readonly ITransport _transport;
+    private readonly IConnectionHandshake _handshake;
 
     // Run state, for the control reader, the heartbeat loop and the upstream loop.
     private readonly TaskCompletionSource<Plan> _plan = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -45,6 +47,7 @@ public sealed class DeployClient
         ArgumentNullException.ThrowIfNull(options);
         _options = options;
         _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
+        _handshake = options.Handshake ?? new KeyedHandshake(options.Key);
         Heartbeats.ReserveThreads();
     }
 
@@ -65,8 +68,8 @@ public sealed class DeployClient
         var connection = await transport.ConnectAsync(server, options.Bind, ct).ConfigureAwait(false);
         try
         {
-            connection = await options.Handshake.OpenAsync(connection, ChannelKind.Go, options.Session, ct).ConfigureAwait(false);
-            var channel = new ControlChannel(connection.Stream);
+            connection = await (options.Handshake ?? new KeyedHandshake(options.Key)).OpenAsync(connection, ChannelKind.Go, options.Session, ct).ConfigureAwait(false);
+            var channel = connection.OpenControlChannel();
             await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Go, options.Session, options.NodeName, "", 1), ct).ConfigureAwait(false);
             var w = await Links.WithTimeout(t => channel.ExpectAsync<Welcome>(t), TimeSpan.FromSeconds(10), "the server's answer", ct).ConfigureAwait(false);
             return $"server {server} starts with {w.Registered} of {w.Expected} client(s)";
@@ -80,7 +83,7 @@ public sealed class DeployClient
     private static async Task<IPEndPoint> FindServerAsync(ClientOptions options, Action<string> log, CancellationToken ct)
     {
         if (options.Server is null)
-            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, options.ConnectTimeout, log, ct).ConfigureAwait(false);
+            return await Discovery.FindServerAsync(options.Session, options.DiscoveryAddress, options.DiscoveryPort, options.Bind, options.ConnectTimeout, options.Key, log, ct).ConfigureAwait(false);
         var (host, port) = Links.ParseHostPort(options.Server, ProtocolConstants.DefaultControlPort);
         return new IPEndPoint(await Links.ResolveAsync(host, ct).ConfigureAwait(false), port);
     }
@@ -113,8 +116,8 @@ public sealed class DeployClient
 
         var control = await ConnectWithRetryAsync(server, ct).ConfigureAwait(false);
         await using var closeControl = control;
-        control = await _options.Handshake.OpenAsync(control, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
-        var channel = _channel = new ControlChannel(control.Stream);
+        control = await _handshake.OpenAsync(control, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
+        var channel = _channel = control.OpenControlChannel();
         await channel.SendAsync(new Hello(ProtocolConstants.Version, HelloRole.Client, _options.Session, _options.NodeName,
             _options.Bind?.ToString() ?? "", dataPort), ct).ConfigureAwait(false);
         var welcome = await Links.WithTimeout(t => channel.ExpectAsync<Welcome>(t), TimeSpan.FromSeconds(30), "the server's welcome", ct).ConfigureAwait(false);
@@ -128,15 +131,20 @@ public sealed class DeployClient
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
         Plan plan = await _plan.Task.WaitAsync(ct).ConfigureAwait(false);
+        // A keyed node opens every frame with the Plan's stream key; a Plan without one (it cannot come from a
+        // server that passed the keyed handshake) would mean accepting clear frames: refused.
+        if (_options.Key is not null && plan.StreamKey?.Length != StreamCipher.KeySize)
+            throw new KaDeployException("the server's plan carries no stream key: refusing clear data in a keyed session");
+        using var streamCipher = plan.Keyed ? new StreamCipher(plan.StreamKey, plan.StreamId) : null;
         var sink = _options.SinkFactory(plan);
         Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
-        using var ring = _ring = new RelayRing(_options.BufferBytes, _options.RetainBytes);
+        using var ring = _ring = new RelayRing(_options.BufferBytes, _options.RetainBytes, sealedFrames: streamCipher is not null);
         // A sink blocked in a synchronous read waits on the ring, not on the token: wake it with a fault.
         using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException(_serverLost.Task.IsCompleted ? _serverLost.Task.Result : "cancelled")));
         _ = _serverLost.Task.ContinueWith(t => ring.Fault(new LinkLostException(t.Result)), CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        var links = new ChildLinks(listener, _options.Handshake, _options.Session, ring, plan.LinkKey, plan.ChildIds, Log,
+        var links = new ChildLinks(listener, _handshake, _options.Session, ring, plan.LinkKey, plan.ChildIds, Log,
             (child, reason, hung) =>
             {
                 Log($"lost child {child}: {reason}");
@@ -154,7 +162,7 @@ public sealed class DeployClient
 
         var parentAddress = plan.ParentAddress.Length == 0 ? server.Address : await Links.ResolveAsync(plan.ParentAddress, ct).ConfigureAwait(false);
         var clock = Stopwatch.StartNew();
-        var receiving = Task.Run(() => UpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, server, ct), ct);
+        var receiving = Task.Run(() => UpstreamAsync(new IPEndPoint(parentAddress, plan.ParentPort), plan, streamCipher, server, ct), ct);
         // The marker says "not verified" from before the first byte until the copy is verified.
         string? marker = _options.IncompleteMarkerTarget is not { } target ? null
             : Directory.Exists(target) ? Path.Combine(target, ".ka-deploy-incomplete") : target.TrimEnd('/') + ".ka-deploy-incomplete";
@@ -271,8 +279,8 @@ public sealed class DeployClient
                 using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 attempt.CancelAfter(patience);
                 connection = await _transport.ConnectAsync(parent, _options.Bind, attempt.Token).ConfigureAwait(false);
-                connection = await _options.Handshake.OpenAsync(connection, ChannelKind.Data, _options.Session, attempt.Token).ConfigureAwait(false);
-                var channel = new ControlChannel(connection.Stream);
+                connection = await _handshake.OpenAsync(connection, ChannelKind.Data, _options.Session, attempt.Token).ConfigureAwait(false);
+                var channel = connection.OpenControlChannel();
                 await channel.SendAsync(new DataHello(ProtocolConstants.Version, plan.LinkKey, plan.NodeId, offset), attempt.Token).ConfigureAwait(false);
                 await channel.ExpectAsync<DataAccept>(attempt.Token).ConfigureAwait(false);
                 Log($"linked to {parent}{(offset > 0 ? $" at offset {offset}" : "")}");
@@ -297,7 +305,7 @@ public sealed class DeployClient
     }
 
     // Upstream into the ring, across repairs: returns at the End frame; throws when no parent is left.
-    private async Task UpstreamAsync(IPEndPoint firstParent, Plan plan, IPEndPoint server, CancellationToken ct)
+    private async Task UpstreamAsync(IPEndPoint firstParent, Plan plan, StreamCipher? cipher, IPEndPoint server, CancellationToken ct)
     {
         var ring = _ring!;
         var parent = firstParent;
@@ -329,7 +337,7 @@ public sealed class DeployClient
                 if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
                 await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
                 first = false;
-                var receiver = new FrameReceiver(connection.Stream, ring, offset, faultRingOnError: false)
+                var receiver = new FrameReceiver(connection.Stream, ring, offset, cipher, faultRingOnError: false)
                 {
                     Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
                 };

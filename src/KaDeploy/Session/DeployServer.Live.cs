@@ -8,7 +8,6 @@ namespace KaDeploy.Session;
 // place in the tree, and the bounded progress samples and events the report keeps for its timeline.
 public sealed partial class DeployServer
 {
-    private readonly Stopwatch _sessionClock = new();
     private volatile string _phase = "waiting";
     private long _estimatedTotal = -1;
 
@@ -29,7 +28,7 @@ public sealed partial class DeployServer
             }
         }
         long total = Interlocked.Read(ref _estimatedTotal);
-        return new SessionSnapshot(_options.Session, _phase, _sessionClock.Elapsed.TotalSeconds, _options.Clients, _options.Arity,
+        return new SessionSnapshot(_options.Session, _phase, _clock.Elapsed.TotalSeconds, _options.Clients, _options.Arity,
             _producedDigest?.Length64 ?? 0, total > 0 ? total : null, rows);
     }
 

@@ -1,6 +1,7 @@
 using System.Net;
 using KaDeploy.Protocol;
 using KaDeploy.Reporting;
+using KaDeploy.Security;
 using KaDeploy.Transport;
 
 namespace KaDeploy.Session;
@@ -36,8 +37,8 @@ public sealed partial class DeployServer
         ServerNode? node = null;
         try
         {
-            (connection, _) = await _options.Handshake.AcceptAsync(connection, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
-            var channel = new ControlChannel(connection.Stream);
+            (connection, _) = await _handshake.AcceptAsync(connection, ChannelKind.Control, _options.Session, ct).ConfigureAwait(false);
+            var channel = connection.OpenControlChannel();
             var first = await Links.WithTimeout(t => channel.ReceiveAsync(t), HelloTimeout, "a hello", ct).ConfigureAwait(false);
             if (first is not Hello hello)
                 throw new ProtocolException(first is null ? "closed without a hello" : $"sent {first.Type} before hello");
@@ -113,7 +114,8 @@ public sealed partial class DeployServer
             return await Refuse($"node {failedBefore.Id} ({failedBefore.Report.Name}) was declared failed ({failedBefore.Report.Message}) and does not rejoin this session").ConfigureAwait(false);
         if (registered == -1) return await Refuse("the session has already started").ConfigureAwait(false);
         if (registered == -2) return await Refuse($"the session is full ({_options.Clients} clients)").ConfigureAwait(false);
-        await channel.SendAsync(new Welcome(node.Id, registered, _options.Clients), ct).ConfigureAwait(false);
+        try { await channel.SendAsync(new Welcome(node.Id, registered, _options.Clients), ct).ConfigureAwait(false); }
+        finally { node.MarkWelcomed(); }
         Log($"registered {node.Report.Name} ({dataAddress}:{hello.DataPort}) as node {node.Id}: {registered}/{_options.Clients}");
         if (registered >= _options.Clients) _start.TrySetResult($"all {registered} client(s) registered");
         return node;
@@ -132,13 +134,7 @@ public sealed partial class DeployServer
                     NodeLost(node, "control link lost: closed by the node");
                     return;
                 case Heartbeat h:
-                    Volatile.Write(ref node.VerifiedOffset, h.VerifiedOffset);
-                    if (h.State == FlowState.HeldBySink)
-                    {
-                        if (node.HeldSince == 0) { node.HeldSince = Environment.TickCount64; node.HeldFromBytes = Volatile.Read(ref node.ProgressBytes); }
-                    }
-                    else node.HeldSince = 0;
-                    node.Flow = h.State;
+                    HeartbeatFrom(node, h);
                     break;
                 case LinkUp:
                     node.MarkLinked();

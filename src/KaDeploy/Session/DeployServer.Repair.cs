@@ -21,6 +21,12 @@ public sealed partial class DeployServer
 
     private double Now => _clock.Elapsed.TotalSeconds;
 
+    /// <summary>The registered nodes as the server sees them now (tests read their heartbeat offsets).</summary>
+    internal IReadOnlyList<ServerNode> Nodes
+    {
+        get { lock (_gate) return [.. _nodes]; }
+    }
+
     private ServerNode? Find(int id)
     {
         lock (_gate) return _nodes.Find(n => n.Id == id);
@@ -208,19 +214,57 @@ public sealed partial class DeployServer
         _ = node.TrySendAsync(new Reattach(0, "", DataPort), CancellationToken.None);
     }
 
+    // What a heartbeat says: the node's offset, whether its own sink holds its ring full (a blip of one beat does not end
+    // a hold: the ring is sampled, and a full ring's producer is briefly not waiting each time the sink frees a slot),
+    // and the tree's speed, the best rate any node's offset moved at over a second since the last move.
+    private void HeartbeatFrom(ServerNode node, Heartbeat h)
+    {
+        long now = Environment.TickCount64;
+        Volatile.Write(ref node.VerifiedOffset, h.VerifiedOffset);
+        if (h.State == FlowState.HeldBySink)
+        {
+            node.NotHeldBeats = 0;
+            if (node.HeldSince == 0) { node.HeldSince = now; node.HeldFromOffset = h.VerifiedOffset; }
+        }
+        else if (++node.NotHeldBeats >= 2) node.HeldSince = 0;
+        node.Flow = h.State;
+        if (node.RateTick == 0 || node.RateTick < Volatile.Read(ref _rateEpoch)) (node.RateTick, node.RateOffset) = (now, h.VerifiedOffset);
+        else if (now - node.RateTick >= 1000)
+        {
+            double rate = (h.VerifiedOffset - node.RateOffset) * 1000.0 / (now - node.RateTick);
+            lock (_gate) if (rate > _treeRate) _treeRate = rate;
+            (node.RateTick, node.RateOffset) = (now, h.VerifiedOffset);
+        }
+    }
+
+    private double _treeRate;
+    private long _rateEpoch;
+
+    /// <summary>
+    /// A node is slow when its own sink has held its ring full for <see cref="ServerOptions.SlowNodeAfter"/> while taking
+    /// less than half of what the tree has shown it can move (a hold that takes nothing is hung: the stall watch's).
+    /// Relative on purpose: when every disk is slower than the network, the slowest node holds the tree, but moving it
+    /// would gain little; after one move the tree's speed is measured again, so the next slowest, no slower than the
+    /// rest, stays; and at most a quarter of the nodes are ever moved.
+    /// </summary>
     private void CheckSlowNodes(ServerNode[] nodes, long now)
     {
-        if (_options.SlowNodeAfter <= TimeSpan.Zero || _produced || _links is null) return;
-        var live = nodes.Where(n => !n.Detached && !n.IsFinished).ToArray();
-        var held = live.Where(n => n.HeldSince != 0 && n.Flow == FlowState.HeldBySink).ToArray();
-        // When most nodes are held by their disks, the disks are the limit: moving one would help nobody.
-        if (held.Length == 0 || held.Length * 2 > live.Length) return;
-        foreach (var n in held)
+        if (_options.SlowNodeAfter <= TimeSpan.Zero || _links is null || _mainServed.Task.IsCompleted) return;
+        double tree;
+        lock (_gate) tree = _treeRate;
+        // A few slow nodes are what a move is for; when more than a quarter hold the tree in turn, the limit is the
+        // nodes themselves (every CPU or disk is slower than the network), and moving more would only feed them last.
+        if (tree <= 0 || nodes.Count(n => n.Moved) >= Math.Max(1, nodes.Length / 4)) return;
+        foreach (var n in nodes)
         {
-            if (n.Moved || now - n.HeldSince < _options.SlowNodeAfter.TotalMilliseconds) continue;
-            // Slow, not hung: its sink took something while it held the ring (a hung one is the stall watch's).
-            if (Volatile.Read(ref n.ProgressBytes) <= n.HeldFromBytes) continue;
-            _ = MoveSlowAsync(n, $"its own sink held its buffer full for {(now - n.HeldSince) / 1000.0:0.0} s");
+            if (n.Detached || n.Moved || n.IsFinished || n.HeldSince == 0) continue;
+            double held = (now - n.HeldSince) / 1000.0;
+            if (held < _options.SlowNodeAfter.TotalSeconds) continue;
+            double rate = (Volatile.Read(ref n.VerifiedOffset) - n.HeldFromOffset) / held;
+            if (rate <= 0 || rate * 2 >= tree) continue;
+            lock (_gate) { _treeRate = 0; Volatile.Write(ref _rateEpoch, now); }
+            _ = MoveSlowAsync(n, $"its own sink held its buffer full for {held:0.0} s, taking {rate / 1e6:0.0} MB/s where the tree moves {tree / 1e6:0.0} MB/s");
+            return;
         }
     }
 

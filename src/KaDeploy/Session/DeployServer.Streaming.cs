@@ -19,14 +19,18 @@ public sealed partial class DeployServer
         var byId = nodes.ToDictionary(n => n.Id);
         AssignPlaces(placements, byId, _options.Arity);
         var key = RandomNumberGenerator.GetBytes(16);
+        // Keyed: every frame is sealed once, here, under a stream key made for this session; it reaches the
+        // nodes only inside their sealed Plans.
+        var (streamKey, streamId) = _options.Key is null ? (null, 0u) : Security.StreamCipher.NewStream();
+        using var cipher = streamKey is null ? null : new Security.StreamCipher(streamKey, streamId);
 
-        using var ring = new RelayRing(_options.BufferBytes);
+        using var ring = new RelayRing(_options.BufferBytes, sealedFrames: cipher is not null);
         using var spool = _options.NoSpool ? null : new StreamSpool(_options.SpoolDirectory, _options.SpoolMemoryBytes);
         // Attached before the first frame: nothing leaves the ring before it is spooled.
         var spoolCursor = spool is null ? null : ring.Attach("spool");
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var spooling = spool is null ? Task.CompletedTask : Task.Run(() => spool.RunAsync(spoolCursor!, dataCts.Token), CancellationToken.None);
-        var links = new ChildLinks(_dataListener, _options.Handshake, _options.Session, ring, key,
+        var links = new ChildLinks(_dataListener, _handshake, _options.Session, ring, key,
             placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
             Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly);
         _links = links;
@@ -50,7 +54,7 @@ public sealed partial class DeployServer
             var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
             // An empty parent address means "the host you reached the server's control port on".
             var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest);
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest, streamKey, streamId);
             await node.TrySendAsync(plan, ct).ConfigureAwait(false);
         }
 
@@ -61,7 +65,7 @@ public sealed partial class DeployServer
         Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
         _phase = "streaming";
 
-        var writer = new RingWriterStream(ring, ct);
+        var writer = new RingWriterStream(ring, ct, cipher);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,

@@ -18,6 +18,7 @@ public sealed partial class DeployServer : IAsyncDisposable
 {
     private readonly ServerOptions _options;
     private readonly ITransport _transport;
+    private readonly IConnectionHandshake _handshake;
     private readonly IConnectionListener _controlListener;
     private readonly IConnectionListener _dataListener;
     private readonly Socket? _discovery;
@@ -26,7 +27,7 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly TaskCompletionSource<string> _start = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
-    private readonly Stopwatch _clock = new();
+    private readonly Stopwatch _clock = new(); // session time, from RunAsync: the report, the live view and repair records
     private int _nextId = 1;
     private volatile Relay.DigestWriteStream? _producedDigest; // the payload's digest stream, read by the progress line
     private bool _started;
@@ -41,6 +42,8 @@ public sealed partial class DeployServer : IAsyncDisposable
         _options = options;
         Heartbeats.ReserveThreads();
         _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
+        // Always the v2 handshake, keyed or not: a keyed peer and an unkeyed one refuse each other in one line.
+        _handshake = options.Handshake ?? new Security.KeyedHandshake(options.Key);
         _controlListener = _transport.Listen(options.Bind, options.ControlPort, "control");
         try
         {
@@ -79,9 +82,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             Arity = _options.Arity,
             Started = DateTimeOffset.UtcNow,
         };
-        var clock = Stopwatch.StartNew();
         _clock.Start();
-        _sessionClock.Start();
         _background.Add(AcceptControlAsync(ct));
         _background.Add(WatchNodesAsync(_lifetime.Token)); // until disposed: heartbeats go on while the caller reports
         // A tree's size is estimated (a metadata walk) while the nodes boot and register.
@@ -89,7 +90,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             ? estimator.EstimateLengthAsync(ct) : null;
         _ = estimate?.ContinueWith(t => Log($"size estimate unavailable: {t.Exception?.InnerException?.Message}"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, Log, ct));
+        if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, _options.Key, Log, ct));
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);
@@ -114,7 +115,7 @@ public sealed partial class DeployServer : IAsyncDisposable
             foreach (var n in nodes) n.Fail("session failed: " + e.Message);
             await Task.WhenAll(nodes.Select(n => n.TrySendAsync(new Abort(e.Message), ct))).ConfigureAwait(false);
         }
-        report.Seconds = clock.Elapsed.TotalSeconds;
+        report.Seconds = _clock.Elapsed.TotalSeconds;
         _phase = "done";
         await recording.CancelAsync().ConfigureAwait(false);
         await recorder.ConfigureAwait(false);

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using KaDeploy.Protocol;
+using KaDeploy.Security;
 
 namespace KaDeploy.Session;
 
@@ -14,6 +15,9 @@ namespace KaDeploy.Session;
 /// Several servers on one host share the port (SO_REUSEADDR and SO_REUSEPORT): the kernel hands a broadcast to
 /// every one of them and each answers only for its own session. (A request sent to one host's unicast address
 /// reaches only one of the sockets sharing the port: discovery across several servers on a host needs broadcast.)
+/// Keyed (issue 9): the request ends with a 16-byte nonce and a keyed server's answer ends with
+/// <see cref="DiscoveryAuthenticator.ComputeTag"/> over it; a keyed client ignores answers whose tag does not
+/// verify (a rogue server, or one of another key), so they are neither followed nor counted as a second server.
 /// </summary>
 public static class Discovery
 {
@@ -28,7 +32,11 @@ public static class Discovery
     /// server's --bind address) answers leave from that address, so the client connects to the address the control
     /// port listens on, whatever interface the broadcast came in on.
     /// </summary>
-    public static async Task RespondAsync(Socket udp, string session, int controlPort, IPAddress? replyFrom, Action<string> log, CancellationToken cancellationToken)
+    public static Task RespondAsync(Socket udp, string session, int controlPort, IPAddress? replyFrom, Action<string> log, CancellationToken cancellationToken) =>
+        RespondAsync(udp, session, controlPort, replyFrom, null, log, cancellationToken);
+
+    /// <summary>As above; with <paramref name="key"/> a request's nonce is answered with the key's tag, so keyed clients can tell this server from a rogue one.</summary>
+    public static async Task RespondAsync(Socket udp, string session, int controlPort, IPAddress? replyFrom, PresharedKey? key, Action<string> log, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(udp);
         using var replySocket = replyFrom is null || replyFrom.Equals(IPAddress.Any) || replyFrom.AddressFamily != AddressFamily.InterNetwork
@@ -36,7 +44,7 @@ public static class Discovery
         replySocket?.Bind(new IPEndPoint(replyFrom!, 0));
         var sender = replySocket ?? udp;
         var buffer = new byte[1024];
-        var reply = new byte[ProtocolConstants.Magic.Length + 4];
+        var reply = new byte[ProtocolConstants.Magic.Length + 4 + DiscoveryAuthenticator.TagSize];
         ProtocolConstants.Magic.CopyTo(reply);
         BinaryPrimitives.WriteUInt16LittleEndian(reply.AsSpan(8), ProtocolConstants.Version);
         BinaryPrimitives.WriteUInt16LittleEndian(reply.AsSpan(10), (ushort)controlPort);
@@ -52,9 +60,17 @@ public static class Discovery
             catch (ObjectDisposedException) { break; }
             catch (SocketException e) when (cancellationToken.IsCancellationRequested || e.SocketErrorCode == SocketError.OperationAborted) { break; }
             catch (SocketException e) { log($"discovery: {e.Message}"); continue; }
-            if (TryParseRequest(buffer.AsSpan(0, r.ReceivedBytes), out string? asked) && asked == session)
+            if (TryParseRequest(buffer.AsSpan(0, r.ReceivedBytes), out string? asked, out var nonce) && asked == session)
             {
-                try { await sender.SendToAsync(reply, SocketFlags.None, r.RemoteEndPoint, cancellationToken).ConfigureAwait(false); }
+                // An unkeyed request (no nonce) still gets the plain answer: its node is then refused by the
+                // handshake in one line ("requires a key"), which says more than silence would.
+                int length = 12;
+                if (key is not null && nonce.Length == DiscoveryAuthenticator.NonceSize)
+                {
+                    DiscoveryAuthenticator.ComputeTag(key, buffer.AsSpan(r.ReceivedBytes - nonce.Length, nonce.Length), session, controlPort, reply.AsSpan(12));
+                    length += DiscoveryAuthenticator.TagSize;
+                }
+                try { await sender.SendToAsync(reply.AsMemory(0, length), SocketFlags.None, r.RemoteEndPoint, cancellationToken).ConfigureAwait(false); }
                 catch (SocketException e) { log($"discovery: cannot answer {r.RemoteEndPoint}: {e.Message}"); }
             }
         }
@@ -88,14 +104,19 @@ public static class Discovery
         }
     }
 
-    internal static bool TryParseRequest(ReadOnlySpan<byte> data, out string? session)
+    internal static bool TryParseRequest(ReadOnlySpan<byte> data, out string? session) => TryParseRequest(data, out session, out _);
+
+    /// <summary>Parses a request; <paramref name="nonce"/> is what follows the session name (a keyed client's nonce, else empty).</summary>
+    internal static bool TryParseRequest(ReadOnlySpan<byte> data, out string? session, out ReadOnlySpan<byte> nonce)
     {
         session = null;
+        nonce = default;
         if (data.Length < 12 || !data[..8].SequenceEqual(ProtocolConstants.Magic)) return false;
         int length = BinaryPrimitives.ReadUInt16LittleEndian(data[10..]);
         if (length > data.Length - 12) return false;
         try { session = new UTF8Encoding(false, true).GetString(data.Slice(12, length)); }
         catch (DecoderFallbackException) { return false; }
+        nonce = data[(12 + length)..];
         return true;
     }
 
@@ -107,15 +128,21 @@ public static class Discovery
     /// Broadcasts for <paramref name="session"/> once a second until a server answers or <paramref name="timeout"/> has
     /// passed, and returns the answering server's control endpoint.
     /// </summary>
+    public static Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, int port, IPAddress? local, TimeSpan timeout,
+        Action<string> log, CancellationToken cancellationToken) =>
+        FindServerAsync(session, broadcast, port, local, timeout, null, log, cancellationToken);
+
+    /// <summary>As above; with <paramref name="key"/> only answers signed with that key for this request's nonce count.</summary>
     public static async Task<IPEndPoint> FindServerAsync(string session, IPAddress broadcast, int port, IPAddress? local, TimeSpan timeout,
-        Action<string> log, CancellationToken cancellationToken)
+        PresharedKey? key, Action<string> log, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(broadcast);
         ArgumentNullException.ThrowIfNull(log);
         using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { EnableBroadcast = true };
         udp.Bind(new IPEndPoint(local ?? IPAddress.Any, 0));
         var name = Encoding.UTF8.GetBytes(session);
-        var request = new byte[12 + name.Length];
+        int nonceSize = key is null ? 0 : DiscoveryAuthenticator.NonceSize;
+        var request = new byte[12 + name.Length + nonceSize];
         ProtocolConstants.Magic.CopyTo(request);
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(8), ProtocolConstants.Version);
         BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(10), (ushort)name.Length);
@@ -123,11 +150,14 @@ public static class Discovery
         var target = new IPEndPoint(broadcast, port);
         var buffer = new byte[64];
         var found = new List<IPEndPoint>();
+        var ignored = new HashSet<IPAddress>();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int attempt = 0;
         while (found.Count == 0 && (attempt == 0 || clock.Elapsed < timeout))
         {
             attempt++;
+            // A fresh nonce per request: an answer recorded from an earlier exchange does not verify.
+            if (key is not null) DiscoveryAuthenticator.NewNonce().CopyTo(request, 12 + name.Length);
             await udp.SendToAsync(request, SocketFlags.None, target, cancellationToken).ConfigureAwait(false);
             // Collect every answer for a second: two servers answering for one session is an operator error worth stopping on.
             using var window = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -138,8 +168,14 @@ public static class Discovery
                 {
                     var r = await udp.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), window.Token).ConfigureAwait(false);
                     var d = buffer.AsSpan(0, r.ReceivedBytes);
-                    if (d.Length != 12 || !d[..8].SequenceEqual(ProtocolConstants.Magic)) continue;
+                    if ((d.Length != 12 && d.Length != 12 + DiscoveryAuthenticator.TagSize) || !d[..8].SequenceEqual(ProtocolConstants.Magic)) continue;
                     var from = (IPEndPoint)r.RemoteEndPoint;
+                    if (key is not null && (d.Length != 12 + DiscoveryAuthenticator.TagSize
+                        || !DiscoveryAuthenticator.Verify(key, request.AsSpan(12 + name.Length), session, BinaryPrimitives.ReadUInt16LittleEndian(d[10..]), d[12..])))
+                    {
+                        if (ignored.Add(from.Address)) log($"ignored a discovery answer from {from.Address}: not signed with this key");
+                        continue;
+                    }
                     ushort version = BinaryPrimitives.ReadUInt16LittleEndian(d[8..]);
                     if (version != ProtocolConstants.Version)
                         throw new KaDeployException($"server {from.Address} of session '{session}' speaks protocol {version}, this client {ProtocolConstants.Version}");

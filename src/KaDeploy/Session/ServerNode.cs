@@ -42,8 +42,12 @@ internal sealed class ServerNode : IAsyncDisposable
     public FlowState Flow;
     /// <summary>Since when the node has reported <see cref="FlowState.HeldBySink"/> without a break (0 = not).</summary>
     public long HeldSince;
-    /// <summary>Payload bytes the node had taken when <see cref="HeldSince"/> began.</summary>
-    public long HeldFromBytes;
+    /// <summary>The node's verified wire offset when <see cref="HeldSince"/> began: while held, its offset moves only as its sink takes.</summary>
+    public long HeldFromOffset;
+    /// <summary>Heartbeats in a row that did not say held (one is a sampling blip, not the end of a hold).</summary>
+    public int NotHeldBeats;
+    /// <summary>Start of the current rate window: when, and the verified offset then.</summary>
+    public long RateTick, RateOffset;
 
     // --- the live tree (under the server's gate)
     /// <summary>Current parent (0 = the server).</summary>
@@ -104,10 +108,23 @@ internal sealed class ServerNode : IAsyncDisposable
         _finished.TrySetResult();
     }
 
-    /// <summary>Sends, ignoring a link that is already gone (its loss is reported by the reader loop).</summary>
+    private readonly TaskCompletionSource _welcomed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// The Welcome has gone out (or failed to): only now may anything else be sent. The node is counted before its
+    /// Welcome is written, so the last node's registration can start the session, and a heartbeat or the Plan could
+    /// otherwise overtake this node's Welcome ("got Plan while Welcome was expected", seen on a loaded machine).
+    /// </summary>
+    public void MarkWelcomed() => _welcomed.TrySetResult();
+
+    /// <summary>Sends (after the Welcome), ignoring a link that is already gone (its loss is reported by the reader loop).</summary>
     public async Task TrySendAsync(ControlMessage message, CancellationToken ct)
     {
-        try { await Channel.SendAsync(message, ct).ConfigureAwait(false); }
+        try
+        {
+            await _welcomed.Task.WaitAsync(ct).ConfigureAwait(false);
+            await Channel.SendAsync(message, ct).ConfigureAwait(false);
+        }
         catch (Exception e) when (ConnectionErrors.IsLinkFailure(e) || e is OperationCanceledException) { }
     }
 

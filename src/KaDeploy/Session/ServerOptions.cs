@@ -61,12 +61,18 @@ public sealed class ServerOptions
     public bool NoSpool { get; init; }
     /// <summary>Bytes the memory spool keeps.</summary>
     public long SpoolMemoryBytes { get; init; } = 1L << 30;
-    /// <summary>A node whose own sink keeps its ring full this long is moved off the main tree (0 = never).</summary>
-    public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// A node whose own sink keeps its ring full this long, taking less than half the tree's speed, is moved off the
+    /// main tree and fed from the spool once the others are served (--slow-after; 0 = never). Short, because every
+    /// second it holds, the whole tree moves at its pace.
+    /// </summary>
+    public TimeSpan SlowNodeAfter { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>Links: TCP unless a test passes an in-memory (or faulty) transport.</summary>
     public ITransport? Transport { get; init; }
-    /// <summary>The step run on every connection before any session message (the keyed handshake plugs in here).</summary>
-    public IConnectionHandshake Handshake { get; init; } = NoHandshake.Instance;
+    /// <summary>The pre-shared key (--key-file): every connection authenticated, control frames and data sealed. Null: clear.</summary>
+    public Security.PresharedKey? Key { get; init; }
+    /// <summary>The step run on every connection before any session message; null = the v2 handshake with <see cref="Key"/>.</summary>
+    public IConnectionHandshake? Handshake { get; init; }
     /// <summary>Where log lines go.</summary>
     public TextWriter Log { get; init; } = TextWriter.Null;
     /// <summary>Draw live progress in place (a terminal), or log a line now and then (null = no progress).</summary>

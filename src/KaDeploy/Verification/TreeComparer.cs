@@ -24,7 +24,9 @@ public sealed record TreeComparisonOptions
 /// <summary>
 /// Proves two trees identical: type, mode with special bits, owner, nanosecond mtime, size and bytes, symlink
 /// targets, hard-link groups, device numbers, every xattr (binary), and holes (a sparse original must not be
-/// fully allocated in the copy). The roots themselves are not compared.
+/// fully allocated in the copy). The roots themselves are not compared. Names, link targets and xattr names are
+/// compared as bytes: entries are keyed by <see cref="ByteNames.Printable"/> of their bytes (one printed form per
+/// name, so two names that are not valid UTF-8 never share a key), and every file is opened by its byte path.
 /// </summary>
 public static class TreeComparer
 {
@@ -74,7 +76,7 @@ public static class TreeComparer
     {
         var exclusions = new PathExclusions(root, options.Excludes);
         var map = new Dictionary<string, TreeEntry>(StringComparer.Ordinal);
-        foreach (TreeEntry e in TreeWalker.Walk(root, exclusions, oneFileSystem: false, warn: null)) map[e.RelativePath] = e;
+        foreach (TreeEntry e in TreeWalker.Walk(root, exclusions, oneFileSystem: false, warn: null)) map[Key(e.Relative)] = e;
         return map;
     }
 
@@ -93,6 +95,10 @@ public static class TreeComparer
         }
         return leaders;
     }
+
+    // Decoding a name as UTF-8 maps every invalid byte to U+FFFD, so "a\xff" and "a\xfe" would be one key and a file
+    // missing from the copy could hide behind its namesake; the printable form is one string per byte sequence.
+    private static string Key(byte[] name) => ByteNames.Printable(name, int.MaxValue);
 
     private static string Octal(uint v) => Convert.ToString(v, 8).PadLeft(4, '0');
 
@@ -133,7 +139,7 @@ public static class TreeComparer
                 {
                     diffs.Add($"{rel}: size {a.Size} vs {b.Size}");
                 }
-                else if (FirstDifference(ea.FullPath, eb.FullPath, a.Size, bufA, bufB) is long at)
+                else if (FirstDifference(ea.Full, eb.Full, a.Size, bufA, bufB) is long at)
                 {
                     diffs.Add($"{rel}: content differs at byte {at}");
                 }
@@ -147,8 +153,8 @@ public static class TreeComparer
                 }
                 break;
             case FileKind.Symlink:
-                string ta = Posix.ReadLink(ea.FullPath), tb = Posix.ReadLink(eb.FullPath);
-                if (ta != tb) diffs.Add($"{rel}: symlink target '{ta}' vs '{tb}'");
+                byte[] ta = ReadLink(ea.Full), tb = ReadLink(eb.Full);
+                if (!ta.AsSpan().SequenceEqual(tb)) diffs.Add($"{rel}: symlink target '{Key(ta)}' vs '{Key(tb)}'");
                 break;
             case FileKind.CharDevice or FileKind.BlockDevice:
                 if (a.RdevMajor != b.RdevMajor || a.RdevMinor != b.RdevMinor)
@@ -157,17 +163,23 @@ public static class TreeComparer
                 }
                 break;
         }
-        CompareXattrs(rel, ea.FullPath, eb.FullPath, diffs);
+        CompareXattrs(rel, ea.Full, eb.Full, diffs);
     }
 
-    private static void CompareXattrs(string rel, string pa, string pb, List<string> diffs)
+    private static byte[] ReadLink(byte[] path) =>
+        PosixAt.ReadLink(LinuxNative.AT_FDCWD, path, out int errno) ?? throw Failure("readlink", path, errno);
+
+    private static Exception Failure(string call, byte[] path, int errno) =>
+        new IOException($"{call} {Key(path)}: {LinuxNative.StrError(errno)}");
+
+    private static void CompareXattrs(string rel, byte[] pa, byte[] pb, List<string> diffs)
     {
-        List<string> na = Posix.ListXattrs(pa), nb = Posix.ListXattrs(pb);
-        foreach (string n in na.Except(nb, StringComparer.Ordinal)) diffs.Add($"{rel}: xattr {n} missing from copy");
-        foreach (string n in nb.Except(na, StringComparer.Ordinal)) diffs.Add($"{rel}: xattr {n} only in copy");
-        foreach (string n in na.Intersect(nb, StringComparer.Ordinal))
+        Dictionary<string, byte[]> na = Xattrs(pa), nb = Xattrs(pb);
+        foreach (string n in na.Keys.Except(nb.Keys, StringComparer.Ordinal)) diffs.Add($"{rel}: xattr {n} missing from copy");
+        foreach (string n in nb.Keys.Except(na.Keys, StringComparer.Ordinal)) diffs.Add($"{rel}: xattr {n} only in copy");
+        foreach (string n in na.Keys.Intersect(nb.Keys, StringComparer.Ordinal))
         {
-            byte[]? va = Posix.GetXattr(pa, n), vb = Posix.GetXattr(pb, n);
+            byte[]? va = PosixAt.GetXattr(pa, na[n], out _), vb = PosixAt.GetXattr(pb, nb[n], out _);
             if (!(va ?? []).AsSpan().SequenceEqual(vb ?? []))
             {
                 diffs.Add($"{rel}: xattr {n} = {Convert.ToHexString(va ?? [])} vs {Convert.ToHexString(vb ?? [])}");
@@ -175,9 +187,17 @@ public static class TreeComparer
         }
     }
 
-    private static long? FirstDifference(string pa, string pb, long size, byte[] bufA, byte[] bufB)
+    // Printable name -> the name's bytes.
+    private static Dictionary<string, byte[]> Xattrs(byte[] path)
     {
-        using SafeFileHandle fa = Posix.OpenRead(pa), fb = Posix.OpenRead(pb);
+        List<byte[]> names = PosixAt.ListXattrs(path, out int errno) ?? throw Failure("listxattr", path, errno);
+        return names.ToDictionary(n => Key(n), StringComparer.Ordinal);
+    }
+
+    private static long? FirstDifference(byte[] pa, byte[] pb, long size, byte[] bufA, byte[] bufB)
+    {
+        using SafeFileHandle fa = PosixAt.OpenRead(LinuxNative.AT_FDCWD, pa, out int ea) ?? throw Failure("open", pa, ea);
+        using SafeFileHandle fb = PosixAt.OpenRead(LinuxNative.AT_FDCWD, pb, out int eb) ?? throw Failure("open", pb, eb);
         long offset = 0;
         while (offset < size)
         {

@@ -11,37 +11,15 @@ namespace KaDeploy.Tests.Cli;
 public sealed class OperatorDefectTests : IDisposable
 {
     private readonly TempDirectory _dir = new("kad-ops");
-    private readonly List<Process> _processes = [];
+    private readonly ProcessGroup _processes = new();
 
     private static bool IsRoot => Environment.UserName == "root";
 
-    private Process Start(params string[] args)
-    {
-        var p = CliRunner.Start(CliRunner.AppHost, args);
-        _processes.Add(p);
-        return p;
-    }
+    private Process Start(params string[] args) => _processes.Start(CliRunner.AppHost, args);
 
-    private static async Task<(int Code, string Out, string Err)> FinishAsync(Process p)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var stdout = p.StandardOutput.ReadToEndAsync(timeout.Token);
-        var stderr = p.StandardError.ReadToEndAsync(timeout.Token);
-        await p.WaitForExitAsync(timeout.Token);
-        return (p.ExitCode, await stdout, await stderr);
-    }
+    private static Task<(int Code, string Out, string Err)> FinishAsync(Process p) => ProcessGroup.FinishAsync(p);
 
-    private async Task<(Process Server, int Port)> StartServerAsync(params string[] args)
-    {
-        var server = Start(["server", .. args, "-p", "0"]);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        while (await server.StandardError.ReadLineAsync(timeout.Token) is { } line)
-        {
-            var m = Regex.Match(line, @" on port (\d+),");
-            if (m.Success) return (server, int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
-        }
-        throw new InvalidOperationException("the server exited before saying its port");
-    }
+    private Task<(Process Server, int Port)> StartServerAsync(params string[] args) => _processes.StartServerAsync(CliRunner.AppHost, ["server", .. args]);
 
     // 1. --buffer 0 waited for clients and then died with a stack trace (exit 134); --buffer 1 was rounded silently.
     [Fact]
@@ -193,7 +171,7 @@ public sealed class OperatorDefectTests : IDisposable
             psi.ArgumentList.Add(a);
         psi.Environment["TERM"] = "xterm";
         var script = Process.Start(psi)!;
-        _processes.Add(script);
+        _processes.Track(script);
         var output = new System.Text.StringBuilder();
         var portSeen = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
         var viewSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -271,11 +249,7 @@ public sealed class OperatorDefectTests : IDisposable
 
     public void Dispose()
     {
-        foreach (var p in _processes)
-        {
-            try { if (!p.HasExited) p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-            p.Dispose();
-        }
+        _processes.Dispose();
         _dir.Dispose();
     }
 }

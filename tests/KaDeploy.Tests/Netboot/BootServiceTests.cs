@@ -100,6 +100,19 @@ public class BootServiceTests
     }
 
     [Fact]
+    public void SecondServiceOnTheSameInterfaceIsRefused()
+    {
+        using var dir = new TempDirectory("nblock");
+        using (BootService.TakeLock(dir.Path, "kdtbn-br0"))
+        {
+            var e = Assert.Throws<KaDeployException>(() => BootService.TakeLock(dir.Path, "kdtbn-br0"));
+            Assert.StartsWith("another `ka-deploy netboot serve` is already serving kdtbn-br0 (lock ", e.Message);
+            using var other = BootService.TakeLock(dir.Path, "kdtbn-br1"); // another interface: its own service
+        }
+        using var again = BootService.TakeLock(dir.Path, "kdtbn-br0");     // released when the first service ends
+    }
+
+    [Fact]
     public void RangeOrProxyIsRequiredButNotBoth()
     {
         using var dir = new TempDirectory("nbopt");

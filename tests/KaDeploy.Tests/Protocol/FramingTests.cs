@@ -14,6 +14,8 @@ public class FramingTests
         new Refuse("session is full"),
         new Plan(4, 2, "10.0.0.2", 999, [5, 6, 7], PayloadKind.Tar, WireCompression.Zstd, 123456789, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]),
         new Plan(-1, 0, "", 65535, [], PayloadKind.BlockMap, WireCompression.None, -1, [], DigestAlgorithm.Blake3),
+        new Plan(3, 1, "10.0.0.1", 7, [], PayloadKind.Raw, WireCompression.None, 0, [1], DigestAlgorithm.XxHash128,
+            [.. Enumerable.Range(1, 32).Select(i => (byte)i)], 0xDEADBEEF), // keyed: the stream key and id
         new LinkUp(), new Progress(1L << 40, 5), new Done(true, 10L << 33, 9L << 32 | 7, 1234567890123, "verified, but slowly"),
         new Done(false, 0, 0, 0, "disk full"),
         new Release(), new Abort("stop"), new ChildLost(9, "reset"), new DataHello(1, [1, 2, 3], 8, 1L << 41 | 3),

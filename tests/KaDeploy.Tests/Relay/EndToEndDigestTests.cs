@@ -64,7 +64,7 @@ public class EndToEndDigestTests
         ControlCodec.Encode(plan, output);
         var body = output.WrittenSpan[4..].ToArray(); // after the length prefix
         Assert.Equal(DigestAlgorithm.Blake3, Assert.IsType<Plan>(ControlCodec.Decode(body)).Digest);
-        body[^1] = 9;
+        body[^(1 + 2 + 4)] = 9; // the digest byte; the (empty) stream key's length and the stream id follow it
         Assert.Throws<ProtocolException>(() => ControlCodec.Decode(body));
         var end = new byte[DataFrameHeader.EndPayloadSize];
         end[16] = 9;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using KaDeploy.Reporting;
+using KaDeploy.Tests.Cli;
 using KaDeploy.Tests.TestSupport;
 
 namespace KaDeploy.Tests.Session;
@@ -8,7 +9,7 @@ namespace KaDeploy.Tests.Session;
 public sealed class CliProcessTests : IDisposable
 {
     private readonly TempDirectory _dir = new("kad-cli");
-    private readonly List<Process> _processes = [];
+    private readonly ProcessGroup _processes = new();
 
     private static string AppHost => Path.Combine(AppContext.BaseDirectory, "ka-deploy");
 
@@ -20,37 +21,11 @@ public sealed class CliProcessTests : IDisposable
         return link;
     }
 
-    // The server picks a free port itself (-p 0) and says which in its first log line: no window in
-    // which another test could take a port chosen here.
-    private async Task<(Process Server, int Port)> StartServerAsync(string program, params string[] args)
-    {
-        var server = Start(program, [.. args, "-p", "0"]);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        while (await server.StandardError.ReadLineAsync(timeout.Token) is { } line)
-        {
-            var m = System.Text.RegularExpressions.Regex.Match(line, @" on port (\d+),");
-            if (m.Success) return (server, int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
-        }
-        throw new InvalidOperationException("the server exited before saying its port");
-    }
+    private Task<(Process Server, int Port)> StartServerAsync(string program, params string[] args) => _processes.StartServerAsync(program, args);
 
-    private Process Start(string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = Process.Start(psi)!;
-        _processes.Add(p);
-        return p;
-    }
+    private Process Start(string program, params string[] args) => _processes.Start(program, args);
 
-    private static async Task<(int Code, string Out, string Err)> FinishAsync(Process p)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var stdout = p.StandardOutput.ReadToEndAsync(timeout.Token);
-        var stderr = p.StandardError.ReadToEndAsync(timeout.Token);
-        await p.WaitForExitAsync(timeout.Token);
-        return (p.ExitCode, await stdout, await stderr);
-    }
+    private static Task<(int Code, string Out, string Err)> FinishAsync(Process p) => ProcessGroup.FinishAsync(p);
 
     [Fact]
     public async Task ServerAndClientsAsSeparateProcessesWithTheCompatNames()
@@ -139,11 +114,7 @@ public sealed class CliProcessTests : IDisposable
 
     public void Dispose()
     {
-        foreach (var p in _processes)
-        {
-            try { if (!p.HasExited) p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-            p.Dispose();
-        }
+        _processes.Dispose();
         _dir.Dispose();
     }
 }

@@ -14,8 +14,9 @@ namespace KaDeploy.Tests.Session;
 /// </summary>
 public class FaultInjectionTests
 {
-    // The parent's DataAccept (a bodiless control frame) comes before the first data frame on a link.
-    private const int Accept = 5;
+    // Before the first data frame the parent sends its handshake reply (unkeyed: magic 8, version 2, status 1,
+    // flags 1, nonce 32) and its DataAccept (a bodiless control frame, 5 bytes).
+    private const int Accept = 44 + 5;
     private const int Frame = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload;
     private const int Header = DataFrameHeader.Size;
     private const long Length = 400_000; // seven frames

@@ -47,7 +47,9 @@ public class HostileInputTests
     {
         var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await s.ConnectAsync(IPAddress.Loopback, port);
-        return new ControlChannel(new NetworkStream(s, ownsSocket: true));
+        var stream = new NetworkStream(s, ownsSocket: true);
+        await Handshake.OpenAsync(stream, HandshakeChannel.Control, "test", null, "server", default); // the v2 handshake, unkeyed
+        return new ControlChannel(stream);
     }
 
     private static DeployClient NewClient(DeployServer server, MemorySink sink, string session = "test") => new(new ClientOptions

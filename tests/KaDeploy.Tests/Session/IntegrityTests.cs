@@ -15,8 +15,9 @@ public class IntegrityTests
 {
     private static readonly byte[] Payload = RandomNumberGenerator.GetBytes(300_000);
 
-    // The parent's DataAccept (a bodiless control frame) comes before the first data frame on a link.
-    private const int AcceptBytes = 5;
+    // Before the first data frame the parent sends its handshake reply (unkeyed: magic 8, version 2, status 1,
+    // flags 1, nonce 32) and its DataAccept (a bodiless control frame, 5 bytes).
+    private const int AcceptBytes = 44 + 5;
 
     private static DeployClient Client(ScriptedServer server, string name, MemorySink sink) => new(new ClientOptions
     {

@@ -3,6 +3,7 @@ using KaDeploy.Payloads;
 using KaDeploy.Protocol;
 using KaDeploy.Reporting;
 using KaDeploy.Session;
+using KaDeploy.Tests.TestSupport;
 using KaDeploy.Transport;
 
 namespace KaDeploy.Tests.Session;
@@ -17,7 +18,7 @@ public class RepairSessionTests
     private const long Length = 12_000_000;
 
     /// <summary>A sink that runs an action once, when it has taken <paramref name="at"/> bytes.</summary>
-    private sealed class TripwireSink(long at, Action trip) : IPayloadSink
+    private sealed class TripwireSink(long at, Action trip, Task? gate = null) : IPayloadSink
     {
         private int _tripped;
         public MemoryStream Data { get; } = new();
@@ -25,6 +26,8 @@ public class RepairSessionTests
 
         public async Task ConsumeAsync(Stream input, CancellationToken cancellationToken)
         {
+            // A gated sink takes nothing until the test opens it: its ring fills, and holds its parent's.
+            if (gate is not null) await gate.WaitAsync(cancellationToken);
             var buffer = new byte[65536];
             int n;
             while ((n = await input.ReadAsync(buffer, cancellationToken)) > 0)
@@ -56,14 +59,15 @@ public class RepairSessionTests
         private Task<ClientResult>[] _clients = [];
 
         public Cluster(int clients, int arity, long buffer = 1L << 20, long retain = 4L << 20, bool noSpool = false,
-            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null)
+            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null, Func<int, Task?>? gateFor = null)
         {
             SyncLog = TextWriter.Synchronized(Environment.GetEnvironmentVariable("KD_TEST_LOG") is { } file
                 ? new TeeWriter(Log, new StreamWriter(file, append: true) { AutoFlush = true }) : Log);
             Addresses = [.. Enumerable.Range(0, clients).Select(i => IPAddress.Parse($"127.0.9.{i + 10}"))];
             Kill = [.. Enumerable.Range(0, clients).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(_timeout.Token))];
             Sinks = [.. Enumerable.Range(0, clients).Select(i =>
-                tripFor?.Invoke(i) is { } t ? new TripwireSink(t.At, () => t.Trip(this)) : new TripwireSink(long.MaxValue, () => { }))];
+                tripFor?.Invoke(i) is { } t ? new TripwireSink(t.At, () => t.Trip(this), gateFor?.Invoke(i))
+                    : new TripwireSink(long.MaxValue, () => { }, gateFor?.Invoke(i)))];
             Server = new DeployServer(new ServerOptions
             {
                 Source = new GeneratedSource(Length, seed: 8), Clients = clients, Arity = arity, BufferBytes = buffer,
@@ -122,6 +126,12 @@ public class RepairSessionTests
         }
 
         public NodeReport NodeNamed(SessionReport r, int i) => r.Nodes.Single(n => n.Name == $"n{i}");
+
+        /// <summary>The server's view of node n<paramref name="i"/> (its verified offset, from its heartbeats).</summary>
+        public long OffsetSeen(int i) => Server.Nodes.FirstOrDefault(n => n.Report.Name == $"n{i}")?.VerifiedOffset ?? 0;
+
+        /// <summary>Index of the node the server calls <paramref name="id"/>.</summary>
+        public int IndexOf(SessionReport r, int id) => int.Parse(r.Nodes.Single(n => n.Id == id).Name[1..], System.Globalization.CultureInfo.InvariantCulture);
 
         public async ValueTask DisposeAsync()
         {
@@ -215,6 +225,101 @@ public class RepairSessionTests
         AssertOthersIdentical(c, report, results, 1, 3);
         Assert.NotEmpty(c.NodeNamed(report, 4).Repairs);
         Assert.NotEmpty(c.NodeNamed(report, 2).Repairs);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AnOffsetNoAncestorHoldsAnyMoreIsServedFromTheSpoolOrFailsThatSubtreeWithTheReason(bool spool)
+    {
+        // Chain n0 -> n1 -> n2, no retention on the relays, a server ring of 256 KiB (4 frames). n1's sink takes
+        // nothing: its ring fills at offset X, then n0's (1 MiB), then the server's. Once n0 has received more than
+        // the server's whole ring past X, the server's ring cannot hold X, nor can n0; then n0 dies.
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var c = new Cluster(3, 1, buffer: 256 << 10, retain: 0, noSpool: !spool, gateFor: i => i == 1 ? gate.Task : null).Start();
+        await Eventually.HoldsAsync(() => c.OffsetSeen(1) > 0 && c.OffsetSeen(0) > c.OffsetSeen(1) + (512L << 10),
+            "n0 more than the server's ring ahead of the stalled n1");
+        long x = c.OffsetSeen(1);
+        c.Crash(0);
+        gate.SetResult();
+        var (report, results) = await c.FinishAsync();
+        if (spool)
+        {
+            AssertOthersIdentical(c, report, results, 0);
+            var repair = c.NodeNamed(report, 1).Repairs.Single();
+            Assert.Equal(0, repair.NewParentId);
+            Assert.True(repair.Offset >= x, $"resumed at {repair.Offset}, was at {x}");
+            Assert.Contains("from the spool", c.Log.ToString());
+        }
+        else
+        {
+            // n1 cannot resume anywhere: it fails saying so, and so does its child, which had less.
+            AssertOthersIdentical(c, report, results, 0, 1, 2);
+            Assert.Contains("cannot resume at offset", c.NodeNamed(report, 1).Message);
+            Assert.Contains("no longer held", c.NodeNamed(report, 1).Message);
+            Assert.Contains("cannot resume at offset", c.NodeNamed(report, 2).Message);
+            Assert.False(results[1]?.Verified ?? false);
+        }
+    }
+
+    [Fact]
+    public async Task AChildReattachesToANewParentWhileThatParentIsStillReattaching()
+    {
+        // Chain n0..n5; n1 and n3 die together. n2 re-links to n0 and n4 to n2. n2's new link is held (stalled) until
+        // n4 has been accepted by n2, so n4 surely attaches to a parent that has no upstream yet.
+        var n4Accepted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        MemoryLink? held = null;
+        Cluster? cluster = null;
+        int crashed = 0;
+        await using var c = cluster = new Cluster(6, 1, tripFor: i => i == 3 ? (Length / 2, cl =>
+        {
+            cl.Net.LinkOpened += link =>
+            {
+                // The first link n2 opens to n0's address after the crash is its re-attach: hold it.
+                if (Volatile.Read(ref crashed) == 1 && link.Opener.Address.Equals(cl.Addresses[2]) && link.Acceptor.Address.Equals(cl.Addresses[0])
+                    && Interlocked.CompareExchange(ref held, link, null) is null)
+                    link.Stall();
+            };
+            Volatile.Write(ref crashed, 1);
+            cl.Crash(1);
+            cl.Crash(3);
+        }) : null).Start();
+        await Eventually.HoldsAsync(() => held is not null && c.Log.ToString().Contains($"node {c.Server.Nodes.Single(n => n.Report.Name == "n4").Id} resumes at offset"),
+            "n4 accepted by n2 while n2's own re-attach is held");
+        Assert.DoesNotContain($"client {c.Server.Nodes.Single(n => n.Report.Name == "n2").Id}: linked to", c.Log.ToString().Split("re-attaching to node")[^1]);
+        held!.Resume();
+        var (report, results) = await c.FinishAsync();
+        AssertOthersIdentical(c, report, results, 1, 3);
+        Assert.Equal(c.NodeNamed(report, 2).Id, c.NodeNamed(report, 4).Repairs.Single().NewParentId);
+        Assert.Equal(c.NodeNamed(report, 0).Id, c.NodeNamed(report, 2).Repairs.Single().NewParentId);
+    }
+
+    [Theory]
+    [InlineData(2, 7)]
+    [InlineData(3, 13)]
+    public async Task InATreeTheOrphansOfAFailedNodeAreReattachedToItsParentByTheServer(int arity, int clients)
+    {
+        // The victim is a node whose parent is a node (not the server) and that has children: its orphans must go
+        // to that parent, as the server says (Reattach). An orphan the server never told would fall back to the
+        // server by itself (ResumeFailed after the failure timeout): its new parent would then be 0.
+        int victim = -1;
+        await using var c = new Cluster(clients, arity, tripFor: _ => (Length / 2, cl =>
+        {
+            if (Interlocked.CompareExchange(ref victim, -2, -1) != -1) return;
+            var places = cl.Server.Snapshot().Nodes;
+            var v = places.First(n => n.Place.Count(ch => ch == '.') == 1 && places.Any(k => k.Place.StartsWith(n.Place + ".", StringComparison.Ordinal)));
+            int index = int.Parse(v.Name[1..], System.Globalization.CultureInfo.InvariantCulture);
+            Volatile.Write(ref victim, index);
+            cl.Crash(index);
+        })).Start();
+        var (report, results) = await c.FinishAsync();
+        Assert.True(victim >= 0);
+        AssertOthersIdentical(c, report, results, victim);
+        var dead = c.NodeNamed(report, victim);
+        Assert.NotEqual(0, dead.ParentId);
+        var orphans = report.Nodes.Where(n => n.ParentId == dead.Id).ToArray();
+        Assert.NotEmpty(orphans);
+        Assert.All(orphans, o => Assert.Equal(dead.ParentId, o.Repairs.Single().NewParentId));
     }
 
     [Fact]

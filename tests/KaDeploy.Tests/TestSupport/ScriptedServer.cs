@@ -88,7 +88,9 @@ public sealed class ScriptedServer : IAsyncDisposable
         for (int i = 0; i < count; i++)
         {
             var socket = await _control.AcceptAsync(ct);
-            var channel = new ControlChannel(new NetworkStream(socket, ownsSocket: true));
+            var stream = new NetworkStream(socket, ownsSocket: true);
+            await Handshake.AcceptAsync(stream, null, null, "node", ct); // the v2 handshake, unkeyed
+            var channel = new ControlChannel(stream);
             lock (_owned) _owned.Add(channel);
             var hello = await channel.ExpectAsync<Hello>(ct);
             var remote = (IPEndPoint)socket.RemoteEndPoint!;
@@ -110,6 +112,7 @@ public sealed class ScriptedServer : IAsyncDisposable
         var socket = await _data.AcceptAsync(ct);
         var link = new NetworkStream(socket, ownsSocket: true);
         lock (_owned) _owned.Add(link);
+        await Handshake.AcceptAsync(link, null, null, "child", ct);
         var channel = new ControlChannel(link);
         var hello = await channel.ExpectAsync<DataHello>(ct);
         Assert.Equal(LinkKey, hello.LinkKey);

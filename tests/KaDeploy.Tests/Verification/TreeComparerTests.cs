@@ -37,6 +37,38 @@ public sealed class TreeComparerTests : IDisposable
         Assert.Empty(TreeComparer.Compare(A, B));
     }
 
+    private static byte[] Bytes(string dir, params byte[] name) => [.. System.Text.Encoding.UTF8.GetBytes(dir + "/"), .. name];
+
+    private static void MakeFile(byte[] path)
+    {
+        using (PosixAt.CreateFile(LinuxNative.AT_FDCWD, path, 0x1A4, out int errno) ?? throw new IOException($"create: errno {errno}")) { }
+        Assert.Equal(0, PosixAt.SetTimes(LinuxNative.AT_FDCWD, path, 1_000_000_000, 5));
+    }
+
+    // Decoded as UTF-8, "a\xff" and "a\xfe" are both "a\uFFFD": a comparer keyed by text saw one entry on each side
+    // and called a copy that lost one of the two files identical.
+    [Fact]
+    public void NamesThatAreNotUtf8AreNeverMistakenForEachOther()
+    {
+        MakeFile(Bytes(A, (byte)'a', 0xFF));
+        MakeFile(Bytes(A, (byte)'a', 0xFE));
+        MakeFile(Bytes(B, (byte)'a', 0xFF));
+        Touch(A);
+        Touch(B);
+        Assert.Equal(["a\\xfe: missing from copy"], TreeComparer.Compare(A, B));
+    }
+
+    [Fact]
+    public void SymlinkTargetsAreComparedAsBytes()
+    {
+        Assert.Equal(0, PosixAt.MakeSymlink([(byte)'t', 0xFF], LinuxNative.AT_FDCWD, Bytes(A, (byte)'l')));
+        Assert.Equal(0, PosixAt.MakeSymlink([(byte)'t', 0xFE], LinuxNative.AT_FDCWD, Bytes(B, (byte)'l')));
+        Touch(A);
+        Touch(B);
+        Assert.Equal(["l: symlink target 't\\xff' vs 't\\xfe'"],
+            TreeComparer.Compare(A, B, new TreeComparisonOptions { IgnoreDirectoryAndSymlinkMtimes = true }));
+    }
+
     [Fact]
     public void NanosecondMtimeDifferenceIsReported()
     {

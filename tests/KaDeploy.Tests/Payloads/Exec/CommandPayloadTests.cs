@@ -140,17 +140,8 @@ public class CommandPayloadTests
     }
 
     /// <summary>A destination that breaks on the first write, like a chain whose first node went away.</summary>
-    private sealed class FailingStream : Stream
+    private sealed class FailingStream : KaDeploy.IO.SequentialWriteStream
     {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
         public override void Write(byte[] buffer, int offset, int count) => throw new IOException("connection reset");
     }
 }
