@@ -10,6 +10,9 @@ public sealed class ChildSender
     private readonly Stream _link;
     private readonly long _skipBelow;
 
+    // One segment of the ring: about 1 MiB.
+    private const int MaxWrite = RelayRing.SegmentSlots * RelayRing.SlotSize;
+
     /// <param name="cursor">Where to read.</param>
     /// <param name="link">The child's data link.</param>
     /// <param name="skipBelow">
@@ -35,17 +38,18 @@ public sealed class ChildSender
         {
             while (true)
             {
-                var frame = await _cursor.NextAsync(cancellationToken).ConfigureAwait(false);
-                if (frame.Header.Type == Protocol.DataFrameType.Data && frame.Header.Offset < _skipBelow)
+                // Every published frame that lies back to back with this one goes in the same write: a child
+                // that fell behind by a few frames catches up with one system call, not one per frame.
+                var run = await _cursor.NextRunAsync(MaxWrite, cancellationToken).ConfigureAwait(false);
+                if (run.First.Type == Protocol.DataFrameType.Data && run.First.Offset < _skipBelow)
                 {
                     _cursor.Advance();
                     continue;
                 }
-                await _link.WriteAsync(frame.Bytes, cancellationToken).ConfigureAwait(false);
-                SentBytes += frame.Bytes.Length;
-                bool end = frame.Header.Type == Protocol.DataFrameType.End;
-                _cursor.Advance();
-                if (end) break;
+                await _link.WriteAsync(run.Bytes, cancellationToken).ConfigureAwait(false);
+                SentBytes += run.Bytes.Length;
+                _cursor.Advance(run.Frames);
+                if (run.EndsWithEnd) break;
             }
             await _link.FlushAsync(cancellationToken).ConfigureAwait(false);
         }

@@ -4,14 +4,14 @@ using KaDeploy.Protocol;
 namespace KaDeploy.Relay;
 
 /// <summary>A frame in the ring: the exact bytes that travel on a data link (header + payload).</summary>
-public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader header, long sequence)
+public readonly struct RingFrame(byte[] buffer, int start, int length, DataFrameHeader header, long sequence)
 {
     /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
-    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(0, length);
+    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(start, length);
     /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies after the wire bytes (<see cref="RelayRing.PlaintextOffset"/>).</summary>
     public ReadOnlyMemory<byte> Payload => header.IsSealed
-        ? buffer.AsMemory(RelayRing.PlaintextOffset, header.PlaintextLength)
-        : buffer.AsMemory(DataFrameHeader.Size, length - DataFrameHeader.Size);
+        ? buffer.AsMemory(start + RelayRing.PlaintextOffset, header.PlaintextLength)
+        : buffer.AsMemory(start + DataFrameHeader.Size, length - DataFrameHeader.Size);
     public DataFrameHeader Header => header;
     public long Sequence => sequence;
 }
@@ -25,6 +25,9 @@ public readonly struct RingFrame(byte[] buffer, int length, DataFrameHeader head
 /// reconnecting child can resume from any offset the ring still holds. With a retention (--retain),
 /// the last frames every consumer has passed are kept that much longer: an orphan re-attaching after
 /// its parent died is behind that parent by whatever was in flight, and finds it here.
+/// Slots are laid out back to back in segments of <see cref="SegmentSlots"/> (issue 10): full-size frames
+/// in consecutive slots are consecutive bytes, so the receiver reads many frames with one system call
+/// (<see cref="AcquireRunAsync"/>) and a child sender writes many with one (<see cref="RingCursor.NextRunAsync"/>).
 /// </summary>
 public sealed class RelayRing : IDisposable
 {
@@ -38,17 +41,21 @@ public sealed class RelayRing : IDisposable
     /// </summary>
     public const int PlaintextOffset = SlotSize;
 
+    /// <summary>Slots per contiguous segment: the most frames one receive or one send moves (about 1 MiB).</summary>
+    public const int SegmentSlots = 16;
+
     private readonly int _slotBytes;
+    private readonly int _slotCount;
 
     private readonly object _gate = new();
-    private readonly byte[]?[] _buffers;
+    private readonly byte[]?[] _segments;
     private readonly int[] _lengths;
     private readonly DataFrameHeader[] _headers;
     private readonly List<RingCursor> _cursors = [];
     private readonly SemaphoreSlim _spaceSignal = new(0, 1);
     private readonly int _window;
     private bool _producerWaiting;
-    private bool _acquired; // the producer holds the slot of `_published`: the frame SlotCount back is being overwritten
+    private int _reserved; // slots from `_published` on that the producer holds: the frames SlotCount back are being overwritten
     private long _nextOffset; // wire offset after the last Data frame published
     private long _published;
     private bool _completed;
@@ -65,7 +72,8 @@ public sealed class RelayRing : IDisposable
         IsSealed = sealedFrames;
         _window = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
         int slots = _window + (int)Math.Clamp((retainBytes + _slotBytes - 1) / _slotBytes, 0, 1 << 16);
-        _buffers = new byte[slots][];
+        _slotCount = slots;
+        _segments = new byte[(slots + SegmentSlots - 1) / SegmentSlots][];
         _lengths = new int[slots];
         _headers = new DataFrameHeader[slots];
     }
@@ -74,7 +82,10 @@ public sealed class RelayRing : IDisposable
     public bool IsSealed { get; }
 
     /// <summary>Number of slots (window and retention).</summary>
-    public int SlotCount => _buffers.Length;
+    public int SlotCount => _slotCount;
+
+    /// <summary>Bytes from one slot's start to the next one's: <see cref="SlotSize"/>, or more in a sealed ring (the plaintext area).</summary>
+    public int SlotStride => _slotBytes;
 
     /// <summary>Slots the fastest consumer may be ahead of the slowest.</summary>
     public int WindowSlots => _window;
@@ -86,7 +97,7 @@ public sealed class RelayRing : IDisposable
     public bool IsComplete { get { lock (_gate) return _completed; } }
 
     // The oldest sequence still readable.
-    private long RetainedFromLocked() => Math.Max(0, _published - SlotCount + (_acquired ? 1 : 0));
+    private long RetainedFromLocked() => Math.Max(0, _published - SlotCount + _reserved);
 
     /// <summary>Frames published so far.</summary>
     public long Published { get { lock (_gate) return _published; } }
@@ -139,14 +150,23 @@ public sealed class RelayRing : IDisposable
         }
     }
 
-    /// <summary>Waits for the next free slot and returns its buffer (<see cref="SlotSize"/> bytes) for the producer to fill.</summary>
-    public async ValueTask<byte[]> AcquireAsync(CancellationToken cancellationToken)
+    /// <summary>Waits for the next free slot and returns it (<see cref="SlotStride"/> bytes) for the producer to fill.</summary>
+    public ValueTask<Memory<byte>> AcquireAsync(CancellationToken cancellationToken) => AcquireRunAsync(1, cancellationToken);
+
+    /// <summary>
+    /// Waits for a free slot and reserves it with up to <paramref name="maxSlots"/> - 1 more that follow it in
+    /// memory (as many as the window and the segment allow): a run of whole slots, <see cref="SlotStride"/>
+    /// bytes each, that the producer fills and publishes one by one, in order. Slots of an earlier run that were
+    /// never published (a receiver whose link broke) are given up: the new run starts at the next frame.
+    /// </summary>
+    public async ValueTask<Memory<byte>> AcquireRunAsync(int maxSlots, CancellationToken cancellationToken)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSlots, 1);
         while (true)
         {
             lock (_gate)
             {
-                if (TryAcquire(out var buffer)) return buffer;
+                if (TryAcquire(maxSlots, out var run)) return run;
                 _producerWaiting = true;
             }
             await _spaceSignal.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -154,52 +174,74 @@ public sealed class RelayRing : IDisposable
     }
 
     /// <summary>Blocking variant of <see cref="AcquireAsync"/> for synchronous writers (compressors).</summary>
-    public byte[] Acquire(CancellationToken cancellationToken)
+    public Memory<byte> Acquire(CancellationToken cancellationToken)
     {
         while (true)
         {
             lock (_gate)
             {
-                if (TryAcquire(out var buffer)) return buffer;
+                if (TryAcquire(1, out var slot)) return slot;
                 _producerWaiting = true;
             }
             _spaceSignal.Wait(cancellationToken);
         }
     }
 
-    private bool TryAcquire(out byte[] buffer)
+    private bool TryAcquire(int maxSlots, out Memory<byte> run)
     {
         if (_fault is not null) throw new KaDeployException("relay buffer failed: " + _fault.Message, _fault);
         if (_completed) throw new InvalidOperationException("ring already completed");
         long oldest = _published;
         foreach (var c in _cursors) oldest = Math.Min(oldest, c.Position);
-        if (_published - oldest >= _window || (oldest < _published && _published - oldest >= SlotCount))
+        long used = _published - oldest;
+        if (used >= _window || used >= SlotCount)
         {
-            buffer = null!;
+            run = default;
             return false;
         }
-        _acquired = true;
         int slot = (int)(_published % SlotCount);
-        // Pinned heap: slots live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
-        buffer = _buffers[slot] ??= GC.AllocateUninitializedArray<byte>(_slotBytes, pinned: true);
+        int segment = slot / SegmentSlots, first = segment * SegmentSlots;
+        int segmentSlots = Math.Min(SegmentSlots, SlotCount - first);
+        int n = (int)Math.Min(Math.Min(maxSlots, _window - used), first + segmentSlots - slot);
+        _reserved = n;
+        // Pinned heap: segments live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
+        var buffer = _segments[segment] ??= GC.AllocateUninitializedArray<byte>(segmentSlots * _slotBytes, pinned: true);
+        run = buffer.AsMemory((slot - first) * _slotBytes, n * _slotBytes);
         return true;
     }
 
-    /// <summary>Publishes the slot last acquired, holding a frame of <paramref name="length"/> bytes.</summary>
+    /// <summary>Publishes the next reserved slot, holding a frame of <paramref name="length"/> bytes.</summary>
     public void Publish(DataFrameHeader header, int length)
     {
         Debug.Assert(length == DataFrameHeader.Size + header.PayloadLength);
         lock (_gate)
         {
-            int slot = (int)(_published % SlotCount);
-            _lengths[slot] = length;
-            _headers[slot] = header;
-            _published++;
-            _acquired = false;
-            if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
-            if (header.Type == DataFrameType.End) _completed = true;
+            PublishLocked(header);
             foreach (var c in _cursors) c.WakeLocked();
         }
+    }
+
+    /// <summary>Publishes the next reserved slots in order, one frame each, under one lock and with one wake-up per consumer.</summary>
+    public void Publish(ReadOnlySpan<DataFrameHeader> headers)
+    {
+        if (headers.IsEmpty) return;
+        lock (_gate)
+        {
+            foreach (var h in headers) PublishLocked(h);
+            foreach (var c in _cursors) c.WakeLocked();
+        }
+    }
+
+    private void PublishLocked(DataFrameHeader header)
+    {
+        if (_reserved <= 0) throw new InvalidOperationException("publishing a slot that was not acquired");
+        int slot = (int)(_published % SlotCount);
+        _lengths[slot] = DataFrameHeader.Size + header.PayloadLength;
+        _headers[slot] = header;
+        _published++;
+        _reserved--;
+        if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
+        if (header.Type == DataFrameType.End) _completed = true;
     }
 
     /// <summary>Fails every consumer and the producer with <paramref name="error"/>.</summary>
@@ -252,8 +294,7 @@ public sealed class RelayRing : IDisposable
             if (cursor.EvictedReason is { } evicted) throw new KaDeployException(evicted);
             if (cursor.Position < _published)
             {
-                int slot = (int)(cursor.Position % SlotCount);
-                frame = new RingFrame(_buffers[slot]!, _lengths[slot], _headers[slot], cursor.Position);
+                frame = FrameLocked(cursor.Position);
                 return true;
             }
             if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
@@ -261,6 +302,42 @@ public sealed class RelayRing : IDisposable
             frame = default;
             return false;
         }
+    }
+
+    // Published frames from the cursor on that lie back to back in one segment, up to the End frame and about maxBytes.
+    internal bool TryReadRun(RingCursor cursor, int maxBytes, out RingRun run)
+    {
+        lock (_gate)
+        {
+            if (cursor.EvictedReason is { } evicted) throw new KaDeployException(evicted);
+            if (cursor.Position < _published)
+            {
+                int slot = (int)(cursor.Position % SlotCount);
+                int frames = 1, bytes = _lengths[slot];
+                bool end = _headers[slot].Type == DataFrameType.End;
+                // A frame that fills its slot is followed in memory by the next slot's frame, unless a segment ends there.
+                while (!end && bytes == frames * _slotBytes && cursor.Position + frames < _published)
+                {
+                    int next = (int)((cursor.Position + frames) % SlotCount);
+                    if (next % SegmentSlots == 0 || bytes + _lengths[next] > maxBytes) break;
+                    bytes += _lengths[next];
+                    end = _headers[next].Type == DataFrameType.End;
+                    frames++;
+                }
+                run = new RingRun(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * _slotBytes, bytes, frames, _headers[slot], end);
+                return true;
+            }
+            if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
+            cursor.Waiting = true;
+            run = default;
+            return false;
+        }
+    }
+
+    private RingFrame FrameLocked(long sequence)
+    {
+        int slot = (int)(sequence % SlotCount);
+        return new RingFrame(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * _slotBytes, _lengths[slot], _headers[slot], sequence);
     }
 
     internal void Wake(RingCursor cursor)
@@ -283,6 +360,19 @@ public sealed class RelayRing : IDisposable
     }
 
     public void Dispose() => _spaceSignal.Dispose();
+}
+
+/// <summary>Frames that lie back to back in the ring: how many, the first one's header, and their bytes as one block.</summary>
+public readonly struct RingRun(byte[] buffer, int start, int length, int frames, DataFrameHeader first, bool endsWithEnd)
+{
+    /// <summary>Their wire bytes, headers included, ready to forward with one write.</summary>
+    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(start, length);
+    /// <summary>Number of frames.</summary>
+    public int Frames => frames;
+    /// <summary>The first frame's header.</summary>
+    public DataFrameHeader First => first;
+    /// <summary>The last frame is the End frame.</summary>
+    public bool EndsWithEnd => endsWithEnd;
 }
 
 /// <summary>One consumer's position in a <see cref="RelayRing"/>.</summary>
@@ -330,7 +420,7 @@ public sealed class RingCursor : IDisposable
 
     internal bool Waiting { get; set; }
 
-    /// <summary>Waits for the frame at <see cref="Position"/>. The frame stays valid until <see cref="Advance"/>.</summary>
+    /// <summary>Waits for the frame at <see cref="Position"/>. The frame stays valid until <see cref="Advance()"/>.</summary>
     public async ValueTask<RingFrame> NextAsync(CancellationToken cancellationToken)
     {
         while (true)
@@ -350,11 +440,28 @@ public sealed class RingCursor : IDisposable
         }
     }
 
+    /// <summary>
+    /// Waits for the frame at <see cref="Position"/> and returns it with the published frames that follow it
+    /// in memory (up to about <paramref name="maxBytes"/> and the End frame): what one write can send. The
+    /// frames stay valid until <see cref="Advance(int)"/>.
+    /// </summary>
+    public async ValueTask<RingRun> NextRunAsync(int maxBytes, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (_ring.TryReadRun(this, maxBytes, out var run)) return run;
+            await _signal.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Releases the current frame and moves to the next.</summary>
-    public void Advance()
+    public void Advance() => Advance(1);
+
+    /// <summary>Releases the current <paramref name="frames"/> frames (a run) and moves past them.</summary>
+    public void Advance(int frames)
     {
         Volatile.Write(ref _lastProgress, Environment.TickCount64);
-        Position++;
+        Position += frames;
         _ring.Advanced();
     }
 

@@ -17,7 +17,7 @@ public sealed class RingWriterStream : SequentialWriteStream
     private readonly StreamCipher? _cipher;
     private readonly int _chunk; // plaintext bytes per full frame
     private readonly int _plainAt; // where a chunk is gathered in the slot
-    private byte[]? _slot;
+    private Memory<byte>? _slot;
     private int _filled; // payload bytes in _slot
     private long _offset; // wire offset of the current frame
 
@@ -66,7 +66,7 @@ public sealed class RingWriterStream : SequentialWriteStream
     private ReadOnlySpan<byte> Fill(ReadOnlySpan<byte> data)
     {
         int n = Math.Min(data.Length, _chunk - _filled);
-        data[..n].CopyTo(_slot.AsSpan(_plainAt + _filled));
+        data[..n].CopyTo(_slot!.Value.Span[(_plainAt + _filled)..]);
         _filled += n;
         if (_filled == _chunk) Seal();
         return data[n..];
@@ -74,16 +74,17 @@ public sealed class RingWriterStream : SequentialWriteStream
 
     private void Seal()
     {
-        var payload = _slot.AsSpan(_plainAt, _filled);
+        var slot = _slot!.Value.Span;
+        var payload = slot.Slice(_plainAt, _filled);
         DataFrameHeader header;
         if (_cipher is null)
         {
             header = new DataFrameHeader(DataFrameType.Data, _filled, _offset, DataFrameHeader.ComputeChecksum(payload, _offset));
-            header.Write(_slot);
+            header.Write(slot);
         }
         else
         {
-            header = _cipher.Seal(DataFrameType.Data, _offset, payload, _slot);
+            header = _cipher.Seal(DataFrameType.Data, _offset, payload, slot);
         }
         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
         _offset += _filled;
@@ -95,10 +96,10 @@ public sealed class RingWriterStream : SequentialWriteStream
     public async Task CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[] digest, CancellationToken cancellationToken)
     {
         if (_slot is not null && _filled > 0) Seal();
-        var slot = _slot ?? await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false);
+        var slot = (_slot ?? await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false)).Span;
         _slot = null;
         long wireLength = _offset;
-        var payload = slot.AsSpan(_plainAt, DataFrameHeader.EndPayloadSize);
+        var payload = slot.Slice(_plainAt, DataFrameHeader.EndPayloadSize);
         new EndOfStream(wireLength, payloadLength, algorithm, digest).Write(payload);
         DataFrameHeader header;
         if (_cipher is null)
