@@ -21,7 +21,7 @@ public class RelayRingBoundaryTests
     {
         for (int i = 0; i < frames; i++)
         {
-            ValueTask<byte[]> slot = ring.AcquireAsync(default);
+            ValueTask<Memory<byte>> slot = ring.AcquireAsync(default);
             Assert.True(slot.IsCompletedSuccessfully, $"frame {i}: the ring had no free slot");
             ring.Publish(new DataFrameHeader(DataFrameType.Data, size, start + (long)i * size, 0), DataFrameHeader.Size + size);
         }
@@ -53,7 +53,7 @@ public class RelayRingBoundaryTests
         using var ring = new RelayRing(8 * (RelayRing.SlotSize + ProtocolConstants.MaxChunkPayload), sealedFrames: true);
         Assert.True(ring.IsSealed);
         Assert.Equal(8, ring.WindowSlots);
-        byte[] slot = await ring.AcquireAsync(default);
+        Memory<byte> slot = await ring.AcquireAsync(default);
         Assert.Equal(RelayRing.PlaintextOffset + ProtocolConstants.MaxChunkPayload, slot.Length);
         using var clear = new RelayRing(8 * RelayRing.SlotSize);
         Assert.False(clear.IsSealed);
@@ -66,7 +66,7 @@ public class RelayRingBoundaryTests
         using var ring = new RelayRing(4 * RelayRing.SlotSize, retainBytes: 4 * RelayRing.SlotSize);
         using var slow = ring.Attach("slow");
         PublishData(ring, 4, 100);
-        ValueTask<byte[]> fifth = ring.AcquireAsync(default);
+        ValueTask<Memory<byte>> fifth = ring.AcquireAsync(default);
         Assert.False(fifth.IsCompleted);               // four frames ahead of "slow": the window is full
         Assert.Same(slow, ring.Holder());
         Assert.Same(slow, ring.FindStalled(TimeSpan.Zero));
@@ -179,7 +179,7 @@ public class RelayRingBoundaryTests
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
         using var stuck = ring.Attach("stuck");
         PublishData(ring, 4, 100);
-        ValueTask<byte[]> next = ring.AcquireAsync(default);
+        ValueTask<Memory<byte>> next = ring.AcquireAsync(default);
         Assert.False(next.IsCompleted);
         stuck.Evict("too slow");
         stuck.Evict("again"); // the first reason stays
@@ -194,9 +194,9 @@ public class RelayRingBoundaryTests
     {
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
         using var c = ring.Attach("c");
-        byte[] slot = await ring.AcquireAsync(default);
+        Memory<byte> slot = await ring.AcquireAsync(default);
         byte[] frame = WireFrames.Data([1, 2, 3], 0);
-        frame.CopyTo(slot, 0);
+        frame.CopyTo(slot);
         ring.Publish(DataFrameHeader.Read(frame), frame.Length);
         RingFrame f = await c.NextAsync(default);
         Assert.Equal(frame, f.Bytes.ToArray());
