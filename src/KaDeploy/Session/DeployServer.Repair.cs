@@ -128,19 +128,34 @@ public sealed partial class DeployServer
     private void RepairChildrenOf(ServerNode node, string why)
     {
         List<ServerNode> orphans;
+        var moves = new List<(ServerNode Orphan, int NewParent)>();
         int anc;
         lock (_gate)
         {
             if (!_started) return;
             anc = NearestLiveAncestorLocked(node);
             orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Gone && !n.Detached);
+            // The most advanced orphan takes the failed node's place under its ancestor; its siblings go under it while
+            // it has room in the tree's arity, so no parent ends up sending to more children than it did before (all
+            // orphans under the ancestor would share its uplink among up to 2 x arity - 1 children for the rest of the
+            // session). A sibling a little ahead of the promoted one waits for it (ChildLinks serves from where it stands).
+            orphans.Sort((a, b) => Volatile.Read(ref b.VerifiedOffset).CompareTo(Volatile.Read(ref a.VerifiedOffset)));
+            ServerNode? promoted = orphans.Count > 0 ? orphans[0] : null;
+            int promotedChildren = promoted is null ? 0 : _nodes.Count(n => n.ParentId == promoted.Id && !n.Gone && !n.Detached);
             foreach (var o in orphans)
             {
-                o.ParentId = anc;
-                o.PendingRepair = (why, Environment.TickCount64, anc);
+                int newParent = anc;
+                if (o != promoted && promotedChildren < Math.Max(1, _options.Arity))
+                {
+                    newParent = promoted!.Id;
+                    promotedChildren++;
+                }
+                o.ParentId = newParent;
+                o.PendingRepair = (why, Environment.TickCount64, newParent);
+                moves.Add((o, newParent));
             }
         }
-        foreach (var o in orphans) _ = ReattachAsync(o, anc, why);
+        foreach (var (o, newParent) in moves) _ = ReattachAsync(o, newParent, why);
     }
 
     private async Task ReattachAsync(ServerNode orphan, int newParent, string why)
