@@ -303,7 +303,7 @@ public class RelayRingBoundaryTests
     }
 
     /// <summary>Yields its bytes, then fails the next read as a reset socket does.</summary>
-    private sealed class ResetAfter(byte[] bytes) : Stream
+    private sealed class ResetAfter(byte[] bytes) : KaDeploy.IO.SequentialReadStream
     {
         private int _pos;
         public override int Read(Span<byte> buffer)
@@ -320,14 +320,5 @@ public class RelayRingBoundaryTests
             try { return ValueTask.FromResult(Read(buffer.Span)); }
             catch (IOException e) { return ValueTask.FromException<int>(e); }
         }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => _pos; set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
