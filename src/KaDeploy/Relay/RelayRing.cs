@@ -182,11 +182,13 @@ public sealed class RelayRing : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSlots, 1);
         while (true)
         {
+            Memory<byte> run;
+            byte[]? fresh;
             lock (_gate)
             {
-                if (TryAcquire(maxSlots, out var run)) return run;
-                _producerWaiting = true;
+                if (!TryAcquire(maxSlots, out run, out fresh)) _producerWaiting = true;
             }
+            if (!run.IsEmpty) return RingMemory.Populated(run, fresh);
             await _spaceSignal.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
@@ -196,17 +198,21 @@ public sealed class RelayRing : IDisposable
     {
         while (true)
         {
+            Memory<byte> slot;
+            byte[]? fresh;
             lock (_gate)
             {
-                if (TryAcquire(1, out var slot)) return slot;
-                _producerWaiting = true;
+                if (!TryAcquire(1, out slot, out fresh)) _producerWaiting = true;
             }
+            if (!slot.IsEmpty) return RingMemory.Populated(slot, fresh);
             _spaceSignal.Wait(cancellationToken);
         }
     }
 
-    private bool TryAcquire(int maxSlots, out Memory<byte> run)
+    // fresh: the segment was allocated by this call (its pages are populated outside the lock, before the run is used).
+    private bool TryAcquire(int maxSlots, out Memory<byte> run, out byte[]? fresh)
     {
+        fresh = null;
         if (_fault is not null) throw new KaDeployException("relay buffer failed: " + _fault.Message, _fault);
         if (_completed) throw new InvalidOperationException("ring already completed");
         long oldest = _published;
@@ -222,8 +228,8 @@ public sealed class RelayRing : IDisposable
         int segmentSlots = Math.Min(SegmentSlots, SlotCount - first);
         int n = (int)Math.Min(Math.Min(maxSlots, _window - used), first + segmentSlots - slot);
         _reserved = n;
-        // Pinned heap: segments live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
-        var buffer = _segments[segment] ??= GC.AllocateUninitializedArray<byte>(segmentSlots * _slotBytes, pinned: true);
+        // Pinned (RingMemory): segments live as long as the ring and are handed to socket I/O; the GC never moves them.
+        var buffer = _segments[segment] ??= fresh = RingMemory.AllocateSegment(segmentSlots * _slotBytes);
         run = buffer.AsMemory((slot - first) * SlotSize, n * SlotSize);
         return true;
     }

@@ -6,30 +6,32 @@ namespace KaDeploy.Relay;
 /// <summary>
 /// The server's copy of the wire stream it produced, frame by frame (the exact bytes that went on the
 /// wire), so that a node can be served from any offset after every relay has let it go: an orphan whose
-/// resume offset left every ancestor's ring, or a slow node moved onto a branch of its own. It is fed by
-/// a cursor of the server's ring (<see cref="RunAsync"/>), so nothing leaves the ring before it is spooled.
-/// In a directory (--spool DIR) it keeps the whole stream in an unlinked file; in memory it keeps the
-/// last <c>memoryLimit</c> bytes (the front of the stream, where repairs happen).
+/// resume offset left every ancestor's ring, or a slow node moved onto a branch of its own.
+/// In a directory (--spool DIR) it keeps the whole stream in an unlinked file, fed by a cursor of the
+/// server's ring (<see cref="RunAsync"/>), so nothing leaves the ring before it is spooled.
+/// In memory it is the server's ring itself, made with a retention of the spool's size
+/// (<see cref="InRing"/>): the frames stay in the slots they were produced into, by reference, until the
+/// ring needs the slot again; nothing is copied (issue 10: a copy of every frame into fresh memory
+/// cost the server about as much CPU as producing and sending the stream). A resume served from there
+/// is an ordinary reader of the ring: it holds the producer back only until it is within a buffer of
+/// the front, instead of falling further behind and failing once the spool lets its offset go.
 /// </summary>
 public sealed class StreamSpool : IDisposable
 {
     private readonly object _gate = new();
     private readonly SafeFileHandle? _file;
-    private readonly long _memoryLimit;
+    private readonly RelayRing? _ring;
     private readonly List<(long Offset, long Position, int Length, DataFrameType Type)> _index = [];
-    private readonly Dictionary<int, byte[]> _memory = [];
-    private int _firstHeld; // index of the oldest frame still held (memory spool)
-    private long _memoryBytes, _fileLength;
+    private long _fileLength;
     private long _nextOffset; // wire offset after the last Data frame (a sealed frame's tag is not stream bytes)
     private bool _complete;
     private string? _failure;
     private TaskCompletionSource _grown = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>A spool in <paramref name="directory"/> (a file deleted when closed), or in memory when null.</summary>
-    public StreamSpool(string? directory, long memoryLimit = 1L << 30)
+    /// <summary>A spool in <paramref name="directory"/>: a file deleted when closed, holding the whole stream.</summary>
+    public StreamSpool(string directory)
     {
-        _memoryLimit = memoryLimit;
-        if (directory is null) { Description = $"memory (last {memoryLimit >> 20} MiB)"; return; }
+        ArgumentNullException.ThrowIfNull(directory);
         string path = Path.Combine(directory, $".ka-deploy-spool-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
         {
@@ -42,12 +44,36 @@ public sealed class StreamSpool : IDisposable
         Description = $"file in {directory}";
     }
 
+    private StreamSpool(RelayRing ring)
+    {
+        _ring = ring;
+        Description = $"memory (the last {HeldWireBytes(ring) >> 20} MiB of the stream, kept in the relay buffer)";
+    }
+
+    /// <summary>
+    /// The memory spool: the frames <paramref name="ring"/> still holds, window and retention (make the server's
+    /// ring with a retention of the spool's size). Nothing is copied and <see cref="RunAsync"/> is not needed.
+    /// </summary>
+    public static StreamSpool InRing(RelayRing ring)
+    {
+        ArgumentNullException.ThrowIfNull(ring);
+        return new StreamSpool(ring);
+    }
+
+    // Wire bytes the ring's slots can hold at most (full frames).
+    private static long HeldWireBytes(RelayRing ring) => (long)ring.SlotCount * ProtocolConstants.MaxChunkPayload;
+
+    /// <summary>True when the spool keeps its own copy and must be fed every frame by <see cref="RunAsync"/> (a file spool).</summary>
+    public bool NeedsFeed => _ring is null;
+
     /// <summary>Where the frames are kept (for the log).</summary>
     public string Description { get; }
 
-    /// <summary>Copies every frame of <paramref name="cursor"/> into the spool until the End frame.</summary>
+    /// <summary>Copies every frame of <paramref name="cursor"/> into the spool file until the End frame (a file spool only).</summary>
     public async Task RunAsync(RingCursor cursor, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(cursor);
+        if (_file is null) throw new InvalidOperationException("a memory spool is the ring itself: nothing to feed");
         try
         {
             while (true)
@@ -74,23 +100,12 @@ public sealed class StreamSpool : IDisposable
     {
         long position;
         lock (_gate) position = _fileLength;
-        if (_file is not null) await RandomAccess.WriteAsync(_file, bytes, position, ct).ConfigureAwait(false);
+        await RandomAccess.WriteAsync(_file!, bytes, position, ct).ConfigureAwait(false);
         lock (_gate)
         {
-            int index = _index.Count;
             _index.Add((header.Offset, position, bytes.Length, header.Type));
             _fileLength += bytes.Length;
             if (header.Type == DataFrameType.Data) _nextOffset = header.Offset + header.PlaintextLength;
-            if (_file is null)
-            {
-                _memory[index] = bytes.ToArray();
-                _memoryBytes += bytes.Length;
-                while (_memoryBytes > _memoryLimit && _firstHeld < index)
-                {
-                    _memoryBytes -= _index[_firstHeld].Length;
-                    _memory.Remove(_firstHeld++);
-                }
-            }
             if (header.Type == DataFrameType.End) _complete = true;
         }
         Signal();
@@ -106,20 +121,26 @@ public sealed class StreamSpool : IDisposable
     /// <summary>Null if the spool can serve from <paramref name="offset"/> (now or once produced), else why not.</summary>
     public string? CannotServe(long offset)
     {
+        if (_ring is not null)
+        {
+            if (_ring.FindSequence(offset) is not null) return null;
+            long next = _ring.NextOffset;
+            return offset < next
+                ? $"offset {offset} is older than the spool holds (the last {HeldWireBytes(_ring) >> 20} MiB, up to {next}; use --spool DIR to keep the whole stream)"
+                : $"offset {offset} is not in the stream (it stands at {next})";
+        }
         lock (_gate)
         {
             if (_failure is not null) return _failure;
             if (FindLocked(offset) is not null) return null;
             if (!_complete && offset == _nextOffset) return null;
-            if (_index.Count > 0 && _firstHeld < _index.Count && offset < _index[_firstHeld].Offset)
-                return $"offset {offset} is older than the spool holds (from {_index[_firstHeld].Offset}; use --spool DIR to keep the whole stream)";
             return $"offset {offset} is not a frame boundary of the stream";
         }
     }
 
     private int? FindLocked(long offset)
     {
-        int lo = _firstHeld, hi = _index.Count - 1;
+        int lo = 0, hi = _index.Count - 1;
         while (lo <= hi)
         {
             int mid = (lo + hi) / 2;
@@ -132,7 +153,30 @@ public sealed class StreamSpool : IDisposable
     /// Writes the frames from <paramref name="offset"/> to the End frame to <paramref name="link"/>, waiting
     /// for frames not produced yet. Throws <see cref="KaDeployException"/> if the spool no longer holds them.
     /// </summary>
-    public async Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken)
+    public Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(link);
+        return _ring is not null ? ServeFromRingAsync(_ring, link, offset, cancellationToken) : ServeFromFileAsync(link, offset, cancellationToken);
+    }
+
+    // The memory spool: a reader of the ring like any child link, from the retained frame that holds the offset.
+    private static async Task ServeFromRingAsync(RelayRing ring, Stream link, long offset, CancellationToken cancellationToken)
+    {
+        RingCursor cursor;
+        try
+        {
+            long sequence = ring.FindSequence(offset) ?? throw new KaDeployException($"offset {offset} left the memory spool before it was sent");
+            cursor = ring.Attach("spool reader", sequence);
+        }
+        catch (KaDeployException e)
+        {
+            // Released between the check and the attach: the frames were overwritten while the reader waited for its turn.
+            throw new KaDeployException($"offset {offset} left the memory spool before it was sent ({e.Message})", e);
+        }
+        await new ChildSender(cursor, link).RunAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task ServeFromFileAsync(Stream link, long offset, CancellationToken cancellationToken)
     {
         int index;
         lock (_gate) index = FindLocked(offset) ?? -1;
@@ -141,7 +185,6 @@ public sealed class StreamSpool : IDisposable
         {
             Task grown;
             (long Offset, long Position, int Length, DataFrameType Type) entry = default;
-            byte[]? held = null;
             lock (_gate)
             {
                 if (index < 0)
@@ -149,11 +192,9 @@ public sealed class StreamSpool : IDisposable
                     if (CannotServe(offset) is { } why) throw new KaDeployException(why);
                     index = FindLocked(offset) ?? -1;
                 }
-                if (index >= 0 && index < _firstHeld) throw new KaDeployException($"offset {_index[index].Offset} left the memory spool before it was sent");
                 if (index >= 0 && index < _index.Count)
                 {
                     entry = _index[index];
-                    if (_file is null) held = _memory[index];
                     grown = Task.CompletedTask;
                 }
                 else
@@ -167,15 +208,9 @@ public sealed class StreamSpool : IDisposable
                 await grown.WaitAsync(cancellationToken).ConfigureAwait(false);
                 continue;
             }
-            ReadOnlyMemory<byte> bytes;
-            if (held is not null) bytes = held;
-            else
-            {
-                int got = await RandomAccess.ReadAsync(_file!, buffer.AsMemory(0, entry.Length), entry.Position, cancellationToken).ConfigureAwait(false);
-                if (got != entry.Length) throw new KaDeployException($"spool file short read at {entry.Position}");
-                bytes = buffer.AsMemory(0, entry.Length);
-            }
-            await link.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            int got = await RandomAccess.ReadAsync(_file!, buffer.AsMemory(0, entry.Length), entry.Position, cancellationToken).ConfigureAwait(false);
+            if (got != entry.Length) throw new KaDeployException($"spool file short read at {entry.Position}");
+            await link.WriteAsync(buffer.AsMemory(0, entry.Length), cancellationToken).ConfigureAwait(false);
             index++;
             if (entry.Type == DataFrameType.End)
             {

@@ -147,6 +147,8 @@ internal sealed class ChildLinks
                 {
                     try { cursor = _ring.Attach($"child {hello.NodeId}", s); }
                     catch (KaDeployException) { cursor = null; }
+                    // Older than the window: from the retained frames, which at the server are its memory spool.
+                    fromSpool = cursor is not null && _spool is not null && s < _ring.Published - _ring.WindowSlots;
                 }
                 if (cursor is null)
                 {
@@ -172,7 +174,7 @@ internal sealed class ChildLinks
             await channel.SendAsync(new DataAccept(), ct).ConfigureAwait(false);
             if (hello.ResumeOffset > 0) _log($"node {hello.NodeId} resumes at offset {hello.ResumeOffset}{(fromSpool ? " from the spool" : "")}");
             Task run;
-            if (fromSpool) run = RunSpoolAsync(connection, hello.NodeId, hello.ResumeOffset, ct);
+            if (cursor is null) run = RunSpoolAsync(connection, hello.NodeId, hello.ResumeOffset, ct);
             else
             {
                 var c = cursor!;

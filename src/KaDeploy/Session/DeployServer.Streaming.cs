@@ -24,12 +24,14 @@ public sealed partial class DeployServer
         var (streamKey, streamId) = _options.Key is null ? (null, 0u) : Security.StreamCipher.NewStream();
         using var cipher = streamKey is null ? null : new Security.StreamCipher(streamKey, streamId);
 
-        using var ring = new RelayRing(_options.BufferBytes, sealedFrames: cipher is not null);
-        using var spool = _options.NoSpool ? null : new StreamSpool(_options.SpoolDirectory, _options.SpoolMemoryBytes);
-        // Attached before the first frame: nothing leaves the ring before it is spooled.
-        var spoolCursor = spool is null ? null : ring.Attach("spool");
+        // The memory spool is the ring's retention: the produced frames stay where they are, nothing is copied.
+        bool memorySpool = !_options.NoSpool && _options.SpoolDirectory is null;
+        using var ring = new RelayRing(_options.BufferBytes, memorySpool ? _options.SpoolMemoryBytes : 0, sealedFrames: cipher is not null);
+        using var spool = _options.NoSpool ? null : memorySpool ? StreamSpool.InRing(ring) : new StreamSpool(_options.SpoolDirectory!);
+        // A file spool is attached before the first frame: nothing leaves the ring before it is spooled.
+        var spoolCursor = spool is { NeedsFeed: true } ? ring.Attach("spool") : null;
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var spooling = spool is null ? Task.CompletedTask : Task.Run(() => spool.RunAsync(spoolCursor!, dataCts.Token), CancellationToken.None);
+        var spooling = spoolCursor is null ? Task.CompletedTask : Task.Run(() => spool!.RunAsync(spoolCursor, dataCts.Token), CancellationToken.None);
         var links = new ChildLinks(_dataListener, _handshake, _options.Session, ring, key,
             placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
             Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly);
