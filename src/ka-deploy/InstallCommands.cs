@@ -50,13 +50,15 @@ internal static class InstallCommands
             return (null, null, null);
         }
         var nodes = nodesFile is null ? [] : NodeList.Load(nodesFile);
+        int lastPart = 0; // known once the manifest is built; parts are sent only after that
         var (source, manifest) = await InstallSession.BuildAsync(new InstallSourceOptions
         {
             SourceRoot = p.GetValue(o.Root) ?? "/", LayoutFile = p.GetValue(o.Layout), Nodes = nodes, HooksDirectory = p.GetValue(o.Hooks),
             RawPartitions = p.GetValue(o.Raw) ?? [], Session = session, Excludes = excludes, Digest = digest,
             Warn = w => { lock (log) log.WriteLine("ka-deploy server: warning: " + w); },
-            OnPart = e => { lock (log) log.WriteLine("ka-deploy server: " + InstallSession.Describe(e)); },
+            OnPart = e => { lock (log) log.WriteLine("ka-deploy server: " + InstallSession.Describe(e, lastPart)); },
         }, ct).ConfigureAwait(false);
+        lastPart = manifest.Parts.Count;
         if (p.GetValue(o.DryRun))
         {
             Console.Out.WriteLine($"dry run: install session '{session}', {source.Description}; nothing is sent");

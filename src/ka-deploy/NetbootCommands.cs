@@ -134,10 +134,13 @@ internal static class NetbootCommands
                 args.Add(key.ToKernelArgument());
                 log.WriteLine($"ka-deploy netboot: nodes get key {key.Fingerprint} on their kernel command line (anyone who can reach the TFTP server can read it)");
             }
+            // The interface's lock before the image: a second service on it is refused at once, not after a build.
+            using var held = BootService.TakeLock(BootServiceOptions.DefaultLockDirectory, p.GetValue(iface)!);
             var image = BuildImage(p.GetValue(kernel), p.GetValue(cache), null, false, log);
             PrintImage(image, log);
             var service = new BootService(new BootServiceOptions
             {
+                HeldLock = held,
                 Interface = p.GetValue(iface)!, Nodes = list, Proxy = p.GetValue(proxy), Range = ParseRange(p.GetValue(range)),
                 Image = image, StateDirectory = p.GetValue(state) ?? DefaultState, KernelArguments = string.Join(' ', args), ReportPort = p.GetValue(reportPort), Log = log,
             });

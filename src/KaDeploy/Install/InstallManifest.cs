@@ -91,6 +91,9 @@ public sealed class NodeEntry
     public List<string> Dns { get; set; } = [];
     /// <summary>Every key=value of the line (also gateway=, dns=), exported to hooks.</summary>
     public Dictionary<string, string> Vars { get; set; } = [];
+    /// <summary>Line of the node list file it was read from (for messages; not sent in the manifest).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int Line { get; set; }
 }
 
 /// <summary>One part that follows the manifest, and where it goes.</summary>

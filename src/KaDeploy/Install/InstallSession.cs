@@ -134,8 +134,12 @@ public static class InstallSession
         return LayoutPlanner.PartitionDevice("/dev/" + disk, number);
     }
 
-    /// <summary>One line per part event, for the server's log.</summary>
-    public static string Describe(PartEvent e) => e.Finished
-        ? string.Create(CultureInfo.InvariantCulture, $"part {e.Header.Index} {e.Header.Kind.ToString().ToLowerInvariant()} {e.Header.Name}: sent {e.Bytes / 1e6:0.0} MB in {e.Elapsed.TotalSeconds:0.0} s")
-        : $"part {e.Header.Index} {e.Header.Kind.ToString().ToLowerInvariant()} {e.Header.Name}: sending";
+    /// <summary>One line per part event, for the server's log: "part 1/2 tree /: sending" (part 0 is the manifest,
+    /// <paramref name="lastPart"/> the last part's index), numbered as the nodes' logs, the live view and the report number them.</summary>
+    public static string Describe(PartEvent e, int lastPart)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        string part = string.Create(CultureInfo.InvariantCulture, $"part {e.Header.Index}/{lastPart} {e.Header.Kind.ToString().ToLowerInvariant()} {e.Header.Name}");
+        return e.Finished ? string.Create(CultureInfo.InvariantCulture, $"{part}: sent {e.Bytes / 1e6:0.0} MB in {e.Elapsed.TotalSeconds:0.0} s") : part + ": sending";
+    }
 }

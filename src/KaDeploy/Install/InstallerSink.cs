@@ -43,16 +43,17 @@ public sealed class InstallerSink(NodeInstallOptions options) : IPayloadSink
             await installer.MountAsync(cancellationToken).ConfigureAwait(false);
         }
         int total = manifest.Parts.Count + 1;
+        // Numbered as the server's log, the live view and the report do: part 0 is the manifest, read above.
         while (next is { } part)
         {
             var clock = Stopwatch.StartNew();
-            options.Log($"part {part.Header.Index + 1}/{total} {part.Header.Kind.ToString().ToLowerInvariant()} {part.Header.Name}: receiving");
+            options.Log($"part {part.Header.Index}/{total - 1} {part.Header.Kind.ToString().ToLowerInvariant()} {part.Header.Name}: receiving");
             if (options.DryRun) await part.Content.CopyToAsync(Stream.Null, cancellationToken).ConfigureAwait(false);
             else await installer.ReceivePartAsync(part.Header, part.Content, cancellationToken).ConfigureAwait(false);
-            next = await reader.NextPartAsync(cancellationToken).ConfigureAwait(false);   // verifies this part's SHA-256
+            next = await reader.NextPartAsync(cancellationToken).ConfigureAwait(false);   // verifies this part's digest
             long bytes = reader.Completed[^1].Bytes;
             options.Log(string.Create(CultureInfo.InvariantCulture,
-                $"part {part.Header.Index + 1}/{total} {part.Header.Name}: {bytes / 1e6:0.0} MB in {clock.Elapsed.TotalSeconds:0.0} s, {PartsFormat.DigestName(reader.Digest)} verified"));
+                $"part {part.Header.Index}/{total - 1} {part.Header.Name}: {bytes / 1e6:0.0} MB in {clock.Elapsed.TotalSeconds:0.0} s, {PartsFormat.DigestName(reader.Digest)} verified"));
         }
         if (reader.Completed.Count != total)
             throw new KaDeployException($"install stream has {reader.Completed.Count} parts, the manifest lists {total}");

@@ -45,13 +45,8 @@ public static class LayoutFile
     {
         var layout = new DiskLayout();
         int number = 0;
-        string[] lines = text.Split('\n');
-        for (int i = 0; i < lines.Length; i++)
+        foreach (var (where, _, t) in ConfigLines.Read(text, origin))
         {
-            string where = $"{origin}:{i + 1}";
-            string line = lines[i].Split('#')[0].Trim();
-            if (line.Length == 0) continue;
-            string[] t = line.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
             if (t[0] == "table")
             {
                 if (t.Length != 2 || t[1] is not ("gpt" or "dos" or "mbr"))

@@ -37,14 +37,9 @@ public static partial class NodeList
         var nodes = new List<NodeEntry>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         var macs = new HashSet<string>(StringComparer.Ordinal);
-        string[] lines = text.Split('\n');
-        for (int i = 0; i < lines.Length; i++)
+        foreach (var (where, lineNumber, t) in ConfigLines.Read(text, origin))
         {
-            string where = $"{origin}:{i + 1}";
-            string line = lines[i].Split('#')[0].Trim();
-            if (line.Length == 0) continue;
-            string[] t = line.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-            var n = new NodeEntry { Name = t[0], Index = nodes.Count + 1 };
+            var n = new NodeEntry { Name = t[0], Index = nodes.Count + 1, Line = lineNumber };
             if (!HostName().IsMatch(n.Name)) throw new KaDeployException($"{where}: '{n.Name}' is not a valid host name");
             if (!names.Add(n.Name)) throw new KaDeployException($"{where}: node {n.Name} is listed twice");
             for (int k = 1; k < t.Length; k++)

@@ -25,6 +25,10 @@ public sealed class BootImageOptions
     /// <summary>Build again even when an image with the same inputs is cached.</summary>
     public bool Rebuild { get; init; }
 
+    /// <summary>How many images the cache keeps (the most recently used; each is about 25 MB): every new client
+    /// build or kernel makes a new one, and a cache that is never pruned grows by that much each time.</summary>
+    public int KeepImages { get; init; } = 4;
+
     /// <summary>Where the build says what it does.</summary>
     public TextWriter Log { get; init; } = TextWriter.Null;
 }
@@ -111,6 +115,8 @@ public static class BootImageBuilder
         if (!options.Rebuild && File.Exists(Path.Combine(dir, "initrd.img")) && File.Exists(Path.Combine(dir, "manifest.txt")))
         {
             log.WriteLine($"netboot image: cached ({dir}), same inputs");
+            Directory.SetLastWriteTimeUtc(dir, DateTime.UtcNow); // used now: the pruning keeps it
+            PruneImages(Path.Combine(cache, "images"), dir, options.KeepImages, log);
             return Describe(dir, key, fromCache: true, clock.Elapsed);
         }
 
@@ -219,8 +225,31 @@ public static class BootImageBuilder
             if (Directory.Exists(tree)) Directory.Delete(tree, true);
         }
         foreach (var line in manifest) log.WriteLine("  " + line);
+        PruneImages(Path.Combine(cache, "images"), dir, options.KeepImages, log);
         var image = Describe(dir, key, fromCache: false, clock.Elapsed);
         return image;
+    }
+
+    /// <summary>Removes all but the <paramref name="keep"/> most recently used images (directory times: set when an image
+    /// is built or found in the cache); <paramref name="current"/> is always kept. A running service is not affected: it
+    /// serves copies of its kernel and initramfs from its own TFTP root.</summary>
+    internal static void PruneImages(string imagesDirectory, string current, int keep, TextWriter log)
+    {
+        if (!Directory.Exists(imagesDirectory)) return;
+        var old = new DirectoryInfo(imagesDirectory).EnumerateDirectories()
+            .Where(d => !string.Equals(d.FullName, Path.GetFullPath(current), StringComparison.Ordinal))
+            .OrderByDescending(d => d.LastWriteTimeUtc)
+            .Skip(Math.Max(0, keep - 1));
+        foreach (var d in old)
+        {
+            try
+            {
+                d.Delete(recursive: true);
+                log.WriteLine($"netboot image: removed {d.FullName} from the cache (last used {d.LastWriteTimeUtc:yyyy-MM-dd HH:mm}Z; the cache keeps {keep})");
+            }
+            catch (IOException e) { log.WriteLine($"netboot image: warning: cannot remove {d.FullName}: {e.Message}"); }
+            catch (UnauthorizedAccessException e) { log.WriteLine($"netboot image: warning: cannot remove {d.FullName}: {e.Message}"); }
+        }
     }
 
     /// <summary>Reads a built image's directory back.</summary>

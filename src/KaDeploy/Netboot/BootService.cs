@@ -44,7 +44,14 @@ public sealed class BootServiceOptions
     public TimeSpan ProbeWait { get; init; } = TimeSpan.FromSeconds(2);
 
     /// <summary>Directory of the per-interface locks (one service per interface and network namespace).</summary>
-    public string LockDirectory { get; init; } = "/run/ka-deploy";
+    public string LockDirectory { get; init; } = DefaultLockDirectory;
+
+    /// <summary>The default <see cref="LockDirectory"/>.</summary>
+    public const string DefaultLockDirectory = "/run/ka-deploy";
+
+    /// <summary>The interface's lock when the caller took it already (<see cref="BootService.TakeLock"/>), so that a second
+    /// service is refused before it spends a minute building an image; the caller disposes it. Null: the service takes it.</summary>
+    public IDisposable? HeldLock { get; init; }
 
     /// <summary>Where the service reports.</summary>
     public TextWriter Log { get; init; } = TextWriter.Null;
@@ -84,7 +91,7 @@ public sealed class BootService
         if (_o.Range is { } range && (!SameNetwork(range.Start, address, prefix) || !SameNetwork(range.End, address, prefix)))
             throw new KaDeployException($"--range {range.Start},{range.End} is not in {ifName}'s network {address}/{prefix}");
 
-        using var lockFile = TakeLock(_o.LockDirectory, ifName);
+        using var lockFile = _o.HeldLock is null ? TakeLock(_o.LockDirectory, ifName) : null;
         byte[] mac = Convert.FromHexString(File.ReadAllText($"/sys/class/net/{ifName}/address").Trim().Replace(":", "", StringComparison.Ordinal));
         log.WriteLine($"netboot: looking for DHCP servers on {ifName} ({_o.ProbeTries} DHCPDISCOVERs, {_o.ProbeWait.TotalSeconds:0.#} s each)");
         var offers = await DhcpProbe.FindServersAsync(ifName, mac, _o.ProbeTries, _o.ProbeWait, cancellationToken).ConfigureAwait(false);
@@ -284,15 +291,15 @@ public sealed class BootService
 
     /// <summary>The lock that makes this the only service on <paramref name="ifName"/> in this network namespace; held
     /// until the returned stream is disposed (or the process ends: an flock, so a killed service leaves no stale lock).</summary>
-    internal static FileStream TakeLock(string lockDirectory, string ifName)
+    public static FileStream TakeLock(string lockDirectory, string ifName)
     {
         // One service per interface: keyed by the network namespace too, since namespaces reuse interface names.
         string ns = new FileInfo("/proc/self/ns/net").LinkTarget ?? "net";
         string key = new string(ns.Where(char.IsAsciiDigit).ToArray());
-        Directory.CreateDirectory(lockDirectory);
         string path = Path.Combine(lockDirectory, $"netboot-{key}-{ifName}.lock");
         try
         {
+            Directory.CreateDirectory(lockDirectory);
             var fs = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
             fs.SetLength(0);
             fs.Write(Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n"));
@@ -302,6 +309,10 @@ public sealed class BootService
         catch (IOException)
         {
             throw new KaDeployException($"another `ka-deploy netboot serve` is already serving {ifName} (lock {path})");
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new KaDeployException($"cannot take the lock {path}: permission denied (the boot service runs as root)");
         }
     }
 

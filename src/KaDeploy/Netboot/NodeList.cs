@@ -46,19 +46,11 @@ public static partial class NodeList
         ArgumentNullException.ThrowIfNull(text);
         var entries = KaDeploy.Install.NodeList.Parse(text, source);
         if (entries.Count == 0) throw new KaDeployException($"{source}: no nodes");
-        // Line numbers for the messages below (the install parser numbers nodes, not lines).
-        var lineOf = new Dictionary<string, int>(StringComparer.Ordinal);
-        var lines = text.Split('\n');
-        for (int i = 0; i < lines.Length; i++)
-        {
-            var f = lines[i].Split('#')[0].Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-            if (f.Length > 0) lineOf.TryAdd(f[0], i + 1);
-        }
         var nodes = new List<NetbootNode>();
         var byAddress = new Dictionary<IPAddress, string>();
         foreach (var e in entries)
         {
-            string where = $"{source}:{lineOf.GetValueOrDefault(e.Name)}";
+            string where = $"{source}:{e.Line}";
             if (e.Mac.Length == 0) throw new KaDeployException($"{where}: {e.Name} has no MAC address (network boot finds nodes by MAC)");
             IPAddress? address = null;
             if (e.Address.Length > 0 && IPAddress.Parse(e.Address.Split('/')[0]) is { AddressFamily: System.Net.Sockets.AddressFamily.InterNetwork } a)

@@ -20,15 +20,20 @@ public sealed record NodeStatus(string Name, string Mac, BootAction Action, Date
 /// <c>tftp/nodes/MAC.ipxe</c> is the iPXE script the node's next network boot runs. Both are written by whoever
 /// changes the state (the service when a node reports a verified install, or <c>netboot state</c>), atomically.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class NodeStateStore
 {
     private readonly string _root;
     private readonly object _gate = new();
 
-    /// <summary>Uses (and creates) <paramref name="stateDirectory"/>.</summary>
+    /// <summary>Uses (and creates) <paramref name="stateDirectory"/>, readable by root only.</summary>
     public NodeStateStore(string stateDirectory)
     {
         _root = stateDirectory;
+        // The boot scripts and boot-arguments hold ka.key= when the session is keyed. dnsmasq running as root serves only
+        // world-readable files (tftp.c), so the files stay 0644 and the directory above them is what keeps local users out.
+        Directory.CreateDirectory(_root);
+        File.SetUnixFileMode(_root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         Directory.CreateDirectory(Path.Combine(_root, "nodes"));
         Directory.CreateDirectory(Path.Combine(_root, "tftp", "nodes"));
     }

@@ -54,8 +54,7 @@ public sealed class FrameReceiver
         // any frame of a peer that cuts smaller ones) belong at the start of the next slot: they wait in the
         // carry and are copied there. Every frame is checked before it is published, and the frames a receive
         // completed are published together.
-        int stride = _ring.SlotStride;
-        int maxRun = stride == RelayRing.SlotSize ? RelayRing.SegmentSlots : 1; // a sealed ring's slots are not back to back on the wire
+        const int stride = RelayRing.SlotSize, maxRun = RelayRing.SegmentSlots; // a sealed ring's wire slots are back to back too
         var carry = new Carry(maxRun * stride);
         var complete = new DataFrameHeader[maxRun];
         int done = 0; // frames of `complete` not yet published
@@ -73,7 +72,7 @@ public sealed class FrameReceiver
                     filled = 0;
                 }
                 int start = next * stride;
-                int wireEnd = (slots - 1) * stride + RelayRing.SlotSize;
+                int wireEnd = slots * stride;
                 int got = carry.Length > 0
                     ? carry.TakeInto(run.Span[filled..wireEnd])
                     : await _upstream.ReadAsync(run[filled..wireEnd], cancellationToken).ConfigureAwait(false);
@@ -92,7 +91,7 @@ public sealed class FrameReceiver
                         throw new ProtocolException($"frame at offset {header.Offset}, expected {_expectedOffset}");
                     int frameEnd = start + DataFrameHeader.Size + header.PayloadLength;
                     if (filled < frameEnd) break;
-                    var payload = Check(header, span, start);
+                    var payload = Check(header, run, start);
                     switch (header.Type)
                     {
                         case DataFrameType.Data:
@@ -147,15 +146,16 @@ public sealed class FrameReceiver
     }
 
     // Checks a whole frame (XxHash3, or opens a sealed one into its slot's plaintext area); returns its payload in clear.
-    private ReadOnlySpan<byte> Check(DataFrameHeader header, Span<byte> run, int start)
+    private ReadOnlySpan<byte> Check(DataFrameHeader header, Memory<byte> run, int start)
     {
-        var wire = run.Slice(start + DataFrameHeader.Size, header.PayloadLength);
         if (_cipher is not null)
         {
-            var plaintext = run.Slice(start + RelayRing.PlaintextOffset, header.PlaintextLength);
-            _cipher.Open(header, run.Slice(start, DataFrameHeader.Size + header.PayloadLength), plaintext);
+            // The tag is the check: no XxHash3 of the frame (the session's end-to-end digest still covers every byte).
+            var plaintext = _ring.PlaintextOf(run.Slice(start, RelayRing.SlotSize)).Span[..header.PlaintextLength];
+            _cipher.Open(header, run.Span.Slice(start, DataFrameHeader.Size + header.PayloadLength), plaintext);
             return plaintext;
         }
+        var wire = run.Span.Slice(start + DataFrameHeader.Size, header.PayloadLength);
         if (header.IsSealed)
             throw new ProtocolException($"sealed frame at offset {header.Offset}, but this node has no stream key (keyed server, unkeyed node)");
         if (DataFrameHeader.ComputeChecksum(wire, header.Offset) != header.Checksum)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using KaDeploy.Protocol;
 
 namespace KaDeploy.Relay;
@@ -8,9 +9,9 @@ public readonly struct RingFrame(byte[] buffer, int start, int length, DataFrame
 {
     /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
     public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(start, length);
-    /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies after the wire bytes (<see cref="RelayRing.PlaintextOffset"/>).</summary>
+    /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies in its segment's plaintext block (<see cref="RelayRing.PlaintextOf"/>).</summary>
     public ReadOnlyMemory<byte> Payload => header.IsSealed
-        ? buffer.AsMemory(start + RelayRing.PlaintextOffset, header.PlaintextLength)
+        ? buffer.AsMemory(RelayRing.PlaintextStart(buffer, start), header.PlaintextLength)
         : buffer.AsMemory(start + DataFrameHeader.Size, length - DataFrameHeader.Size);
     public DataFrameHeader Header => header;
     public long Sequence => sequence;
@@ -35,16 +36,15 @@ public sealed class RelayRing : IDisposable
     public const int SlotSize = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload;
 
     /// <summary>
-    /// In a ring of sealed frames, where each slot keeps the frame's plaintext: after the wire bytes,
-    /// which are forwarded as they arrived (relays never re-encrypt), so the local sink reads clear
-    /// bytes that were opened once.
+    /// Bytes a sealed ring keeps per slot for the frame's opened plaintext, beside its wire bytes (which are
+    /// forwarded as they arrived: relays never re-encrypt), so the local sink reads clear bytes opened once.
     /// </summary>
-    public const int PlaintextOffset = SlotSize;
+    public const int PlaintextSize = ProtocolConstants.MaxChunkPayload;
 
     /// <summary>Slots per contiguous segment: the most frames one receive or one send moves (about 1 MiB).</summary>
     public const int SegmentSlots = 16;
 
-    private readonly int _slotBytes;
+    private readonly int _slotBytes; // memory per slot: the wire slot, and in a sealed ring its plaintext too
     private readonly int _slotCount;
 
     private readonly object _gate = new();
@@ -63,12 +63,12 @@ public sealed class RelayRing : IDisposable
 
     /// <param name="capacityBytes">Buffer size (--buffer): how far the fastest consumer may run ahead of the slowest; at least four slots.</param>
     /// <param name="retainBytes">Kept behind the slowest consumer for children that resume (--retain).</param>
-    /// <param name="sealedFrames">The session is keyed: each slot also holds the opened plaintext (<see cref="PlaintextOffset"/>).</param>
+    /// <param name="sealedFrames">The session is keyed: each slot also has room for the opened plaintext (<see cref="PlaintextOf"/>).</param>
     public RelayRing(long capacityBytes, long retainBytes = 0, bool sealedFrames = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(retainBytes);
-        _slotBytes = sealedFrames ? SlotSize + ProtocolConstants.MaxChunkPayload : SlotSize;
+        _slotBytes = sealedFrames ? SlotSize + PlaintextSize : SlotSize;
         IsSealed = sealedFrames;
         _window = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
         int slots = _window + (int)Math.Clamp((retainBytes + _slotBytes - 1) / _slotBytes, 0, 1 << 16);
@@ -84,8 +84,26 @@ public sealed class RelayRing : IDisposable
     /// <summary>Number of slots (window and retention).</summary>
     public int SlotCount => _slotCount;
 
-    /// <summary>Bytes from one slot's start to the next one's: <see cref="SlotSize"/>, or more in a sealed ring (the plaintext area).</summary>
-    public int SlotStride => _slotBytes;
+    /// <summary>
+    /// Where the plaintext of the slot that starts at <paramref name="slot"/>'s first byte is kept, in a sealed ring
+    /// (<see cref="PlaintextSize"/> bytes). A segment of a sealed ring holds its wire slots back to back, then one
+    /// plaintext area per slot in the same order: sealed frames are received and forwarded many at a time, as clear
+    /// ones are, and each is opened into its own area.
+    /// </summary>
+    public Memory<byte> PlaintextOf(Memory<byte> slot)
+    {
+        if (!IsSealed) throw new InvalidOperationException("a clear ring keeps no plaintext beside its frames");
+        if (!MemoryMarshal.TryGetArray<byte>(slot, out var segment)) throw new ArgumentException("not a slot of this ring", nameof(slot));
+        return segment.Array.AsMemory(PlaintextStart(segment.Array!, segment.Offset), PlaintextSize);
+    }
+
+    // A sealed segment of n slots: n wire slots, then n plaintext areas (its length says n).
+    internal static int PlaintextStart(byte[] segment, int slotStart)
+    {
+        int slots = segment.Length / (SlotSize + PlaintextSize);
+        Debug.Assert(slotStart % SlotSize == 0 && slotStart / SlotSize < slots);
+        return slots * SlotSize + slotStart / SlotSize * PlaintextSize;
+    }
 
     /// <summary>Slots the fastest consumer may be ahead of the slowest.</summary>
     public int WindowSlots => _window;
@@ -150,13 +168,13 @@ public sealed class RelayRing : IDisposable
         }
     }
 
-    /// <summary>Waits for the next free slot and returns it (<see cref="SlotStride"/> bytes) for the producer to fill.</summary>
+    /// <summary>Waits for the next free slot and returns it (<see cref="SlotSize"/> bytes) for the producer to fill.</summary>
     public ValueTask<Memory<byte>> AcquireAsync(CancellationToken cancellationToken) => AcquireRunAsync(1, cancellationToken);
 
     /// <summary>
     /// Waits for a free slot and reserves it with up to <paramref name="maxSlots"/> - 1 more that follow it in
-    /// memory (as many as the window and the segment allow): a run of whole slots, <see cref="SlotStride"/>
-    /// bytes each, that the producer fills and publishes one by one, in order. Slots of an earlier run that were
+    /// memory (as many as the window and the segment allow): a run of whole slots, <see cref="SlotSize"/>
+    /// bytes each (a sealed ring's plaintext areas lie elsewhere: <see cref="PlaintextOf"/>), that the producer fills and publishes one by one, in order. Slots of an earlier run that were
     /// never published (a receiver whose link broke) are given up: the new run starts at the next frame.
     /// </summary>
     public async ValueTask<Memory<byte>> AcquireRunAsync(int maxSlots, CancellationToken cancellationToken)
@@ -206,7 +224,7 @@ public sealed class RelayRing : IDisposable
         _reserved = n;
         // Pinned heap: segments live as long as the ring and are handed to socket I/O; the GC never moves or copies them.
         var buffer = _segments[segment] ??= GC.AllocateUninitializedArray<byte>(segmentSlots * _slotBytes, pinned: true);
-        run = buffer.AsMemory((slot - first) * _slotBytes, n * _slotBytes);
+        run = buffer.AsMemory((slot - first) * SlotSize, n * SlotSize);
         return true;
     }
 
@@ -316,7 +334,7 @@ public sealed class RelayRing : IDisposable
                 int frames = 1, bytes = _lengths[slot];
                 bool end = _headers[slot].Type == DataFrameType.End;
                 // A frame that fills its slot is followed in memory by the next slot's frame, unless a segment ends there.
-                while (!end && bytes == frames * _slotBytes && cursor.Position + frames < _published)
+                while (!end && bytes == frames * SlotSize && cursor.Position + frames < _published)
                 {
                     int next = (int)((cursor.Position + frames) % SlotCount);
                     if (next % SegmentSlots == 0 || bytes + _lengths[next] > maxBytes) break;
@@ -324,7 +342,7 @@ public sealed class RelayRing : IDisposable
                     end = _headers[next].Type == DataFrameType.End;
                     frames++;
                 }
-                run = new RingRun(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * _slotBytes, bytes, frames, _headers[slot], end);
+                run = new RingRun(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * SlotSize, bytes, frames, _headers[slot], end);
                 return true;
             }
             if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
@@ -337,7 +355,7 @@ public sealed class RelayRing : IDisposable
     private RingFrame FrameLocked(long sequence)
     {
         int slot = (int)(sequence % SlotCount);
-        return new RingFrame(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * _slotBytes, _lengths[slot], _headers[slot], sequence);
+        return new RingFrame(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * SlotSize, _lengths[slot], _headers[slot], sequence);
     }
 
     internal void Wake(RingCursor cursor)

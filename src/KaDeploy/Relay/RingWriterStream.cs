@@ -8,7 +8,8 @@ namespace KaDeploy.Relay;
 /// The server's producer: a write-only stream that cuts what is written into full-size Data frames
 /// in the ring (one copy, from the writer's buffer into the slot), then an End frame.
 /// With a <see cref="StreamCipher"/> (keyed session) each frame is sealed here, once for the whole
-/// tree: the chunk is gathered in the slot's plaintext area and encrypted into its wire area.
+/// tree: the chunk is gathered in the slot's plaintext area (<see cref="RelayRing.PlaintextOf"/>) and encrypted
+/// into its wire slot.
 /// </summary>
 public sealed class RingWriterStream : SequentialWriteStream
 {
@@ -16,8 +17,8 @@ public sealed class RingWriterStream : SequentialWriteStream
     private readonly CancellationToken _cancellation;
     private readonly StreamCipher? _cipher;
     private readonly int _chunk; // plaintext bytes per full frame
-    private readonly int _plainAt; // where a chunk is gathered in the slot
     private Memory<byte>? _slot;
+    private Memory<byte> _plain; // where the current chunk is gathered: the slot's payload, or a sealed ring's plaintext area
     private int _filled; // payload bytes in _slot
     private long _offset; // wire offset of the current frame
 
@@ -32,7 +33,6 @@ public sealed class RingWriterStream : SequentialWriteStream
         _cancellation = cancellationToken;
         _cipher = cipher;
         _chunk = cipher is null ? ProtocolConstants.MaxChunkPayload : DataFrameHeader.MaxSealedChunk;
-        _plainAt = cipher is null ? DataFrameHeader.Size : RelayRing.PlaintextOffset;
     }
 
     /// <summary>Wire bytes written so far.</summary>
@@ -42,7 +42,7 @@ public sealed class RingWriterStream : SequentialWriteStream
     {
         while (!buffer.IsEmpty)
         {
-            _slot ??= _ring.Acquire(_cancellation);
+            if (_slot is null) Take(_ring.Acquire(_cancellation));
             buffer = Fill(buffer);
         }
     }
@@ -53,7 +53,7 @@ public sealed class RingWriterStream : SequentialWriteStream
     {
         while (!buffer.IsEmpty)
         {
-            _slot ??= await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false);
+            if (_slot is null) Take(await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false));
             int before = buffer.Length;
             int left = Fill(buffer.Span).Length;
             buffer = buffer[(before - left)..];
@@ -63,10 +63,16 @@ public sealed class RingWriterStream : SequentialWriteStream
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
+    private void Take(Memory<byte> slot)
+    {
+        _slot = slot;
+        _plain = _cipher is null ? slot[DataFrameHeader.Size..] : _ring.PlaintextOf(slot);
+    }
+
     private ReadOnlySpan<byte> Fill(ReadOnlySpan<byte> data)
     {
         int n = Math.Min(data.Length, _chunk - _filled);
-        data[..n].CopyTo(_slot!.Value.Span[(_plainAt + _filled)..]);
+        data[..n].CopyTo(_plain.Span[_filled..]);
         _filled += n;
         if (_filled == _chunk) Seal();
         return data[n..];
@@ -75,7 +81,7 @@ public sealed class RingWriterStream : SequentialWriteStream
     private void Seal()
     {
         var slot = _slot!.Value.Span;
-        var payload = slot.Slice(_plainAt, _filled);
+        var payload = _plain.Span[.._filled];
         DataFrameHeader header;
         if (_cipher is null)
         {
@@ -96,10 +102,11 @@ public sealed class RingWriterStream : SequentialWriteStream
     public async Task CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[] digest, CancellationToken cancellationToken)
     {
         if (_slot is not null && _filled > 0) Seal();
-        var slot = (_slot ?? await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false)).Span;
+        if (_slot is null) Take(await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false));
+        var slot = _slot!.Value.Span;
         _slot = null;
         long wireLength = _offset;
-        var payload = slot.Slice(_plainAt, DataFrameHeader.EndPayloadSize);
+        var payload = _plain.Span[..DataFrameHeader.EndPayloadSize];
         new EndOfStream(wireLength, payloadLength, algorithm, digest).Write(payload);
         DataFrameHeader header;
         if (_cipher is null)

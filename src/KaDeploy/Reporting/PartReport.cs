@@ -77,7 +77,7 @@ public sealed class PartReport
         }
     }
 
-    /// <summary>"part 2/3 tree /boot: 56.6 MB sent in 2.3 s, xxh128 1a2b3c4d5e6f7a8b..., verified on 4/4 nodes".</summary>
+    /// <summary>"part 2/2 tree /boot: 56.6 MB sent in 2.3 s, xxh128 1a2b3c4d5e6f7a8b..., verified on 4/4 nodes".</summary>
     public string Describe(int count, int nodes)
     {
         var sb = new StringBuilder();

@@ -93,8 +93,11 @@ public sealed partial class DeployServer
             if (!wasFinished) await node.TrySendAsync(new Abort($"this node was declared failed: {reason}"), cts.Token).ConfigureAwait(false);
             node.Connection.Abort(reason);
         });
-        if (_started) DropFromParent(parent, node.Id, $"node {node.Id} declared failed: {reason}");
-        RepairChildrenOf(node, wasFinished ? $"parent node {node.Id} left ({reason})" : $"parent node {node.Id} declared failed: {reason}");
+        // A node that finished (its copy verified or failed on its own) and then closed its link has left; only one that
+        // vanished mid-stream was declared failed, and its parent's log and its children's must not say otherwise.
+        string what = wasFinished ? $"node {node.Id} left ({reason})" : $"node {node.Id} declared failed: {reason}";
+        if (_started) DropFromParent(parent, node.Id, what);
+        RepairChildrenOf(node, "parent " + what);
     }
 
     private void DropFromParent(int parentId, int childId, string reason)

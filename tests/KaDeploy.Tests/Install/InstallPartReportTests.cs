@@ -97,6 +97,16 @@ public sealed class InstallPartReportTests
     }
 
     [Fact]
+    public void The_servers_log_numbers_parts_as_the_report_does()
+    {
+        // The report's table says "part 2/2 tree /boot" (part 0 is the manifest); the server's log line must name the same part.
+        var sending = new PartEvent(new PartHeader(2, PartKind.Tree, "/boot"), false, 0, TimeSpan.Zero);
+        var sent = new PartEvent(new PartHeader(2, PartKind.Tree, "/boot"), true, 56_600_000, TimeSpan.FromSeconds(1.5));
+        Assert.Equal("part 2/2 tree /boot: sending", InstallSession.Describe(sending, 2));
+        Assert.Equal("part 2/2 tree /boot: sent 56.6 MB in 1.5 s", InstallSession.Describe(sent, 2));
+    }
+
+    [Fact]
     public void A_session_without_parts_writes_no_parts_in_its_report()
     {
         var report = new SessionReport { Session = "lab", Nodes = [new NodeReport { Id = 1, Verified = true }] };

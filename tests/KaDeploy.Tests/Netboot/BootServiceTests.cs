@@ -61,6 +61,37 @@ public class BootServiceTests
     }
 
     [Fact]
+    public void TheStateDirectoryIsRootsOnlySinceItsBootScriptsHoldTheKey()
+    {
+        using var dir = new TempDirectory("nbmode");
+        Directory.CreateDirectory(dir.Sub("state"));
+        File.SetUnixFileMode(dir.Sub("state"), (UnixFileMode)0x1ED); // 0755, as an operator's mkdir leaves it
+        var store = new NodeStateStore(dir.Sub("state"));
+        store.Sync(Nodes, new BootScripts { KernelArguments = "ka.key=secret", ReportTo = "198.18.0.1:30767" });
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(dir.Sub("state")));
+        // The scripts themselves stay world-readable: dnsmasq running as root serves nothing else over TFTP.
+        Assert.True(File.GetUnixFileMode(dir.Sub("state/tftp/nodes/52-54-00-18-00-01.ipxe")).HasFlag(UnixFileMode.OtherRead));
+    }
+
+    /// <summary>The interface's lock is taken before the image is built: a second service is refused at once, not after a
+    /// build (here the build would refuse the junk kernel package with another message).</summary>
+    [SkippableFact]
+    public async Task ASecondServeIsRefusedBeforeItBuildsAnImage()
+    {
+        Skip.If(Environment.UserName != "root", "needs root (the lock lives in /run/ka-deploy)");
+        using var dir = new TempDirectory("nbserve2");
+        File.WriteAllText(dir.Sub("nodes"), "n1 52:54:00:12:34:56\n");
+        File.WriteAllText(dir.Sub("fake.deb"), "not a deb");
+        using var held = BootService.TakeLock(BootServiceOptions.DefaultLockDirectory, "lo");
+        var r = await KaDeploy.Tests.Cli.CliRunner.RunAsync(KaDeploy.Tests.Cli.CliRunner.AppHost,
+            ["netboot", "serve", "--interface", "lo", "--nodes", dir.Sub("nodes"), "--install", "/dev/vdz", "--range", "127.0.0.100,127.0.0.150",
+             "--state-dir", dir.Sub("state"), "--cache", dir.Sub("cache"), "--kernel-package", dir.Sub("fake.deb")], TimeSpan.FromSeconds(60));
+        Assert.Equal(1, r.Code);
+        Assert.Contains("another `ka-deploy netboot serve` is already serving lo (lock ", r.Err);
+        Assert.False(Directory.Exists(dir.Sub("cache")), "the image build started before the lock was checked");
+    }
+
+    [Fact]
     public void EntryScriptChainsThePerMacScript()
     {
         Assert.Contains("chain nodes/${netX/mac:hexhyp}.ipxe", BootScripts.Entry);

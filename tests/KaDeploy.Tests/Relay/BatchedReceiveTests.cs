@@ -136,7 +136,7 @@ public class BatchedReceiveTests
     }
 
     /// <summary>A link that hands out <c>wire</c> in reads whose sizes <c>cut(readIndex, bytesLeft)</c> decides (at most what is asked).</summary>
-    private sealed class CutStream(byte[] wire, Func<int, int, int> cut) : IO.SequentialReadStream
+    internal sealed class CutStream(byte[] wire, Func<int, int, int> cut) : IO.SequentialReadStream
     {
         private int _position;
         private int _reads;

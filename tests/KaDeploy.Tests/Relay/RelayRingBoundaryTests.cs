@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
@@ -53,11 +54,24 @@ public class RelayRingBoundaryTests
         using var ring = new RelayRing(8 * (RelayRing.SlotSize + ProtocolConstants.MaxChunkPayload), sealedFrames: true);
         Assert.True(ring.IsSealed);
         Assert.Equal(8, ring.WindowSlots);
-        Memory<byte> slot = await ring.AcquireAsync(default);
-        Assert.Equal(RelayRing.PlaintextOffset + ProtocolConstants.MaxChunkPayload, slot.Length);
+        // The wire slots of a run lie back to back (one receive, one send), each with a plaintext area of its own.
+        Memory<byte> run = await ring.AcquireRunAsync(8, default);
+        Assert.Equal(8 * RelayRing.SlotSize, run.Length);
+        Assert.True(MemoryMarshal.TryGetArray<byte>(run, out var segment));
+        var taken = new List<(int From, int To)> { (segment.Offset, segment.Offset + run.Length) };
+        for (int i = 0; i < 8; i++)
+        {
+            var plain = ring.PlaintextOf(run.Slice(i * RelayRing.SlotSize, RelayRing.SlotSize));
+            Assert.Equal(ProtocolConstants.MaxChunkPayload, plain.Length);
+            Assert.True(MemoryMarshal.TryGetArray<byte>(plain, out var p));
+            Assert.Same(segment.Array, p.Array);
+            Assert.DoesNotContain(taken, t => p.Offset < t.To && t.From < p.Offset + p.Count); // overlaps nothing
+            taken.Add((p.Offset, p.Offset + p.Count));
+        }
         using var clear = new RelayRing(8 * RelayRing.SlotSize);
         Assert.False(clear.IsSealed);
         Assert.Equal(RelayRing.SlotSize, (await clear.AcquireAsync(default)).Length);
+        Assert.Throws<InvalidOperationException>(() => clear.PlaintextOf(run));
     }
 
     [Fact]
@@ -303,7 +317,7 @@ public class RelayRingBoundaryTests
     }
 
     /// <summary>Yields its bytes, then fails the next read as a reset socket does.</summary>
-    private sealed class ResetAfter(byte[] bytes) : Stream
+    private sealed class ResetAfter(byte[] bytes) : KaDeploy.IO.SequentialReadStream
     {
         private int _pos;
         public override int Read(Span<byte> buffer)
@@ -320,14 +334,5 @@ public class RelayRingBoundaryTests
             try { return ValueTask.FromResult(Read(buffer.Span)); }
             catch (IOException e) { return ValueTask.FromException<int>(e); }
         }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => _pos; set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

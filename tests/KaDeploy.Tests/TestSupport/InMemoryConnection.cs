@@ -17,7 +17,7 @@ public static class InMemoryConnection
     }
 
     /// <summary>One end: reads what the peer wrote, records what it writes.</summary>
-    public sealed class End(PipeReader reader, PipeWriter writer) : Stream
+    public sealed class End(PipeReader reader, PipeWriter writer) : DuplexStream
     {
         private readonly Stream _in = reader.AsStream();
         private readonly Stream _out = writer.AsStream();
@@ -26,30 +26,13 @@ public static class InMemoryConnection
         /// <summary>Every byte this end wrote, in order.</summary>
         public byte[] Sent { get { lock (_sent) return _sent.ToArray(); } }
 
-        public override int Read(byte[] buffer, int offset, int count) => _in.Read(buffer, offset, count);
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _in.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _in.ReadAsync(buffer, offset, count, cancellationToken);
-        public override void Write(byte[] buffer, int offset, int count)
-        {
-            lock (_sent) _sent.Write(buffer, offset, count);
-            _out.Write(buffer, offset, count);
-        }
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
             lock (_sent) _sent.Write(buffer.Span);
             return _out.WriteAsync(buffer, cancellationToken);
         }
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-        public override void Flush() => _out.Flush();
         public override Task FlushAsync(CancellationToken cancellationToken) => _out.FlushAsync(cancellationToken);
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
 
         /// <summary>Closes this end's sending side: the peer reads end of stream.</summary>
         protected override void Dispose(bool disposing)

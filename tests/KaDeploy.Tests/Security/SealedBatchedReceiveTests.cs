@@ -1,0 +1,101 @@
+using System.Security.Cryptography;
+using KaDeploy.Protocol;
+using KaDeploy.Relay;
+using KaDeploy.Security;
+using KaDeploy.Tests.Relay;
+
+namespace KaDeploy.Tests.Security;
+
+/// <summary>
+/// Issue 9: a sealed ring keeps its wire slots back to back (the plaintext areas lie after them in the same
+/// segment), so a keyed node receives and forwards many sealed frames per system call, as a clear one does.
+/// However the bytes are cut into reads, children must get the sealed bytes exactly as sent, the sink exactly
+/// the plaintext, and a frame whose tag fails anywhere in a batch must stop everything from it on.
+/// </summary>
+public class SealedBatchedReceiveTests
+{
+    private const int Chunk = DataFrameHeader.MaxSealedChunk;
+    private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(StreamCipher.KeySize);
+    private const uint StreamId = 0x0909_0909;
+
+    private sealed record Outcome(Exception? ReceiverError, long Published, byte[] Forwarded, byte[] Written, Exception? WriteError);
+
+    private static async Task<Outcome> ReceiveAsync(byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
+    {
+        using var cipher = new StreamCipher(StreamKey, StreamId);
+        using var ring = new RelayRing((long)ringSlots * (RelayRing.SlotSize + RelayRing.PlaintextSize), sealedFrames: true);
+        var child = ring.Attach("child");
+        var local = ring.Attach("local");
+        var error = await Record.ExceptionAsync(() => new FrameReceiver(new BatchedReceiveTests.CutStream(wire, cut), ring, 0, cipher).RunAsync(default));
+        long published = ring.Published;
+        var forwarded = new MemoryStream();
+        await Record.ExceptionAsync(() => new ChildSender(child, forwarded).RunAsync(default));
+        var written = new MemoryStream();
+        using var reader = new RingReaderStream(local);
+        var writeError = await Record.ExceptionAsync(() => reader.CopyToAsync(written));
+        return new Outcome(error, published, forwarded.ToArray(), written.ToArray(), writeError);
+    }
+
+    private static List<byte[]> Sealed(byte[] payload)
+    {
+        using var cipher = new StreamCipher(StreamKey, StreamId);
+        return SealedDataFrameTests.Frames(payload, cipher);
+    }
+
+    private static void Intact(Outcome o, List<byte[]> frames, byte[] payload, string what)
+    {
+        Assert.True(o.ReceiverError is null, $"{what}: {o.ReceiverError}");
+        Assert.Equal(frames.Count, o.Published);
+        Assert.True(frames.SelectMany(f => f).ToArray().AsSpan().SequenceEqual(o.Forwarded), $"{what}: forwarded bytes differ");
+        Assert.True(payload.AsSpan().SequenceEqual(o.Written), $"{what}: written bytes differ");
+    }
+
+    [Fact]
+    public async Task ManySealedFramesInOneReadFillTheirSlotsAndArriveIntact()
+    {
+        // 20 full sealed frames (each fills its wire slot exactly), a short one and the End frame: two runs and the carry.
+        var payload = RandomNumberGenerator.GetBytes(20 * Chunk + 777);
+        var frames = Sealed(payload);
+        Assert.All(frames.Take(20), f => Assert.Equal(RelayRing.SlotSize, f.Length));
+        var wire = frames.SelectMany(f => f).ToArray();
+        Intact(await ReceiveAsync(wire, (_, left) => left), frames, payload, "one read");
+        Intact(await ReceiveAsync(wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
+    }
+
+    [Fact]
+    public async Task SealedFramesSplitAroundTheirBoundariesArriveIntact()
+    {
+        var payload = RandomNumberGenerator.GetBytes(3 * Chunk + 100);
+        var frames = Sealed(payload);
+        var wire = frames.SelectMany(f => f).ToArray();
+        var cuts = new SortedSet<int>();
+        int end = wire.Length - frames[^1].Length;
+        foreach (int boundary in new[] { RelayRing.SlotSize, 2 * RelayRing.SlotSize, 3 * RelayRing.SlotSize, end })
+            for (int d = -DataFrameHeader.TagSize - DataFrameHeader.Size - 1; d <= DataFrameHeader.Size + 1; d++)
+                if (boundary + d > 0 && boundary + d < wire.Length) cuts.Add(boundary + d);
+        foreach (int at in cuts)
+            Intact(await ReceiveAsync(wire, (read, left) => read == 0 ? at : left), frames, payload, $"cut at {at}");
+    }
+
+    [Theory]
+    [InlineData(0, false)]  // the first frame of the read
+    [InlineData(5, false)]  // in the middle of a run
+    [InlineData(15, true)]  // the last slot of the first run, its tag
+    [InlineData(16, false)] // the first slot of the second run
+    public async Task AFlippedByteInTheMiddleOfABatchStopsEverythingFromIt(int bad, bool inTag)
+    {
+        var payload = RandomNumberGenerator.GetBytes(20 * Chunk);
+        var frames = Sealed(payload);
+        frames[bad][inTag ? frames[bad].Length - 3 : DataFrameHeader.Size + 1000] ^= 0x10;
+        var wire = frames.SelectMany(f => f).ToArray();
+        foreach (Func<int, int, int> cut in new Func<int, int, int>[] { (_, left) => left, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left) })
+        {
+            var o = await ReceiveAsync(wire, cut);
+            Assert.Contains("failed authentication", Assert.IsType<ProtocolException>(o.ReceiverError).Message);
+            Assert.Equal(bad, o.Published);                                   // the good frames before it, and nothing else
+            Assert.Equal(frames.Take(bad).SelectMany(f => f).ToArray(), o.Forwarded);
+            Assert.Equal(payload[..(bad * Chunk)], o.Written);
+            Assert.IsType<KaDeployException>(o.WriteError);                   // the sink learns the upstream failed
+        }
+    }
+}
