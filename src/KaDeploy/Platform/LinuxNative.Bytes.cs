@@ -76,6 +76,31 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "fgetxattr", SetLastError = true)]
     internal static partial nint Fgetxattr(int fd, byte* name, byte* value, nint size);
 
+    // listxattrat(2) and getxattrat(2) (Linux 6.13): the xattrs of a name under a directory fd, not followed, so a
+    // file that needs no data read needs no open either (issue 14). glibc has no wrappers yet; the numbers are the
+    // same on every architecture (the unified table). Every argument is passed as a full register.
+    internal const nint SYS_getxattrat = 464;
+    internal const nint SYS_listxattrat = 465;
+    internal const int ENOSYS = 38;
+
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial nint SyscallListxattrat(nint number, nint dirfd, byte* path, nint atFlags, byte* list, nint size);
+
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial nint SyscallGetxattrat(nint number, nint dirfd, byte* path, nint atFlags, byte* name, XattrArgs* args, nint argsSize);
+
+    /// <summary>struct xattr_args of getxattrat(2).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct XattrArgs
+    {
+        public ulong Value;
+        public uint Size;
+        public uint Flags;
+    }
+
+    [LibraryImport(Libc, EntryPoint = "fstatfs", SetLastError = true)]
+    internal static partial int Fstatfs(int fd, byte* buf);
+
     // Raw pread/pwrite on an int fd: RandomAccess on a SafeFileHandle made from an fd costs an lseek per handle
     // (its seekability check), one syscall per small file on both sides of a many-file tree.
     [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]

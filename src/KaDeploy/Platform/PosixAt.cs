@@ -270,6 +270,51 @@ internal static unsafe class PosixAt
     /// <summary>Names of the xattrs of an open file, sorted bytewise; null with errno on failure.</summary>
     public static List<byte[]>? ListXattrs(int fd, out int errno) => ListXattrs(null, fd, out errno);
 
+    // Set once listxattrat/getxattrat turned out missing (a kernel before 6.13, or a seccomp filter that refuses them).
+    private static volatile bool s_noXattrAt;
+
+    /// <summary>Whether *xattrat is tried first; tests turn it off to run the by-path fallback of older kernels.</summary>
+    internal static bool UseXattrAt
+    {
+        get => !s_noXattrAt;
+        set => s_noXattrAt = !value;
+    }
+
+    /// <summary>
+    /// Names of the xattrs of <paramref name="name"/> under <paramref name="dirfd"/> (not followed), sorted bytewise,
+    /// without opening it; null with errno on failure. Where the kernel lacks listxattrat, the same by
+    /// <paramref name="path"/> (llistxattr).
+    /// </summary>
+    public static List<byte[]>? ListXattrsAt(int dirfd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> path, out int errno)
+    {
+        if (!s_noXattrAt)
+        {
+            List<byte[]>? names = ListXattrs(Z(name), dirfd, out errno);
+            if (names != null || (errno != ENOSYS && errno != EPERM)) return names;
+            s_noXattrAt = true;
+        }
+        return ListXattrs(path, out errno);
+    }
+
+    /// <summary>One xattr's value of a name under a directory fd (not followed); by path where getxattrat is missing.</summary>
+    public static byte[]? GetXattrAt(int dirfd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> path, ReadOnlySpan<byte> attribute, out int errno)
+    {
+        if (!s_noXattrAt)
+        {
+            byte[]? value = GetXattr(Z(name), dirfd, attribute, out errno);
+            if (value != null || (errno != ENOSYS && errno != EPERM)) return value;
+            s_noXattrAt = true;
+        }
+        return GetXattr(path, attribute, out errno);
+    }
+
+    /// <summary>The f_type of the file system holding an open file (statfs(2) magic), or 0 if unknown.</summary>
+    public static long FileSystemType(int fd)
+    {
+        byte* buf = stackalloc byte[256]; // struct statfs: 120 bytes on 64-bit Linux, f_type first
+        return Fstatfs(fd, buf) == 0 ? *(long*)buf : 0;
+    }
+
     /// <summary>One xattr's value of an open file; null with errno (ENODATA: vanished).</summary>
     public static byte[]? GetXattr(int fd, ReadOnlySpan<byte> name, out int errno) => GetXattr(null, fd, name, out errno);
 
@@ -306,17 +351,26 @@ internal static unsafe class PosixAt
         }
     }
 
-    // Either a NUL-terminated path (l*xattr, not followed) or an open fd (f*xattr).
+    // A NUL-terminated path (fd -1: l*xattr, not followed), an open fd (no path: f*xattr), or a name under a
+    // directory fd (both: *xattrat with AT_SYMLINK_NOFOLLOW).
     private static nint List(byte[]? z, int fd, byte* buf, nint size)
     {
         if (z == null) return Flistxattr(fd, buf, size);
-        fixed (byte* p = z) return LlistxattrBytes(p, buf, size);
+        fixed (byte* p = z)
+        {
+            return fd == -1 ? LlistxattrBytes(p, buf, size) : SyscallListxattrat(SYS_listxattrat, fd, p, AT_SYMLINK_NOFOLLOW, buf, size);
+        }
     }
 
     private static nint Get(byte[]? z, int fd, byte* name, byte* buf, nint size)
     {
         if (z == null) return Fgetxattr(fd, name, buf, size);
-        fixed (byte* p = z) return LgetxattrBytes(p, name, buf, size);
+        fixed (byte* p = z)
+        {
+            if (fd == -1) return LgetxattrBytes(p, name, buf, size);
+            var args = new XattrArgs { Value = (ulong)buf, Size = (uint)size };
+            return SyscallGetxattrat(SYS_getxattrat, fd, p, AT_SYMLINK_NOFOLLOW, name, &args, sizeof(XattrArgs));
+        }
     }
 
     private static List<byte[]>? ListXattrs(byte[]? z, int fd, out int errno)

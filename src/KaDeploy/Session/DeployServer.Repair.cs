@@ -268,6 +268,10 @@ public sealed partial class DeployServer
     private void CheckSlowNodes(ServerNode[] nodes, long now)
     {
         if (_options.SlowNodeAfter <= TimeSpan.Zero || _links is null || _mainServed.Task.IsCompleted) return;
+        // A move frees the nodes behind the slow one and feeds it last, from the spool: with no other node there is
+        // nobody to free, and with no spool nothing to feed it from (a lone node whose disk was slower than loopback
+        // was moved and then refused its resume offset: issue 14's bench, --spool none).
+        if (nodes.Length < 2 || _options.NoSpool) return;
         double tree;
         lock (_gate) tree = _treeRate;
         // A few slow nodes are what a move is for; when more than a quarter hold the tree in turn, the limit is the

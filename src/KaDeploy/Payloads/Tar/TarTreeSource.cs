@@ -146,7 +146,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
             switch (st.Kind)
             {
                 case FileKind.Directory:
-                    AddXattrs(w, e.Full);
+                    AddXattrs(w, e);
                     await w.WriteHeaderAsync([.. e.Relative, (byte)'/'], '5', st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, null, 0, 0, cancellationToken).ConfigureAwait(false);
                     break;
@@ -160,7 +160,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                     }
                     byte[] target = PosixAt.ReadLink(e.DirFd, e.Name, out int lerr)
                         ?? throw Posix.Error("readlink", ByteNames.Printable(e.Full), lerr);
-                    AddXattrs(w, e.Full);
+                    AddXattrs(w, e);
                     await w.WriteHeaderAsync(e.Relative, '2', st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, target, 0, 0, cancellationToken).ConfigureAwait(false);
                     break;
@@ -171,7 +171,7 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                         await WriteHardLinkAsync(w, e, first, cancellationToken).ConfigureAwait(false);
                         break;
                     }
-                    AddXattrs(w, e.Full);
+                    AddXattrs(w, e);
                     char flag = st.Kind switch { FileKind.CharDevice => '3', FileKind.BlockDevice => '4', _ => '6' };
                     await w.WriteHeaderAsync(e.Relative, flag, st.Permissions, st.Uid, st.Gid, 0,
                         st.MtimeSec, st.MtimeNsec, null, st.RdevMajor, st.RdevMinor, cancellationToken).ConfigureAwait(false);
@@ -181,6 +181,19 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
                     if (IsSecondLink(firstNameOfInode, e, out byte[] firstName))
                     {
                         await WriteHardLinkAsync(w, e, firstName, cancellationToken).ConfigureAwait(false);
+                        break;
+                    }
+                    if (st.Size == 0 && e.SizeIsExact)
+                    {
+                        // Nothing to read: no open, pread and close (GNU tar does not open an empty file either). A
+                        // file that grows meanwhile is archived as its stat said, as any file is at its stat size.
+                        if (!AddXattrs(w, e, vanishedIsSkip: true))
+                        {
+                            warn?.Invoke($"{ByteNames.Printable(e.Full)} vanished before it was read; skipped");
+                            continue;
+                        }
+                        await w.WriteHeaderAsync(e.Relative, '0', st.Permissions, st.Uid, st.Gid, 0,
+                            st.MtimeSec, st.MtimeNsec, null, 0, 0, cancellationToken).ConfigureAwait(false);
                         break;
                     }
                     if (!await WriteRegularAsync(w, e, cancellationToken).ConfigureAwait(false)) continue;
@@ -228,36 +241,44 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     // SCHILY.xattr.NAME=raw bytes, as GNU tar writes and both GNU tar and bsdtar read: a pax record is
     // length-prefixed, so a binary value (security.capability, security.ima) needs no encoding. A name with '='
     // cannot be a SCHILY key; it goes as LIBARCHIVE.xattr (percent-encoded name, base64 value), which bsdtar reads.
-    // Of an open file (fd >= 0: flistxattr, no path lookup) or of a path, not followed.
-    private static void AddXattrs(PaxArchiveWriter w, byte[] path, int fd = -1)
+    // Of an open file (flistxattr), or of a walked entry by its name under its directory's fd, not followed
+    // (listxattrat; llistxattr by path on kernels before 6.13). False when the entry vanished and vanishedIsSkip.
+    private static void AddXattrs(PaxArchiveWriter w, byte[] path, int fd) => AddXattrs(w, path, fd, null, false);
+
+    private static bool AddXattrs(PaxArchiveWriter w, in TreeEntry e, bool vanishedIsSkip = false) =>
+        AddXattrs(w, e.Full, e.DirFd, e.Name, vanishedIsSkip);
+
+    private static bool AddXattrs(PaxArchiveWriter w, byte[] path, int fd, byte[]? name, bool vanishedIsSkip)
     {
-        List<byte[]> names = (fd >= 0 ? PosixAt.ListXattrs(fd, out int errno) : PosixAt.ListXattrs(path, out errno))
-            ?? throw Posix.Error("llistxattr", ByteNames.Printable(path), errno);
-        foreach (byte[] name in names)
+        List<byte[]>? listed = name is null ? PosixAt.ListXattrs(fd, out int errno) : PosixAt.ListXattrsAt(fd, name, path, out errno);
+        if (listed is null && vanishedIsSkip && errno == LinuxNative.ENOENT) return false;
+        List<byte[]> names = listed ?? throw Posix.Error("llistxattr", ByteNames.Printable(path), errno);
+        foreach (byte[] attr in names)
         {
-            byte[]? value = fd >= 0 ? PosixAt.GetXattr(fd, name, out errno) : PosixAt.GetXattr(path, name, out errno);
+            byte[]? value = name is null ? PosixAt.GetXattr(fd, attr, out errno) : PosixAt.GetXattrAt(fd, name, path, attr, out errno);
             if (value == null)
             {
                 if (errno == LinuxNative.ENODATA) continue; // removed since it was listed
-                throw Posix.Error($"lgetxattr {ByteNames.Printable(name)}", ByteNames.Printable(path), errno);
+                throw Posix.Error($"lgetxattr {ByteNames.Printable(attr)}", ByteNames.Printable(path), errno);
             }
             // POSIX ACLs go as SCHILY.acl.access/default text, the form GNU tar --acls and bsdtar --acls restore
             // (neither applies system.posix_acl_* from xattr records).
-            bool access = name.AsSpan().SequenceEqual("system.posix_acl_access"u8), dflt = name.AsSpan().SequenceEqual("system.posix_acl_default"u8);
+            bool access = attr.AsSpan().SequenceEqual("system.posix_acl_access"u8), dflt = attr.AsSpan().SequenceEqual("system.posix_acl_default"u8);
             if ((access || dflt) && PosixAcl.ToText(value) is byte[] text)
             {
                 w.AddRecord(access ? "SCHILY.acl.access"u8 : "SCHILY.acl.default"u8, text);
                 continue;
             }
-            if (!name.AsSpan().Contains((byte)'='))
+            if (!attr.AsSpan().Contains((byte)'='))
             {
-                w.AddRecord([.. "SCHILY.xattr."u8, .. name], value);
+                w.AddRecord([.. "SCHILY.xattr."u8, .. attr], value);
             }
             else
             {
-                w.AddRecord("LIBARCHIVE.xattr." + PaxArchiveWriter.EncodeXattrName(name), PaxArchiveWriter.EncodeBase64(value));
+                w.AddRecord("LIBARCHIVE.xattr." + PaxArchiveWriter.EncodeXattrName(attr), PaxArchiveWriter.EncodeBase64(value));
             }
         }
+        return true;
     }
 
     // Returns false when the file vanished before it could be opened (nothing was written).

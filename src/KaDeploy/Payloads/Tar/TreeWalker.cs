@@ -7,9 +7,10 @@ namespace KaDeploy.Payloads.Tar;
 /// One file found under a root: its path relative to the root ("etc/passwd") and its full path, both as the
 /// bytes the kernel gave (Linux names need not be UTF-8), and its lstat. <see cref="DirFd"/> and <see cref="Name"/>
 /// reach the same file relative to its parent directory (AT_FDCWD and the full path for the root); the fd is the
-/// walker's and valid only until the walk moves on.
+/// walker's and valid only until the walk moves on. <see cref="SizeIsExact"/> is false on the file systems whose
+/// files the kernel generates as they are read (procfs, sysfs...): there a file that stats as 0 bytes may hold data.
 /// </summary>
-internal readonly record struct TreeEntry(byte[] Relative, byte[] Full, FileStatus Status, int DirFd, byte[] Name)
+internal readonly record struct TreeEntry(byte[] Relative, byte[] Full, FileStatus Status, int DirFd, byte[] Name, bool SizeIsExact = true)
 {
     /// <summary>The relative path as text (invalid UTF-8 shown as U+FFFD): for display and glob matching only.</summary>
     public string RelativePath => Encoding.UTF8.GetString(Relative);
@@ -32,8 +33,14 @@ internal static class TreeWalker
         public readonly byte[] Full = full;
         public readonly List<byte[]> Names = names;
         public readonly int Fd = fd;
+        public readonly bool SizesExact = !GeneratedFileSystems.Contains(PosixAt.FileSystemType(fd));
         public int Index;
     }
+
+    // statfs magics of file systems whose file sizes say nothing about their contents (procfs, sysfs, debugfs, tracefs,
+    // securityfs, configfs, efivarfs, pstore, bpf, cgroup, cgroup2, FUSE): an empty-looking file there is read anyway.
+    private static readonly HashSet<long> GeneratedFileSystems =
+        [0x9fa0, 0x62656572, 0x64626720, 0x74726163, 0x73636673, 0x62656570, 0xde5e81e4, 0x6165676c, 0xcafe4a11, 0x27e0eb, 0x63677270, 0x65735546];
 
     public static FileStatus StatRoot(string root)
     {
@@ -77,7 +84,7 @@ internal static class TreeWalker
                     }
                     throw Posix.Error("statx", ByteNames.Printable(full), errno);
                 }
-                yield return new TreeEntry(rel, full, st, f.Fd, name);
+                yield return new TreeEntry(rel, full, st, f.Fd, name, f.SizesExact);
                 if (st.Kind == FileKind.Directory && (!oneFileSystem || st.Device == rootStat.Device))
                 {
                     Frame? child = List(rel, full, f.Fd, name, followFinal: false, warn);

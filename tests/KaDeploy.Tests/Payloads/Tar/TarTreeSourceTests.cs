@@ -43,6 +43,56 @@ public class TarTreeSourceTests
         return entries;
     }
 
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)] // the llistxattr-by-path fallback of kernels before 6.13
+    public async Task EmptyFilesDirectoriesAndSymlinksKeepTheirXattrs(bool xattrAt)
+    {
+        // An empty file is archived without being opened (issue 14), so its xattrs come from listxattrat on its name.
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("d"));
+        File.WriteAllBytes(t.Sub("d/empty"), []);
+        File.WriteAllText(t.Sub("d/full"), "data");
+        File.CreateSymbolicLink(t.Sub("d/link"), "empty");
+        byte[] value = "a=b c"u8.ToArray();
+        int dfd = KaDeploy.Platform.PosixAt.OpenDirectoryPath(System.Text.Encoding.UTF8.GetBytes(t.Sub("d")), followFinal: true, out _);
+        try
+        {
+            int rc = KaDeploy.Platform.PosixAt.SetXattrAt(dfd, "empty"u8.ToArray(), "user.k"u8.ToArray(), value);
+            Skip.If(rc == KaDeploy.Platform.LinuxNative.EOPNOTSUPP, "no user xattrs on this file system");
+            Assert.Equal(0, rc);
+            Assert.Equal(0, KaDeploy.Platform.PosixAt.SetXattrAt(dfd, "full"u8.ToArray(), "user.k"u8.ToArray(), value));
+            int top = KaDeploy.Platform.PosixAt.OpenDirectoryPath(System.Text.Encoding.UTF8.GetBytes(t.Path), followFinal: true, out _);
+            Assert.Equal(0, KaDeploy.Platform.PosixAt.SetXattrAt(top, "d"u8.ToArray(), "user.k"u8.ToArray(), value));
+            KaDeploy.Platform.LinuxNative.Close(top);
+            bool linkXattr = Environment.IsPrivilegedProcess // user.* is refused on symlinks; trusted.* needs root
+                && KaDeploy.Platform.PosixAt.SetXattrAt(dfd, "link"u8.ToArray(), "trusted.k"u8.ToArray(), value) == 0;
+
+            bool before = KaDeploy.Platform.PosixAt.UseXattrAt;
+            KaDeploy.Platform.PosixAt.UseXattrAt = xattrAt;
+            List<TarEntry> entries;
+            try
+            {
+                entries = await ListAsync(new TarTreeSourceOptions { Root = t.Path });
+            }
+            finally
+            {
+                KaDeploy.Platform.PosixAt.UseXattrAt = before;
+            }
+            foreach (string name in (string[])["d/", "d/empty", "d/full"])
+            {
+                var pax = (PaxTarEntry)entries.Single(e => e.Name == name);
+                Assert.Equal("a=b c", pax.ExtendedAttributes.GetValueOrDefault("SCHILY.xattr.user.k"));
+            }
+            Assert.Equal(0, entries.Single(e => e.Name == "d/empty").Length);
+            if (linkXattr) Assert.True(((PaxTarEntry)entries.Single(e => e.Name == "d/link")).ExtendedAttributes.ContainsKey("SCHILY.xattr.trusted.k"));
+        }
+        finally
+        {
+            KaDeploy.Platform.LinuxNative.Close(dfd);
+        }
+    }
+
     [SkippableFact]
     public async Task FileLongerThanItsStatIsCutToTheHeaderSizeWithAWarning()
     {
