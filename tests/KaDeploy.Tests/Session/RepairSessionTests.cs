@@ -58,9 +58,13 @@ public class RepairSessionTests
         private Task<SessionReport>? _run;
         private Task<ClientResult>[] _clients = [];
 
+        /// <param name="failureSeconds">Silence that declares a node failed. 3 s for the tests that stop a node; the tests
+        /// whose nodes only crash (their links reset at once) take more, so a loaded machine that starves a heartbeat or a
+        /// held link for a few seconds does not add a failure the test did not cause.</param>
         public Cluster(int clients, int arity, long buffer = 1L << 20, long retain = 4L << 20, bool noSpool = false,
-            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null, Func<int, Task?>? gateFor = null)
+            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null, Func<int, Task?>? gateFor = null, double failureSeconds = 3)
         {
+            _failure = TimeSpan.FromSeconds(failureSeconds);
             SyncLog = TextWriter.Synchronized(Environment.GetEnvironmentVariable("KD_TEST_LOG") is { } file
                 ? new TeeWriter(Log, new StreamWriter(file, append: true) { AutoFlush = true }) : Log);
             Addresses = [.. Enumerable.Range(0, clients).Select(i => IPAddress.Parse($"127.0.9.{i + 10}"))];
@@ -72,12 +76,13 @@ public class RepairSessionTests
             {
                 Source = new GeneratedSource(Length, seed: 8), Clients = clients, Arity = arity, BufferBytes = buffer,
                 Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "repair", Log = SyncLog,
-                Transport = Net, FailureTimeout = TimeSpan.FromSeconds(3), NoSpool = noSpool, SlowNodeAfter = TimeSpan.Zero,
+                Transport = Net, FailureTimeout = _failure, NoSpool = noSpool, SlowNodeAfter = TimeSpan.Zero,
             });
             Retain = retain;
         }
 
         public long Retain { get; }
+        private readonly TimeSpan _failure;
 
         public Cluster Start()
         {
@@ -86,7 +91,7 @@ public class RepairSessionTests
             {
                 Server = $"127.0.0.1:{Server.ControlPort}", Session = "repair", Bind = Addresses[i], BufferBytes = 1L << 20,
                 RetainBytes = Retain, SinkFactory = _ => Sinks[i], Log = SyncLog, NodeName = $"n{i}", Transport = Net,
-                FailureTimeout = TimeSpan.FromSeconds(3),
+                FailureTimeout = _failure,
             }).RunAsync(Kill[i].Token))];
             return this;
         }
@@ -291,7 +296,8 @@ public class RepairSessionTests
         MemoryLink? held = null;
         Cluster? cluster = null;
         int crashed = 0;
-        await using var c = cluster = new Cluster(6, 1, tripFor: i => i == 3 ? (Length / 2, cl =>
+        // The held link must not time out while the test waits for n4 (15 s, not 3: the wait is longer on a loaded machine).
+        await using var c = cluster = new Cluster(6, 1, failureSeconds: 15, tripFor: i => i == 3 ? (Length / 2, cl =>
         {
             cl.Net.LinkOpened += link =>
             {
