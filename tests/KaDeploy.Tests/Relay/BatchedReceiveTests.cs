@@ -15,15 +15,22 @@ public class BatchedReceiveTests
 {
     private const int Chunk = ProtocolConstants.MaxChunkPayload;
 
-    private sealed record Outcome(Exception? ReceiverError, long Published, byte[] Forwarded, byte[] Written, Exception? WriteError);
+    internal sealed record Outcome(Exception? ReceiverError, long Published, byte[] Forwarded, byte[] Written, Exception? WriteError);
 
     /// <summary>Runs a receiver over <paramref name="wire"/> delivered in reads cut by <paramref name="cut"/>, then drains both consumers.</summary>
     private static async Task<Outcome> ReceiveAsync(byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
     {
         using var ring = new RelayRing((long)ringSlots * RelayRing.SlotSize);
+        return await ReceiveThroughAsync(ring, () => new FrameReceiver(new CutStream(wire, cut), ring));
+    }
+
+    /// <summary>Runs the receiver into <paramref name="ring"/> with a child and the local sink attached, then drains both
+    /// (clear and sealed rings alike).</summary>
+    internal static async Task<Outcome> ReceiveThroughAsync(RelayRing ring, Func<FrameReceiver> receiver)
+    {
         var child = ring.Attach("child");
         var local = ring.Attach("local");
-        var error = await Record.ExceptionAsync(() => new FrameReceiver(new CutStream(wire, cut), ring).RunAsync(default));
+        var error = await Record.ExceptionAsync(() => receiver().RunAsync(default));
         long published = ring.Published;
         var forwarded = new MemoryStream();
         await Record.ExceptionAsync(() => new ChildSender(child, forwarded).RunAsync(default));
@@ -33,7 +40,7 @@ public class BatchedReceiveTests
         return new Outcome(error, published, forwarded.ToArray(), written.ToArray(), writeError);
     }
 
-    private static void Intact(Outcome o, List<byte[]> frames, byte[] payload, string what)
+    internal static void Intact(Outcome o, List<byte[]> frames, byte[] payload, string what)
     {
         Assert.True(o.ReceiverError is null, $"{what}: {o.ReceiverError}");
         Assert.Equal(frames.Count, o.Published);

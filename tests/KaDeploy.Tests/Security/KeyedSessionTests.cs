@@ -290,7 +290,7 @@ public sealed class TamperingTransport(MemoryTransport inner, IPAddress sender) 
         protected override void CloseTransport() => c.Abort(AbortReason ?? "closed");
     }
 
-    private sealed class FlippingStream(Stream s, TamperingTransport t) : Stream
+    private sealed class FlippingStream(Stream s, TamperingTransport t) : DuplexStream
     {
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
@@ -299,20 +299,7 @@ public sealed class TamperingTransport(MemoryTransport inner, IPAddress sender) 
             copy[100] ^= 0x01;
             return s.WriteAsync(copy, cancellationToken);
         }
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer, offset, count).GetAwaiter().GetResult();
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => s.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => s.ReadAsync(buffer, offset, count, cancellationToken);
-        public override int Read(byte[] buffer, int offset, int count) => s.Read(buffer, offset, count);
         public override Task FlushAsync(CancellationToken cancellationToken) => s.FlushAsync(cancellationToken);
-        public override void Flush() => s.Flush();
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }

@@ -18,36 +18,17 @@ public class SealedBatchedReceiveTests
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(StreamCipher.KeySize);
     private const uint StreamId = 0x0909_0909;
 
-    private sealed record Outcome(Exception? ReceiverError, long Published, byte[] Forwarded, byte[] Written, Exception? WriteError);
-
-    private static async Task<Outcome> ReceiveAsync(byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
+    private static async Task<BatchedReceiveTests.Outcome> ReceiveAsync(byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
     {
         using var cipher = new StreamCipher(StreamKey, StreamId);
         using var ring = new RelayRing((long)ringSlots * (RelayRing.SlotSize + RelayRing.PlaintextSize), sealedFrames: true);
-        var child = ring.Attach("child");
-        var local = ring.Attach("local");
-        var error = await Record.ExceptionAsync(() => new FrameReceiver(new BatchedReceiveTests.CutStream(wire, cut), ring, 0, cipher).RunAsync(default));
-        long published = ring.Published;
-        var forwarded = new MemoryStream();
-        await Record.ExceptionAsync(() => new ChildSender(child, forwarded).RunAsync(default));
-        var written = new MemoryStream();
-        using var reader = new RingReaderStream(local);
-        var writeError = await Record.ExceptionAsync(() => reader.CopyToAsync(written));
-        return new Outcome(error, published, forwarded.ToArray(), written.ToArray(), writeError);
+        return await BatchedReceiveTests.ReceiveThroughAsync(ring, () => new FrameReceiver(new BatchedReceiveTests.CutStream(wire, cut), ring, 0, cipher));
     }
 
     private static List<byte[]> Sealed(byte[] payload)
     {
         using var cipher = new StreamCipher(StreamKey, StreamId);
         return SealedDataFrameTests.Frames(payload, cipher);
-    }
-
-    private static void Intact(Outcome o, List<byte[]> frames, byte[] payload, string what)
-    {
-        Assert.True(o.ReceiverError is null, $"{what}: {o.ReceiverError}");
-        Assert.Equal(frames.Count, o.Published);
-        Assert.True(frames.SelectMany(f => f).ToArray().AsSpan().SequenceEqual(o.Forwarded), $"{what}: forwarded bytes differ");
-        Assert.True(payload.AsSpan().SequenceEqual(o.Written), $"{what}: written bytes differ");
     }
 
     [Fact]
@@ -58,8 +39,8 @@ public class SealedBatchedReceiveTests
         var frames = Sealed(payload);
         Assert.All(frames.Take(20), f => Assert.Equal(RelayRing.SlotSize, f.Length));
         var wire = frames.SelectMany(f => f).ToArray();
-        Intact(await ReceiveAsync(wire, (_, left) => left), frames, payload, "one read");
-        Intact(await ReceiveAsync(wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
+        BatchedReceiveTests.Intact(await ReceiveAsync(wire, (_, left) => left), frames, payload, "one read");
+        BatchedReceiveTests.Intact(await ReceiveAsync(wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
     }
 
     [Fact]
@@ -74,7 +55,7 @@ public class SealedBatchedReceiveTests
             for (int d = -DataFrameHeader.TagSize - DataFrameHeader.Size - 1; d <= DataFrameHeader.Size + 1; d++)
                 if (boundary + d > 0 && boundary + d < wire.Length) cuts.Add(boundary + d);
         foreach (int at in cuts)
-            Intact(await ReceiveAsync(wire, (read, left) => read == 0 ? at : left), frames, payload, $"cut at {at}");
+            BatchedReceiveTests.Intact(await ReceiveAsync(wire, (read, left) => read == 0 ? at : left), frames, payload, $"cut at {at}");
     }
 
     [Theory]

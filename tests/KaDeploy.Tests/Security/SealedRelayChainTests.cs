@@ -16,7 +16,7 @@ public class SealedRelayChainTests
     private sealed record NodeResult(byte[] Written, Exception? Error);
 
     /// <summary>A read side that flips one byte at stream position <paramref name="at"/> (a fault proxy on the link).</summary>
-    private sealed class FlippingReader(Stream inner, long at) : Stream
+    private sealed class FlippingReader(Stream inner, long at) : KaDeploy.IO.SequentialReadStream
     {
         private long _position;
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
@@ -27,15 +27,6 @@ public class SealedRelayChainTests
             return n;
         }
         public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override void Flush() { }
-        public override bool CanRead => true;
-        public override bool CanWrite => false;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     /// <summary>Runs server → node 1 → ... → node N; <paramref name="flipInto"/> = (node, wire position) of a flipped byte.</summary>
