@@ -162,10 +162,10 @@ public sealed class StreamSpool : IDisposable
     // The memory spool: a reader of the ring like any child link, from the retained frame that holds the offset.
     private static async Task ServeFromRingAsync(RelayRing ring, Stream link, long offset, CancellationToken cancellationToken)
     {
+        long sequence = ring.FindSequence(offset) ?? throw new KaDeployException($"offset {offset} left the memory spool before it was sent");
         RingCursor cursor;
         try
         {
-            long sequence = ring.FindSequence(offset) ?? throw new KaDeployException($"offset {offset} left the memory spool before it was sent");
             cursor = ring.Attach("spool reader", sequence);
         }
         catch (KaDeployException e)
