@@ -219,6 +219,13 @@ public class ControlChannelMutationTests
     }
 
     [Fact]
+    public void AChannelNeedsAStream()
+    {
+        Assert.Equal("stream", Assert.Throws<ArgumentNullException>(() => new ControlChannel(null!)).ParamName);
+        Assert.Equal("stream", Assert.Throws<ArgumentNullException>(() => new ControlChannel(null!, null)).ParamName);
+    }
+
+    [Fact]
     public void IsSealedSaysWhetherACipherWasGiven()
     {
         using var key = PresharedKey.Generate();

@@ -376,6 +376,14 @@ public class HandshakeMutationTests
         Assert.Equal($"{Opener}: connection lost during the handshake (Broken pipe)", e.Message);
     }
 
+    [Fact]
+    public async Task MissingArgumentsAreNamed()
+    {
+        Assert.Equal("stream", (await Assert.ThrowsAsync<ArgumentNullException>(() => Handshake.OpenAsync(null!, HandshakeChannel.Control, "lab", null, Peer, default))).ParamName);
+        Assert.Equal("session", (await Assert.ThrowsAsync<ArgumentNullException>(() => Handshake.OpenAsync(new MemoryStream(), HandshakeChannel.Control, null!, null, Peer, default))).ParamName);
+        Assert.Equal("stream", (await Assert.ThrowsAsync<ArgumentNullException>(() => Handshake.AcceptAsync(null!, null, null, Opener, default))).ParamName);
+    }
+
     // ---- the acceptor ----
 
     [Theory]
