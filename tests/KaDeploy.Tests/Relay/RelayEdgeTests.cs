@@ -338,10 +338,13 @@ public class RelayEdgeTests
         using var stop = new CancellationTokenSource();
         var logged = new List<string>();
         var watch = StallWatch.RunAsync(ring, TimeSpan.FromSeconds(1), r => { lock (logged) logged.Add(r); }, stop.Token);
-        // The producer fills the ring; "child 2" takes everything, "child 7" nothing, so the producer waits on it.
+        // The producer fills the ring and waits for one more slot; "child 2" takes everything, "child 7" nothing, so the
+        // producer waits on it. One frame past the window and no more: once the producer is done, nobody is "holding it
+        // back", so a caught-up consumer cannot be taken for a stalled one (it had nothing to take while the ring was held).
+        int frames = ring.WindowSlots + 1;
         var producing = Task.Run(async () =>
         {
-            for (int i = 0; i < 4 * ring.SlotCount; i++)
+            for (int i = 0; i < frames; i++)
             {
                 var slot = await ring.AcquireAsync(default);
                 var payload = new byte[] { (byte)i };
@@ -353,7 +356,7 @@ public class RelayEdgeTests
         });
         var draining = Task.Run(async () =>
         {
-            for (int i = 0; i < 4 * ring.SlotCount; i++) { await moving.NextAsync(default); moving.Advance(); }
+            for (int i = 0; i < frames; i++) { await moving.NextAsync(default); moving.Advance(); }
         });
         // Bounded waits on the outcome, not on time: a stalled watch fails here instead of hanging.
         string reason = await hung.Evicted.WaitAsync(TimeSpan.FromSeconds(60));
