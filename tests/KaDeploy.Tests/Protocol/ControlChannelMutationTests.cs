@@ -160,7 +160,7 @@ public class ControlChannelMutationTests
     public async Task ConcurrentSendsNeverInterleave()
     {
         // A bounded deadline, not a timing check: a broken send lock fails here instead of hanging the run.
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var deadline = new CancellationTokenSource(Eventually.Deadline);
         var (a, b) = InMemoryConnection.Create();
         var sender = new ControlChannel(a);
         var messages = Enumerable.Range(0, 200).Select(i => (ControlMessage)new Abort(new string((char)('a' + i % 26), 1 + i * 7 % 300))).ToArray();

@@ -255,7 +255,7 @@ public class RelayEdgeTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
         // Detached: the producer can fill the whole ring again and again without waiting for it (a bounded
         // deadline, so that a cursor left attached fails the test instead of hanging it).
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var deadline = new CancellationTokenSource(Eventually.Deadline);
         for (int i = 0; i < 3 * ring.SlotCount; i++)
         {
             var slot = await ring.AcquireAsync(deadline.Token);
@@ -359,10 +359,10 @@ public class RelayEdgeTests
             for (int i = 0; i < frames; i++) { await moving.NextAsync(default); moving.Advance(); }
         });
         // Bounded waits on the outcome, not on time: a stalled watch fails here instead of hanging.
-        string reason = await hung.Evicted.WaitAsync(TimeSpan.FromSeconds(60));
-        await Task.WhenAll(producing, draining).WaitAsync(TimeSpan.FromSeconds(60)); // the others went on
+        string reason = await hung.Evicted.WaitAsync(Eventually.Deadline);
+        await Task.WhenAll(producing, draining).WaitAsync(Eventually.Deadline); // the others went on
         stop.Cancel();
-        await watch.WaitAsync(TimeSpan.FromSeconds(60)); // cancellation ends it quietly
+        await watch.WaitAsync(Eventually.Deadline); // cancellation ends it quietly
         Assert.Equal("child 7 took nothing for 1 s while the relay buffer was full; given up so the others go on", reason);
         Assert.Equal(reason, hung.EvictedReason);
         lock (logged) Assert.Equal([reason], logged);

@@ -29,7 +29,7 @@ public class StreamSpoolEdgeTests
     public async Task AFileSpoolReaderAheadOfTheFeedWaitsForTheFramesAndGetsThemAll()
     {
         using var dir = new TempDirectory("kd-spool");
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60)); // bounds a broken wait, not a timing check
+        using var deadline = new CancellationTokenSource(Eventually.Deadline); // bounds a broken wait, not a timing check
         using var ring = new RelayRing(8 * RelayRing.SlotSize);
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
@@ -58,7 +58,7 @@ public class StreamSpoolEdgeTests
     public async Task AFailedFeedStopsTheSpoolAndEveryResumeHearsWhy()
     {
         using var dir = new TempDirectory("kd-spool");
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var deadline = new CancellationTokenSource(Eventually.Deadline);
         using var ring = new RelayRing(8 * RelayRing.SlotSize);
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
@@ -116,7 +116,7 @@ public class StreamSpoolEdgeTests
         var child = ring.Attach("child");
         var draining = Task.Run(async () => { for (int i = 0; i < 20; i++) { await child.NextAsync(default); child.Advance(); } });
         await writer.WriteAsync(RandomNumberGenerator.GetBytes(20 * Chunk));
-        await draining.WaitAsync(TimeSpan.FromSeconds(60));
+        await draining.WaitAsync(Eventually.Deadline);
         long next = 20L * Chunk;
         Assert.Equal($"offset 0 is older than the spool holds (the last 1 MiB, up to {next}; use --spool DIR to keep the whole stream)", spool.CannotServe(0));
         Assert.Null(spool.CannotServe(next)); // where it stands: the next frame
