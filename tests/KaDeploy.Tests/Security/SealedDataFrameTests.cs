@@ -288,18 +288,20 @@ public class SealedDataFrameTests
         Assert.Equal(1 + 32, DataFrameHeader.Read(frames[2]).PayloadLength);
     }
 
-    [Fact]
-    public void Aegis_seals_as_libsodium_does()
+    [Theory]
+    [InlineData(DataFrameType.Data, 0L, "F6E3C25A548D3F1433AF55E412727E0FDB868913422066D3FEF72D442250DB2C7937F00AADBA81CBDBDF8979EDB00399")]
+    [InlineData(DataFrameType.Data, 0x12345678L, "C0B58B29A23FEB79F3836CBE3D6ACB81740B8235958E2FE7E43406915696B4D34EC30666BCCFBE68DD4124FB0E170AB6")]
+    [InlineData(DataFrameType.End, 0x12345678L, "69A3F91E2E1F1958B00A065855A485E2624B2795D3875353677875FBB894A8394EB24B9B5FFF22D71920ADA33E86DCE6")]
+    public void Aegis_seals_as_libsodium_does(DataFrameType type, long offset, string expected)
     {
-        // Known answer, computed independently with libsodium 1.0.22's crypto_aead_aegis256_encrypt_detached
-        // (key 0..31, nonce = u32 stream id 7 || u64 offset 0 || zeros, ad = the frame header): guards against a
-        // wrapper that swaps arguments yet agrees with itself.
+        // Known answers computed independently (Python ctypes on libsodium 1.0.22's crypto_aead_aegis256_encrypt_detached;
+        // key 0..31, nonce = u32 stream id 7 || u64 offset with bit 63 set for End || 20 zero bytes, ad = the frame
+        // header): a wrapper that swaps arguments, or a nonce that leaves out the offset or the frame type, agrees
+        // with itself but not with these.
         var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
         using var c = new StreamCipher(key, 7, StreamCipherKind.Aegis256);
         var frame = new byte[DataFrameHeader.Size + 16 + 32];
-        c.Seal(DataFrameType.Data, 0, "ka-deploy aegis!"u8, frame);
-        Assert.Equal(KnownAegisFrame, Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
+        c.Seal(type, offset, "ka-deploy aegis!"u8, frame);
+        Assert.Equal(expected, Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
     }
-
-    private const string KnownAegisFrame = "F6E3C25A548D3F1433AF55E412727E0FDB868913422066D3FEF72D442250DB2C7937F00AADBA81CBDBDF8979EDB00399";
 }
