@@ -24,6 +24,8 @@ public enum DataFrameFlags : byte
     Sealed = 1,
     /// <summary>With <see cref="Sealed"/>: sealed with AEGIS-256 instead, and the tag is 32 bytes (libsodium's AEGIS tags are 256-bit).</summary>
     Aegis256 = 2,
+    /// <summary>With <see cref="Sealed"/>: sealed with AEGIS-128L, the tag is 32 bytes.</summary>
+    Aegis128L = 4,
 }
 
 /// <summary>
@@ -40,7 +42,7 @@ public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLen
     /// <summary>Bytes of an AES-256-GCM sealed frame's authentication tag.</summary>
     public const int TagSize = 16;
 
-    /// <summary>Bytes of an AEGIS-256 sealed frame's authentication tag.</summary>
+    /// <summary>Bytes of an AEGIS-256 or AEGIS-128L sealed frame's authentication tag (libsodium's AEGIS tags are 256-bit).</summary>
     public const int AegisTagSize = 32;
 
     /// <summary>
@@ -60,7 +62,7 @@ public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLen
     public int PlaintextLength => PayloadLength - TagLength;
 
     private static int TagLengthOf(DataFrameFlags flags) =>
-        (flags & DataFrameFlags.Sealed) == 0 ? 0 : (flags & DataFrameFlags.Aegis256) != 0 ? AegisTagSize : TagSize;
+        (flags & DataFrameFlags.Sealed) == 0 ? 0 : (flags & (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L)) != 0 ? AegisTagSize : TagSize;
 
     /// <summary>Size of the header on the wire.</summary>
     public const int Size = 32;
@@ -93,7 +95,10 @@ public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLen
         if (source[5] != ProtocolConstants.Version)
             throw new ProtocolException($"data frame version {source[5]}, expected {ProtocolConstants.Version}");
         var flags = (DataFrameFlags)source[6];
-        if ((flags & ~(DataFrameFlags.Sealed | DataFrameFlags.Aegis256)) != 0 || flags == DataFrameFlags.Aegis256)
+        // At most one cipher bit, and only on a sealed frame.
+        var cipher = flags & (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L);
+        if ((flags & ~(DataFrameFlags.Sealed | DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L)) != 0
+            || (cipher != 0 && (flags & DataFrameFlags.Sealed) == 0) || cipher == (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L))
             throw new ProtocolException($"data frame with unknown flags 0x{(byte)flags:x2}");
         int tag = TagLengthOf(flags);
         int length = BinaryPrimitives.ReadInt32LittleEndian(source[8..]);

@@ -69,7 +69,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         var wanted = options.Cipher ?? Security.StreamCipherKind.Aegis256;
         if (Security.StreamCipher.IsAvailable(wanted, out string why))
             return (wanted, $"frames sealed with {Security.StreamCipher.NameOf(wanted)}"
-                + (wanted == Security.StreamCipherKind.Aegis256 && Security.Libsodium.Load(out _) is { } l ? $" (libsodium {l.Version}, {l.Path})" : ""));
+                + (wanted != Security.StreamCipherKind.Aes256Gcm && Security.Libsodium.Load(out _) is { } l ? $" (libsodium {l.Version}, {l.Path})" : ""));
         if (options.Cipher is not null) throw new Security.CipherUnavailableException(wanted, why);
         return (Security.StreamCipherKind.Aes256Gcm, $"frames sealed with AES-256-GCM (AEGIS-256 unavailable: {why})");
     }

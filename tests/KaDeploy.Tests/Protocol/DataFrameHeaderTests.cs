@@ -70,8 +70,10 @@ public class DataFrameHeaderTests
     [Theory]
     [InlineData(0x02)] // AEGIS-256 without Sealed
     [InlineData(0x80)]
-    [InlineData(0x05)] // Sealed plus an unknown bit
-    [InlineData(0x07)] // Sealed, AEGIS-256 and an unknown bit
+    [InlineData(0x09)] // Sealed plus an unknown bit
+    [InlineData(0x0B)] // Sealed, AEGIS-256 and an unknown bit
+    [InlineData(0x07)] // Sealed with two ciphers at once
+    [InlineData(0x04)] // AEGIS-128L without Sealed
     public void UnknownFlagsAreRefused(byte flags)
     {
         byte[] b = Bytes(new DataFrameHeader(DataFrameType.Data, 100, 0, 0));

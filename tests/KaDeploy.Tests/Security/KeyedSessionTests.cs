@@ -165,6 +165,7 @@ public class KeyedSessionTests
     [Theory]
     [InlineData(StreamCipherKind.Aes256Gcm, "frames sealed with AES-256-GCM")]
     [InlineData(StreamCipherKind.Aegis256, "frames sealed with AEGIS-256 (libsodium 1.0.22")]
+    [InlineData(StreamCipherKind.Aegis128L, "frames sealed with AEGIS-128L (libsodium 1.0.22")]
     [InlineData(null, "frames sealed with AEGIS-256 (libsodium 1.0.22")] // auto: AEGIS-256 where libsodium with AEGIS loads
     public async Task AKeyedChainInMemoryVerifiesEveryCopy(StreamCipherKind? cipher, string said)
     {
@@ -233,7 +234,7 @@ public class KeyedSessionTests
         Assert.Contains(serverKeyed && !strangerKeyed ? "requires a key" : strangerKeyed && !serverKeyed ? "has no key" : "failed authentication", line);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task AByteFlippedInOneSealedFrameIsCaughtByTheReceivingNodeBeforeItWritesOrForwardsIt(StreamCipherKind cipher)
     {
         using var key = PresharedKey.Generate();

@@ -15,7 +15,7 @@ namespace KaDeploy.Tests.Security;
 public class SealedBatchedReceiveTests
 {
     private static int ChunkOf(StreamCipherKind kind) => ProtocolConstants.MaxChunkPayload - TagOf(kind);
-    private static int TagOf(StreamCipherKind kind) => kind == StreamCipherKind.Aegis256 ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize;
+    private static int TagOf(StreamCipherKind kind) => kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize;
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(StreamCipher.KeySize);
     private const uint StreamId = 0x0909_0909;
 
@@ -32,7 +32,7 @@ public class SealedBatchedReceiveTests
         return SealedDataFrameTests.Frames(payload, cipher);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task ManySealedFramesInOneReadFillTheirSlotsAndArriveIntact(StreamCipherKind kind)
     {
         // 20 full sealed frames (each fills its wire slot exactly), a short one and the End frame: two runs and the carry.
@@ -44,7 +44,7 @@ public class SealedBatchedReceiveTests
         BatchedReceiveTests.Intact(await ReceiveAsync(kind, wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task SealedFramesSplitAroundTheirBoundariesArriveIntact(StreamCipherKind kind)
     {
         var payload = RandomNumberGenerator.GetBytes(3 * ChunkOf(kind) + 100);

@@ -16,7 +16,7 @@ public class SealedDataFrameTests
 {
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(32);
     private const uint StreamId = 0x1234_5678;
-    private static int ChunkOf(StreamCipherKind kind) => ProtocolConstants.MaxChunkPayload - (kind == StreamCipherKind.Aegis256 ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
+    private static int ChunkOf(StreamCipherKind kind) => ProtocolConstants.MaxChunkPayload - (kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
 
     private static byte[] Payload(int length, int seed = 1)
     {
@@ -65,7 +65,7 @@ public class SealedDataFrameTests
 
     private static StreamCipher Cipher(StreamCipherKind kind, byte[]? key = null, uint id = StreamId) => new(key ?? StreamKey, id, kind);
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Sealed_stream_arrives_whole_with_an_authenticated_end(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -82,7 +82,7 @@ public class SealedDataFrameTests
         Assert.Equal(SHA256.HashData(payload), end.Digest);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Ciphertext_does_not_contain_the_plaintext(StreamCipherKind kind)
     {
         var payload = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("KD-MARKER-1234567 ", 10000)));
@@ -92,7 +92,7 @@ public class SealedDataFrameTests
         Assert.True(Frames(payload, null).SelectMany(f => f).ToArray().AsSpan().IndexOf("KD-MARKER-1234567"u8) >= 0);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Identical_chunks_seal_to_different_ciphertext(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -106,7 +106,7 @@ public class SealedDataFrameTests
         Assert.Contains(xor, b => b != 0);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Wrong_key_opens_nothing(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -119,7 +119,7 @@ public class SealedDataFrameTests
         Assert.Empty(published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Frames_of_another_session_fail(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -132,7 +132,7 @@ public class SealedDataFrameTests
         Assert.Empty(published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void A_frame_replayed_at_another_offset_fails(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -148,7 +148,7 @@ public class SealedDataFrameTests
         Assert.Equal(payload[..chunk], published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Reordered_frames_fail(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -161,7 +161,7 @@ public class SealedDataFrameTests
         Assert.Equal(payload[..chunk], published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void A_stream_cut_short_never_ends_cleanly(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -180,7 +180,7 @@ public class SealedDataFrameTests
         Assert.Equal(payload[..(2 * chunk)], published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void Every_header_byte_is_authenticated(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -198,7 +198,7 @@ public class SealedDataFrameTests
         }
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void A_flipped_bit_anywhere_in_the_sealed_payload_is_detected_and_nothing_of_that_frame_is_published(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -218,7 +218,7 @@ public class SealedDataFrameTests
         }
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void A_clear_frame_in_a_keyed_session_is_refused(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -230,7 +230,7 @@ public class SealedDataFrameTests
         Assert.Empty(published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public void A_sealed_frame_at_an_unkeyed_node_is_refused(StreamCipherKind kind)
     {
         using var c = Cipher(kind);
@@ -239,7 +239,7 @@ public class SealedDataFrameTests
         Assert.Empty(published);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task Relays_forward_the_sealed_bytes_unchanged(StreamCipherKind kind)
     {
         int chunk = ChunkOf(kind);
@@ -273,6 +273,11 @@ public class SealedDataFrameTests
         (published, error, _) = Receive(Frames(payload, aegis2), gcm2);
         Assert.Contains("sealed with AEGIS-256, this session uses AES-256-GCM", Assert.IsType<ProtocolException>(error).Message);
         Assert.Empty(published);
+        using var aegis3 = Cipher(StreamCipherKind.Aegis256);
+        using var l128 = Cipher(StreamCipherKind.Aegis128L);
+        (published, error, _) = Receive(Frames(payload, aegis3), l128);
+        Assert.Contains("sealed with AEGIS-256, this session uses AEGIS-128L", Assert.IsType<ProtocolException>(error).Message);
+        Assert.Empty(published);
     }
 
     [Fact]
@@ -303,5 +308,17 @@ public class SealedDataFrameTests
         var frame = new byte[DataFrameHeader.Size + 16 + 32];
         c.Seal(type, offset, "ka-deploy aegis!"u8, frame);
         Assert.Equal(expected, Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
+    }
+    [Fact]
+    public void Aegis128L_seals_as_libsodium_does()
+    {
+        // As above with crypto_aead_aegis128l_encrypt_detached: key = the stream key's first 16 bytes (0..15), nonce =
+        // u32 stream id 7 || u64 offset || 4 zero bytes.
+        var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        using var c = new StreamCipher(key, 7, StreamCipherKind.Aegis128L);
+        var frame = new byte[DataFrameHeader.Size + 16 + 32];
+        c.Seal(DataFrameType.Data, 0x12345678, "ka-deploy aegis!"u8, frame);
+        Assert.Equal("A9150F7AB948D8044BD03172695861E7786576E357AB40B4B74B5A1B30D215373C5102CDB0AB829863176F536CF03B47",
+            Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
     }
 }

@@ -79,7 +79,7 @@ public class SealedRelayChainTests
         return ([.. results], links.Select(l => l.A.Sent).ToList());
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task Every_node_gets_the_payload_and_relays_forward_the_servers_ciphertext(StreamCipherKind kind)
     {
         var payload = RandomNumberGenerator.GetBytes(5 * DataFrameHeader.MaxSealedChunk + 777);
@@ -89,11 +89,11 @@ public class SealedRelayChainTests
         Assert.Equal(links[0], links[2]);
     }
 
-    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256)]
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
     public async Task One_flipped_byte_stops_the_stream_at_that_frame_and_no_node_writes_a_wrong_byte(StreamCipherKind kind)
     {
         const int Frame = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload; // a full sealed frame, whatever the tag
-        int chunk = ProtocolConstants.MaxChunkPayload - (kind == StreamCipherKind.Aegis256 ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
+        int chunk = ProtocolConstants.MaxChunkPayload - (kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
         var payload = RandomNumberGenerator.GetBytes(5 * chunk);
         long at = 2L * Frame + 5000; // inside the third frame's ciphertext, on the link into node 2
         var (nodes, links) = await RunChain(kind, payload, 3, (2, at));
