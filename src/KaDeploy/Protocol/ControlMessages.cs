@@ -56,7 +56,7 @@ public sealed record Plan(
     protected override bool PrintMembers(System.Text.StringBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.Append($"NodeId = {NodeId}, ParentId = {ParentId}, ParentAddress = {ParentAddress}, ParentPort = {ParentPort}, Kind = {Kind}, Keyed = {Keyed}, Cipher = {Cipher}");
+        builder.Append($"NodeId = {NodeId}, ParentId = {ParentId}, ParentAddress = {ParentAddress}, ParentPort = {ParentPort}, Kind = {Kind}, Keyed = {Keyed}");
         return true;
     }
 }
