@@ -52,6 +52,9 @@ internal static class Commands
         // Security (issue 9)
         var keyFile = Opt.KeyFile("Pre-shared key (ka-deploy keygen FILE; mode 0600): nodes must prove they hold it, the payload is sealed");
         cmd.Options.Add(keyFile);
+        var cipher = Opt.Choice("--cipher", "AEAD that seals a keyed session's data: auto (AEGIS-256 where libsodium with AEGIS loads beside ka-deploy, else AES-256-GCM), aegis-256, aegis-128l or aes-256-gcm",
+            ["auto", "aegis-256", "aegis-128l", "aes-256-gcm"], "auto");
+        cmd.Options.Add(cipher);
         foreach (var o in new Option[] { clients, minClients, startTimeout, arity, session, port, dataPort, bind, source, image, device, exec, exclude,
                      allFs, noDefaultExcludes, compress, buffer, digest, releaseDelay, report, nodes, linkTimeout, noDiscovery, discoveryPort, stall, keep })
             cmd.Options.Add(o);
@@ -90,6 +93,13 @@ internal static class Commands
                 NoSpool = p.GetValue(spoolOpt) == "none",
                 SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
                 Key = key,
+                Cipher = p.GetValue(cipher) switch
+                {
+                    "aegis-256" => KaDeploy.Security.StreamCipherKind.Aegis256,
+                    "aegis-128l" => KaDeploy.Security.StreamCipherKind.Aegis128L,
+                    "aes-256-gcm" => KaDeploy.Security.StreamCipherKind.Aes256Gcm,
+                    _ => null,
+                },
             };
             Opt.SayKey(key, p.GetValue(keyFile), log, "ka-deploy server");
             await using var server = new DeployServer(options);

@@ -86,6 +86,16 @@ public static class BootImageBuilder
 
     private const string Format = "ka-netboot-image-1"; // bump when the layout of the image changes
 
+    /// <summary>
+    /// The libsodium shipped with <paramref name="clientBinary"/> (AEGIS-256 data frames): beside it (the launcher's and
+    /// the publish output) or in ../lib/ka-deploy/ (the Debian package); null if neither holds one.
+    /// </summary>
+    public static string? LibsodiumBeside(string clientBinary)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(clientBinary))!;
+        return new[] { Path.Combine(dir, "libsodium.so"), Path.GetFullPath(Path.Combine(dir, "../lib/ka-deploy/libsodium.so")) }.FirstOrDefault(File.Exists);
+    }
+
     /// <summary>Builds the image or returns the cached one with the same inputs.</summary>
     /// <exception cref="KaDeployException">A package, tool or input is missing; the message says which and how to get it.</exception>
     public static BootImage Build(BootImageOptions options)
@@ -165,6 +175,19 @@ public static class BootImageBuilder
                 AddLibraries(lib, libraries);
             }
             manifest.Add($"ka-deploy {options.ClientBinary} {new FileInfo(options.ClientBinary).Length} bytes");
+            // AEGIS-256 (the default cipher of a keyed session) needs libsodium >= 1.0.19 beside the binary, where the
+            // node's ka-deploy looks for it first (Security/Libsodium.cs); Debian 12's own is 1.0.18, without AEGIS.
+            if (LibsodiumBeside(options.ClientBinary) is { } sodium)
+            {
+                CopyFile(sodium, Path.Combine(tree, "usr/bin/libsodium.so"));
+                AddLibraries(sodium, libraries);
+                manifest.Add($"libsodium {sodium} {new FileInfo(sodium).Length} bytes (AEGIS-256 for keyed sessions)");
+            }
+            else
+            {
+                manifest.Add($"libsodium: none beside {options.ClientBinary}, left out (keyed sessions need ka-deploy server --cipher aes-256-gcm)");
+                log.WriteLine($"netboot image: warning: no libsodium.so beside {options.ClientBinary}: nodes booted from this image cannot open AEGIS-256 sessions (use --cipher aes-256-gcm on the server)");
+            }
             var toolNames = new HashSet<string>(StringComparer.Ordinal);
             foreach (var t in tools)
             {
@@ -363,6 +386,7 @@ public static class BootImageBuilder
         Add(Format);
         Add(Path.GetFileName(kernelDeb));
         Add(Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(options.ClientBinary))));
+        if (LibsodiumBeside(options.ClientBinary) is { } sodium) Add(Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(sodium))));
         Add(Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(options.Busybox))));
         foreach (var t in tools) { var f = new FileInfo(t); Add($"{t} {f.Length} {f.LastWriteTimeUtc.Ticks}"); }
         Add(string.Join(',', Modules));

@@ -33,6 +33,7 @@ public static class ControlCodec
                 foreach (int c in p.ChildIds) w.I32(c);
                 w.U8((byte)p.Kind); w.U8((byte)p.Compression); w.I64(p.EstimatedLength); w.Blob(p.LinkKey); w.U8((byte)p.Digest);
                 w.Blob(p.StreamKey ?? []); w.U32(p.StreamId); // issue 9: keyed sessions (empty key: clear frames)
+                w.U8((byte)p.Cipher); // the server's choice of AEAD: it travels sealed, so no one without the key can downgrade it
                 break;
             case Progress m: w.I64(m.WireBytes); w.I64(m.PayloadBytes); break;
             case Done m: w.U8(m.Verified ? (byte)1 : (byte)0); w.I64(m.WireBytes); w.I64(m.PayloadBytes); w.I64(m.ElapsedMilliseconds); w.Str(m.Message); break;
@@ -121,7 +122,9 @@ public static class ControlCodec
         byte[] streamKey = r.Blob();
         if (streamKey.Length is not (0 or Security.StreamCipher.KeySize)) throw new ProtocolException($"plan carries a {streamKey.Length}-byte stream key");
         uint streamId = r.U32();
-        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest, streamKey.Length == 0 ? null : streamKey, streamId);
+        var cipher = (Security.StreamCipherKind)r.U8();
+        if (!Enum.IsDefined(cipher)) throw new ProtocolException($"plan names unknown stream cipher {(byte)cipher}");
+        return new Plan(nodeId, parentId, parentAddress, parentPort, ids, kind, compression, estimated, linkKey, digest, streamKey.Length == 0 ? null : streamKey, streamId, cipher);
     }
 
     private static Heartbeat DecodeHeartbeat(ref Reader r)

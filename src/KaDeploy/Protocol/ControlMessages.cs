@@ -45,7 +45,8 @@ public sealed record Refuse(string Reason) : ControlMessage(ControlType.Refuse);
 public sealed record Plan(
     int NodeId, int ParentId, string ParentAddress, int ParentPort, int[] ChildIds,
     PayloadKind Kind, WireCompression Compression, long EstimatedLength, byte[] LinkKey,
-    DigestAlgorithm Digest = DigestAlgorithm.Sha256, byte[]? StreamKey = null, uint StreamId = 0)
+    DigestAlgorithm Digest = DigestAlgorithm.Sha256, byte[]? StreamKey = null, uint StreamId = 0,
+    Security.StreamCipherKind Cipher = Security.StreamCipherKind.Aes256Gcm)
     : ControlMessage(ControlType.Plan)
 {
     /// <summary>The frames are sealed: the plan carries a stream key.</summary>

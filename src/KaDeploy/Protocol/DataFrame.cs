@@ -22,6 +22,10 @@ public enum DataFrameFlags : byte
     None = 0,
     /// <summary>Sealed with AES-256-GCM under the session's stream key: the payload is ciphertext || 16-byte tag (docs/protocol.md section 3).</summary>
     Sealed = 1,
+    /// <summary>With <see cref="Sealed"/>: sealed with AEGIS-256 instead, and the tag is 32 bytes (libsodium's AEGIS tags are 256-bit).</summary>
+    Aegis256 = 2,
+    /// <summary>With <see cref="Sealed"/>: sealed with AEGIS-128L, the tag is 32 bytes.</summary>
+    Aegis128L = 4,
 }
 
 /// <summary>
@@ -35,17 +39,30 @@ public enum DataFrameFlags : byte
 public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLength, long Offset, ulong Checksum,
     DataFrameFlags Flags = DataFrameFlags.None)
 {
-    /// <summary>Bytes of a sealed frame's authentication tag.</summary>
+    /// <summary>Bytes of an AES-256-GCM sealed frame's authentication tag.</summary>
     public const int TagSize = 16;
 
-    /// <summary>Largest plaintext chunk of a sealed Data frame: the tag fits in the same slot.</summary>
+    /// <summary>Bytes of an AEGIS-256 or AEGIS-128L sealed frame's authentication tag (libsodium's AEGIS tags are 256-bit).</summary>
+    public const int AegisTagSize = 32;
+
+    /// <summary>
+    /// Largest plaintext chunk of an AES-256-GCM sealed Data frame: the tag fits in the same slot. An AEGIS-256 frame
+    /// holds 16 bytes less (its tag is 32 bytes; <c>StreamCipher.MaxChunk</c>); either way a full frame fills its relay
+    /// slot exactly, which the batched receive and send rely on.
+    /// </summary>
     public const int MaxSealedChunk = ProtocolConstants.MaxChunkPayload - TagSize;
 
     /// <summary>The frame is sealed (AEAD) rather than checksummed.</summary>
     public bool IsSealed => (Flags & DataFrameFlags.Sealed) != 0;
 
+    /// <summary>Bytes of the frame's tag: 0 clear, 16 AES-256-GCM, 32 AEGIS-256.</summary>
+    public int TagLength => TagLengthOf(Flags);
+
     /// <summary>Bytes of plaintext the frame carries: the wire-stream bytes it advances the offset by.</summary>
-    public int PlaintextLength => IsSealed ? PayloadLength - TagSize : PayloadLength;
+    public int PlaintextLength => PayloadLength - TagLength;
+
+    private static int TagLengthOf(DataFrameFlags flags) =>
+        (flags & DataFrameFlags.Sealed) == 0 ? 0 : (flags & (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L)) != 0 ? AegisTagSize : TagSize;
 
     /// <summary>Size of the header on the wire.</summary>
     public const int Size = 32;
@@ -78,9 +95,12 @@ public readonly record struct DataFrameHeader(DataFrameType Type, int PayloadLen
         if (source[5] != ProtocolConstants.Version)
             throw new ProtocolException($"data frame version {source[5]}, expected {ProtocolConstants.Version}");
         var flags = (DataFrameFlags)source[6];
-        if ((flags & ~DataFrameFlags.Sealed) != 0)
+        // At most one cipher bit, and only on a sealed frame.
+        var cipher = flags & (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L);
+        if ((flags & ~(DataFrameFlags.Sealed | DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L)) != 0
+            || (cipher != 0 && (flags & DataFrameFlags.Sealed) == 0) || cipher == (DataFrameFlags.Aegis256 | DataFrameFlags.Aegis128L))
             throw new ProtocolException($"data frame with unknown flags 0x{(byte)flags:x2}");
-        int tag = (flags & DataFrameFlags.Sealed) != 0 ? TagSize : 0;
+        int tag = TagLengthOf(flags);
         int length = BinaryPrimitives.ReadInt32LittleEndian(source[8..]);
         long offset = BinaryPrimitives.ReadInt64LittleEndian(source[12..]);
         ulong checksum = BinaryPrimitives.ReadUInt64LittleEndian(source[20..]);

@@ -32,7 +32,7 @@ public sealed class RingWriterStream : SequentialWriteStream
         _ring = ring;
         _cancellation = cancellationToken;
         _cipher = cipher;
-        _chunk = cipher is null ? ProtocolConstants.MaxChunkPayload : DataFrameHeader.MaxSealedChunk;
+        _chunk = cipher is null ? ProtocolConstants.MaxChunkPayload : cipher.MaxChunk; // a full sealed frame fills its slot, whatever the tag
     }
 
     /// <summary>Wire bytes written so far.</summary>

@@ -48,6 +48,8 @@ public sealed class ClientOptions
     public ITransport? Transport { get; init; }
     /// <summary>The pre-shared key (--key-file): the server, the parents and the discovery answer must prove they hold it. Null: clear.</summary>
     public Security.PresharedKey? Key { get; init; }
+    /// <summary>Tests: where to look for libsodium instead of the shipped places (a node that lacks AEGIS).</summary>
+    internal IReadOnlyList<string>? LibsodiumCandidates { get; init; }
     /// <summary>The step run on every connection before any session message; null = the v2 handshake with <see cref="Key"/>.</summary>
     public IConnectionHandshake? Handshake { get; init; }
     /// <summary>Name reported to the server.</summary>

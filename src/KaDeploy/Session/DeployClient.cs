@@ -135,7 +135,7 @@ public sealed class DeployClient
         // server that passed the keyed handshake) would mean accepting clear frames: refused.
         if (_options.Key is not null && plan.StreamKey?.Length != StreamCipher.KeySize)
             throw new KaDeployException("the server's plan carries no stream key: refusing clear data in a keyed session");
-        using var streamCipher = plan.Keyed ? new StreamCipher(plan.StreamKey, plan.StreamId) : null;
+        using var streamCipher = plan.Keyed ? await OpenStreamCipherAsync(plan, channel, ct).ConfigureAwait(false) : null;
         var sink = _options.SinkFactory(plan);
         Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
@@ -221,6 +221,23 @@ public sealed class DeployClient
         await Task.WhenAll(accepting, reporting, watching, beating).ConfigureAwait(false);
         try { await controlReader.ConfigureAwait(false); } catch (OperationCanceledException) { }
         return result;
+    }
+
+    // The server chose the session's cipher; a node that cannot run it says so in one line, to its log and to the
+    // server (which counts it failed and re-attaches its children), and stops.
+    private async Task<StreamCipher> OpenStreamCipherAsync(Plan plan, ControlChannel channel, CancellationToken ct)
+    {
+        try
+        {
+            return StreamCipher.Create(plan.StreamKey!, plan.StreamId, plan.Cipher, _options.LibsodiumCandidates);
+        }
+        catch (CipherUnavailableException e)
+        {
+            Log($"refusing the session: {e.Message}");
+            try { await channel.SendAsync(new Done(false, 0, 0, 0, $"refused: {e.Message}"), ct).ConfigureAwait(false); }
+            catch (Exception f) when (ConnectionErrors.IsLinkFailure(f)) { Log($"could not report to the server: {ConnectionErrors.Describe(f)}"); }
+            throw;
+        }
     }
 
     private void Touch() => Volatile.Write(ref _lastHeard, Environment.TickCount64);

@@ -22,7 +22,7 @@ public sealed partial class DeployServer
         // Keyed: every frame is sealed once, here, under a stream key made for this session; it reaches the
         // nodes only inside their sealed Plans.
         var (streamKey, streamId) = _options.Key is null ? (null, 0u) : Security.StreamCipher.NewStream();
-        using var cipher = streamKey is null ? null : new Security.StreamCipher(streamKey, streamId);
+        using var cipher = streamKey is null ? null : new Security.StreamCipher(streamKey, streamId, _cipher);
 
         // The memory spool is the ring's retention: the produced frames stay where they are, nothing is copied.
         bool memorySpool = !_options.NoSpool && _options.SpoolDirectory is null;
@@ -56,7 +56,7 @@ public sealed partial class DeployServer
             var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
             // An empty parent address means "the host you reached the server's control port on".
             var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest, streamKey, streamId);
+                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest, streamKey, streamId, _cipher);
             await node.TrySendAsync(plan, ct).ConfigureAwait(false);
         }
 

@@ -31,6 +31,8 @@ public sealed partial class DeployServer : IAsyncDisposable
     private int _nextId = 1;
     private volatile Relay.DigestWriteStream? _producedDigest; // the payload's digest stream, read by the progress line
     private bool _started;
+    private readonly Security.StreamCipherKind _cipher; // the keyed session's AEAD, chosen before any port is bound
+    private readonly string _cipherNote;
 
     /// <summary>Binds the control, data and discovery ports at once, so that a port clash fails before anyone waits.</summary>
     public DeployServer(ServerOptions options)
@@ -40,6 +42,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         if (options.Arity is < 1 or > 64) throw new KaDeployException("--arity must be between 1 and 64");
         if (options.FailureTimeout <= TimeSpan.FromSeconds(0.5)) throw new KaDeployException("--failure-timeout must be more than the 0.5 s heartbeat interval");
         _options = options;
+        (_cipher, _cipherNote) = ChooseCipher(options);
         Heartbeats.ReserveThreads();
         _transport = options.Transport ?? new TcpTransport(options.DeadPeerTimeout);
         // Always the v2 handshake, keyed or not: a keyed peer and an unkeyed one refuse each other in one line.
@@ -57,6 +60,22 @@ public sealed partial class DeployServer : IAsyncDisposable
         if (options.Discovery && options.Transport is null && options.Bind.AddressFamily == AddressFamily.InterNetwork)
             _discovery = Discovery.BindResponder(options.Bind, options.DiscoveryPort, Log);
     }
+
+    // --cipher: an explicit AEGIS-256 the server cannot run is an error now, not a surprise at the first frame;
+    // auto falls back to AES-256-GCM and says why.
+    private static (Security.StreamCipherKind, string) ChooseCipher(ServerOptions options)
+    {
+        if (options.Key is null) return (Security.StreamCipherKind.Aes256Gcm, "");
+        var wanted = options.Cipher ?? Security.StreamCipherKind.Aegis256;
+        if (Security.StreamCipher.IsAvailable(wanted, out string why))
+            return (wanted, $"frames sealed with {Security.StreamCipher.NameOf(wanted)}"
+                + (wanted != Security.StreamCipherKind.Aes256Gcm && Security.Libsodium.Load(out _) is { } l ? $" (libsodium {l.Version}, {l.Path})" : ""));
+        if (options.Cipher is not null) throw new Security.CipherUnavailableException(wanted, why);
+        return (Security.StreamCipherKind.Aes256Gcm, $"frames sealed with AES-256-GCM (AEGIS-256 unavailable: {why})");
+    }
+
+    /// <summary>The AEAD this server seals a keyed session's frames with (<see cref="ServerOptions.Cipher"/> resolved).</summary>
+    public Security.StreamCipherKind Cipher => _cipher;
 
     /// <summary>The control port actually bound (useful when 0 was asked for).</summary>
     public int ControlPort => _controlListener.LocalEndPoint.Port;
@@ -93,6 +112,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         _ = estimate?.ContinueWith(t => Log($"size estimate: {t.Result} bytes"),
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         if (_discovery is not null) _background.Add(Discovery.RespondAsync(_discovery, _options.Session, ControlPort, _options.Bind, _options.Key, Log, ct));
+        if (_cipherNote.Length > 0) Log(_cipherNote);
         Log($"session '{_options.Session}': waiting for {_options.Clients} client(s) on port {ControlPort}, sending {_options.Source.Description}");
 
         string why = await WaitForStartAsync(ct).ConfigureAwait(false);

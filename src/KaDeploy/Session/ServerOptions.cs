@@ -71,6 +71,11 @@ public sealed class ServerOptions
     public ITransport? Transport { get; init; }
     /// <summary>The pre-shared key (--key-file): every connection authenticated, control frames and data sealed. Null: clear.</summary>
     public Security.PresharedKey? Key { get; init; }
+    /// <summary>
+    /// The AEAD of a keyed session's frames (--cipher); null = auto: AEGIS-256 where this process loads libsodium with
+    /// AEGIS, else AES-256-GCM. Carried to the nodes in their sealed Plans.
+    /// </summary>
+    public Security.StreamCipherKind? Cipher { get; init; }
     /// <summary>The step run on every connection before any session message; null = the v2 handshake with <see cref="Key"/>.</summary>
     public IConnectionHandshake? Handshake { get; init; }
     /// <summary>Where log lines go.</summary>

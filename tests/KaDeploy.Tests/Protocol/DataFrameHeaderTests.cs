@@ -68,9 +68,12 @@ public class DataFrameHeaderTests
     }
 
     [Theory]
-    [InlineData(0x02)]
+    [InlineData(0x02)] // AEGIS-256 without Sealed
     [InlineData(0x80)]
-    [InlineData(0x03)] // Sealed plus an unknown bit
+    [InlineData(0x09)] // Sealed plus an unknown bit
+    [InlineData(0x0B)] // Sealed, AEGIS-256 and an unknown bit
+    [InlineData(0x07)] // Sealed with two ciphers at once
+    [InlineData(0x04)] // AEGIS-128L without Sealed
     public void UnknownFlagsAreRefused(byte flags)
     {
         byte[] b = Bytes(new DataFrameHeader(DataFrameType.Data, 100, 0, 0));
@@ -133,6 +136,17 @@ public class DataFrameHeaderTests
         Assert.False(clear.IsSealed);
         Assert.Equal(1000, clear.PlaintextLength);
         Assert.Equal(ProtocolConstants.MaxChunkPayload - DataFrameHeader.TagSize, DataFrameHeader.MaxSealedChunk);
+    }
+
+    [Fact]
+    public void AegisFramesCarryA32ByteTag()
+    {
+        var aegis = DataFrameHeader.Read(Bytes(new DataFrameHeader(DataFrameType.Data, 1000, 0, 0, DataFrameFlags.Sealed | DataFrameFlags.Aegis256)));
+        Assert.Equal(1000 - DataFrameHeader.AegisTagSize, aegis.PlaintextLength);
+        Assert.Equal(DataFrameHeader.EndPayloadSize + 32,
+            DataFrameHeader.Read(Bytes(new DataFrameHeader(DataFrameType.End, DataFrameHeader.EndPayloadSize + 32, 0, 0, DataFrameFlags.Sealed | DataFrameFlags.Aegis256))).PayloadLength);
+        Assert.Equal($"End frame of {DataFrameHeader.EndPayloadSize + 16} bytes, expected {DataFrameHeader.EndPayloadSize + 32}",
+            Refused(Bytes(new DataFrameHeader(DataFrameType.End, DataFrameHeader.EndPayloadSize + 16, 0, 0, DataFrameFlags.Sealed | DataFrameFlags.Aegis256))));
     }
 
     [Fact]

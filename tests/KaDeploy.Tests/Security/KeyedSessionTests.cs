@@ -76,10 +76,13 @@ public class KeyedSessionTests
         public CheckingSink[] Sinks { get; }
         public DeployServer Server { get; }
         public PresharedKey?[] ClientKeys { get; }
+        public Func<int, IReadOnlyList<string>?> LibsodiumFor { get; }
 
         public Cluster(int clients, PresharedKey? serverKey, Func<int, PresharedKey?> clientKey, bool tcp = false, int arity = 1,
-            Func<int, Cluster, CheckingSink>? sinkFor = null, IPAddress? tamperAt = null)
+            Func<int, Cluster, CheckingSink>? sinkFor = null, IPAddress? tamperAt = null, StreamCipherKind? cipher = null,
+            Func<int, IReadOnlyList<string>?>? libsodiumFor = null)
         {
+            LibsodiumFor = libsodiumFor ?? (_ => null);
             SyncLog = TextWriter.Synchronized(Log);
             Net = tcp ? null : new MemoryTransport { WindowBytes = 128 * 1024 };
             Tamper = tamperAt is null ? null : new TamperingTransport(Net!, tamperAt);
@@ -93,7 +96,7 @@ public class KeyedSessionTests
                 Source = new GeneratedSource(Length, Seed), Clients = clients, Arity = arity, BufferBytes = 1L << 20,
                 Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "keyed", Log = SyncLog,
                 Transport = (ITransport?)Tamper ?? Net, FailureTimeout = TimeSpan.FromSeconds(3), SlowNodeAfter = TimeSpan.Zero, Key = serverKey,
-                LinkTimeout = TimeSpan.FromSeconds(20),
+                LinkTimeout = TimeSpan.FromSeconds(20), Cipher = cipher,
             });
         }
 
@@ -102,6 +105,7 @@ public class KeyedSessionTests
             Server = $"127.0.0.1:{Server.ControlPort}", Session = "keyed", Bind = Addresses[i], BufferBytes = 1L << 20,
             RetainBytes = 4L << 20, SinkFactory = _ => Sinks[i], Log = SyncLog, NodeName = $"n{i}", Transport = (ITransport?)Tamper ?? Net,
             FailureTimeout = TimeSpan.FromSeconds(3), ConnectTimeout = TimeSpan.FromSeconds(10), Key = ClientKeys[i],
+            LibsodiumCandidates = LibsodiumFor(i),
         };
 
         public Cluster Start()
@@ -158,15 +162,39 @@ public class KeyedSessionTests
 
     private static void AssertOneLine(string message) => Assert.DoesNotContain('\n', message);
 
-    [Fact]
-    public async Task AKeyedChainInMemoryVerifiesEveryCopy()
+    [Theory]
+    [InlineData(StreamCipherKind.Aes256Gcm, "frames sealed with AES-256-GCM")]
+    [InlineData(StreamCipherKind.Aegis256, "frames sealed with AEGIS-256 (libsodium 1.0.22")]
+    [InlineData(StreamCipherKind.Aegis128L, "frames sealed with AEGIS-128L (libsodium 1.0.22")]
+    [InlineData(null, "frames sealed with AEGIS-256 (libsodium 1.0.22")] // auto: AEGIS-256 where libsodium with AEGIS loads
+    public async Task AKeyedChainInMemoryVerifiesEveryCopy(StreamCipherKind? cipher, string said)
     {
         using var key = PresharedKey.Generate();
-        await using var c = new Cluster(3, key, _ => key).Start();
+        await using var c = new Cluster(3, key, _ => key, cipher: cipher).Start();
         var (report, results, _) = await c.FinishAsync();
         Assert.True(report.Success, report.Message + c.Log);
         AssertVerified(c, results, 0, 1, 2);
         Assert.DoesNotContain("failed authentication", c.Log.ToString());
+        Assert.Contains(said, c.Log.ToString());
+        Assert.Equal(cipher ?? StreamCipherKind.Aegis256, c.Server.Cipher);
+    }
+
+    [Fact]
+    public async Task ANodeThatCannotRunTheChosenCipherRefusesInOneLineAndTheOthersVerify()
+    {
+        using var key = PresharedKey.Generate();
+        // n1 finds no libsodium (as a node booted from an image without it would); it sits mid-chain, so n2 must be
+        // re-attached past it.
+        await using var c = new Cluster(3, key, _ => key, cipher: StreamCipherKind.Aegis256,
+            libsodiumFor: i => i == 1 ? ["/nonexistent/ka-deploy/libsodium.so"] : null).Start();
+        var (report, results, errors) = await c.FinishAsync();
+        AssertVerified(c, results, 0, 2);
+        var refused = Assert.IsType<CipherUnavailableException>(errors[1]);
+        Assert.StartsWith("cannot run AEGIS-256: libsodium >= 1.0.19 with AEGIS not found beside ka-deploy (looked for /nonexistent/ka-deploy/libsodium.so)", refused.Message);
+        AssertOneLine(refused.Message);
+        Assert.Equal(0, c.Sinks[1].Written);
+        Assert.Equal(["n1"], report.Failed.Select(f => f.Name));
+        Assert.Contains(c.Log.ToString().Split('\n'), l => l.Contains("ka-deploy server:") && l.Contains("FAILED") && l.Contains("refused: cannot run AEGIS-256"));
     }
 
     [Fact]
@@ -206,15 +234,15 @@ public class KeyedSessionTests
         Assert.Contains(serverKeyed && !strangerKeyed ? "requires a key" : strangerKeyed && !serverKeyed ? "has no key" : "failed authentication", line);
     }
 
-    [Fact]
-    public async Task AByteFlippedInOneSealedFrameIsCaughtByTheReceivingNodeBeforeItWritesOrForwardsIt()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task AByteFlippedInOneSealedFrameIsCaughtByTheReceivingNodeBeforeItWritesOrForwardsIt(StreamCipherKind cipher)
     {
         using var key = PresharedKey.Generate();
         // n0's data link to n1 flips one byte of the ciphertext of the frame it sends after n0 has written a third.
         Cluster? self = null;
         await using var c = new Cluster(3, key, _ => key, sinkFor: (i, cl) => i == 0
             ? new CheckingSink { TripAt = Length / 3, Trip = () => self!.Tamper!.Arm() }
-            : new CheckingSink(), tamperAt: IPAddress.Parse("127.0.9.10"));
+            : new CheckingSink(), tamperAt: IPAddress.Parse("127.0.9.10"), cipher: cipher);
         self = c;
         c.Start();
         var (report, results, _) = await c.FinishAsync();

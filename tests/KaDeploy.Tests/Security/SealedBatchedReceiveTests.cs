@@ -14,68 +14,73 @@ namespace KaDeploy.Tests.Security;
 /// </summary>
 public class SealedBatchedReceiveTests
 {
-    private const int Chunk = DataFrameHeader.MaxSealedChunk;
+    private static int ChunkOf(StreamCipherKind kind) => ProtocolConstants.MaxChunkPayload - TagOf(kind);
+    private static int TagOf(StreamCipherKind kind) => kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize;
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(StreamCipher.KeySize);
     private const uint StreamId = 0x0909_0909;
 
-    private static async Task<BatchedReceiveTests.Outcome> ReceiveAsync(byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
+    private static async Task<BatchedReceiveTests.Outcome> ReceiveAsync(StreamCipherKind kind, byte[] wire, Func<int, int, int> cut, int ringSlots = 40)
     {
-        using var cipher = new StreamCipher(StreamKey, StreamId);
+        using var cipher = new StreamCipher(StreamKey, StreamId, kind);
         using var ring = new RelayRing((long)ringSlots * (RelayRing.SlotSize + RelayRing.PlaintextSize), sealedFrames: true);
         return await BatchedReceiveTests.ReceiveThroughAsync(ring, () => new FrameReceiver(new BatchedReceiveTests.CutStream(wire, cut), ring, 0, cipher));
     }
 
-    private static List<byte[]> Sealed(byte[] payload)
+    private static List<byte[]> Sealed(StreamCipherKind kind, byte[] payload)
     {
-        using var cipher = new StreamCipher(StreamKey, StreamId);
+        using var cipher = new StreamCipher(StreamKey, StreamId, kind);
         return SealedDataFrameTests.Frames(payload, cipher);
     }
 
-    [Fact]
-    public async Task ManySealedFramesInOneReadFillTheirSlotsAndArriveIntact()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task ManySealedFramesInOneReadFillTheirSlotsAndArriveIntact(StreamCipherKind kind)
     {
         // 20 full sealed frames (each fills its wire slot exactly), a short one and the End frame: two runs and the carry.
-        var payload = RandomNumberGenerator.GetBytes(20 * Chunk + 777);
-        var frames = Sealed(payload);
+        var payload = RandomNumberGenerator.GetBytes(20 * ChunkOf(kind) + 777);
+        var frames = Sealed(kind, payload);
         Assert.All(frames.Take(20), f => Assert.Equal(RelayRing.SlotSize, f.Length));
         var wire = frames.SelectMany(f => f).ToArray();
-        BatchedReceiveTests.Intact(await ReceiveAsync(wire, (_, left) => left), frames, payload, "one read");
-        BatchedReceiveTests.Intact(await ReceiveAsync(wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
+        BatchedReceiveTests.Intact(await ReceiveAsync(kind, wire, (_, left) => left), frames, payload, "one read");
+        BatchedReceiveTests.Intact(await ReceiveAsync(kind, wire, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left)), frames, payload, "reads of 3 slots + 5");
     }
 
-    [Fact]
-    public async Task SealedFramesSplitAroundTheirBoundariesArriveIntact()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task SealedFramesSplitAroundTheirBoundariesArriveIntact(StreamCipherKind kind)
     {
-        var payload = RandomNumberGenerator.GetBytes(3 * Chunk + 100);
-        var frames = Sealed(payload);
+        var payload = RandomNumberGenerator.GetBytes(3 * ChunkOf(kind) + 100);
+        var frames = Sealed(kind, payload);
         var wire = frames.SelectMany(f => f).ToArray();
         var cuts = new SortedSet<int>();
         int end = wire.Length - frames[^1].Length;
         foreach (int boundary in new[] { RelayRing.SlotSize, 2 * RelayRing.SlotSize, 3 * RelayRing.SlotSize, end })
-            for (int d = -DataFrameHeader.TagSize - DataFrameHeader.Size - 1; d <= DataFrameHeader.Size + 1; d++)
+            for (int d = -TagOf(kind) - DataFrameHeader.Size - 1; d <= DataFrameHeader.Size + 1; d++)
                 if (boundary + d > 0 && boundary + d < wire.Length) cuts.Add(boundary + d);
         foreach (int at in cuts)
-            BatchedReceiveTests.Intact(await ReceiveAsync(wire, (read, left) => read == 0 ? at : left), frames, payload, $"cut at {at}");
+            BatchedReceiveTests.Intact(await ReceiveAsync(kind, wire, (read, left) => read == 0 ? at : left), frames, payload, $"cut at {at}");
     }
 
     [Theory]
-    [InlineData(0, false)]  // the first frame of the read
-    [InlineData(5, false)]  // in the middle of a run
-    [InlineData(15, true)]  // the last slot of the first run, its tag
-    [InlineData(16, false)] // the first slot of the second run
-    public async Task AFlippedByteInTheMiddleOfABatchStopsEverythingFromIt(int bad, bool inTag)
+    [InlineData(0, false, StreamCipherKind.Aes256Gcm)]  // the first frame of the read
+    [InlineData(5, false, StreamCipherKind.Aes256Gcm)]  // in the middle of a run
+    [InlineData(15, true, StreamCipherKind.Aes256Gcm)]  // the last slot of the first run, its tag
+    [InlineData(16, false, StreamCipherKind.Aes256Gcm)] // the first slot of the second run
+    [InlineData(0, false, StreamCipherKind.Aegis256)]
+    [InlineData(5, false, StreamCipherKind.Aegis256)]
+    [InlineData(15, true, StreamCipherKind.Aegis256)]
+    [InlineData(16, false, StreamCipherKind.Aegis256)]
+    public async Task AFlippedByteInTheMiddleOfABatchStopsEverythingFromIt(int bad, bool inTag, StreamCipherKind kind)
     {
-        var payload = RandomNumberGenerator.GetBytes(20 * Chunk);
-        var frames = Sealed(payload);
+        var payload = RandomNumberGenerator.GetBytes(20 * ChunkOf(kind));
+        var frames = Sealed(kind, payload);
         frames[bad][inTag ? frames[bad].Length - 3 : DataFrameHeader.Size + 1000] ^= 0x10;
         var wire = frames.SelectMany(f => f).ToArray();
         foreach (Func<int, int, int> cut in new Func<int, int, int>[] { (_, left) => left, (_, left) => Math.Min(3 * RelayRing.SlotSize + 5, left) })
         {
-            var o = await ReceiveAsync(wire, cut);
+            var o = await ReceiveAsync(kind, wire, cut);
             Assert.Contains("failed authentication", Assert.IsType<ProtocolException>(o.ReceiverError).Message);
             Assert.Equal(bad, o.Published);                                   // the good frames before it, and nothing else
             Assert.Equal(frames.Take(bad).SelectMany(f => f).ToArray(), o.Forwarded);
-            Assert.Equal(payload[..(bad * Chunk)], o.Written);
+            Assert.Equal(payload[..(bad * ChunkOf(kind))], o.Written);
             Assert.IsType<KaDeployException>(o.WriteError);                   // the sink learns the upstream failed
         }
     }

@@ -9,13 +9,14 @@ namespace KaDeploy.Tests.Security;
 /// <summary>
 /// Data frames sealed once at the server (RingWriterStream) and opened on a node (FrameReceiver):
 /// every manipulation named in issue 9 is detected before a byte is published, and what a node
-/// publishes before the failure is exactly the server's bytes.
+/// publishes before the failure is exactly the server's bytes. Every test runs with each stream cipher
+/// (AES-256-GCM and AEGIS-256): the second is held to the same bar as the first.
 /// </summary>
 public class SealedDataFrameTests
 {
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(32);
     private const uint StreamId = 0x1234_5678;
-    private const int Chunk = DataFrameHeader.MaxSealedChunk;
+    private static int ChunkOf(StreamCipherKind kind) => ProtocolConstants.MaxChunkPayload - (kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
 
     private static byte[] Payload(int length, int seed = 1)
     {
@@ -62,17 +63,18 @@ public class SealedDataFrameTests
         return (published.ToArray(), error, end);
     }
 
-    private static StreamCipher Cipher(byte[]? key = null, uint id = StreamId) => new(key ?? StreamKey, id);
+    private static StreamCipher Cipher(StreamCipherKind kind, byte[]? key = null, uint id = StreamId) => new(key ?? StreamKey, id, kind);
 
-    [Fact]
-    public void Sealed_stream_arrives_whole_with_an_authenticated_end()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Sealed_stream_arrives_whole_with_an_authenticated_end(StreamCipherKind kind)
     {
-        var payload = Payload(3 * Chunk + 1000);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(3 * chunk + 1000);
+        using var c = Cipher(kind);
         var frames = Frames(payload, c);
         Assert.Equal(5, frames.Count);
         Assert.All(frames, f => Assert.True(DataFrameHeader.Read(f).IsSealed));
-        using var o = Cipher();
+        using var o = Cipher(kind);
         var (published, error, end) = Receive(frames, o);
         Assert.Null(error);
         Assert.Equal(payload, published);
@@ -80,120 +82,128 @@ public class SealedDataFrameTests
         Assert.Equal(SHA256.HashData(payload), end.Digest);
     }
 
-    [Fact]
-    public void Ciphertext_does_not_contain_the_plaintext()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Ciphertext_does_not_contain_the_plaintext(StreamCipherKind kind)
     {
         var payload = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("KD-MARKER-1234567 ", 10000)));
-        using var c = Cipher();
+        using var c = Cipher(kind);
         var wire = Frames(payload, c).SelectMany(f => f).ToArray();
         Assert.True(wire.AsSpan().IndexOf("KD-MARKER-1234567"u8) < 0);
         Assert.True(Frames(payload, null).SelectMany(f => f).ToArray().AsSpan().IndexOf("KD-MARKER-1234567"u8) >= 0);
     }
 
-    [Fact]
-    public void Identical_chunks_seal_to_different_ciphertext()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Identical_chunks_seal_to_different_ciphertext(StreamCipherKind kind)
     {
+        int chunk = ChunkOf(kind);
         // The nonce carries the offset: one chunk repeated through the stream never reuses a keystream.
-        var chunk = Payload(Chunk);
-        using var c = Cipher();
-        var f = Frames([.. chunk, .. chunk], c);
+        var same = Payload(chunk);
+        using var c = Cipher(kind);
+        var f = Frames([.. same, .. same], c);
         Assert.False(f[0].AsSpan(DataFrameHeader.Size).SequenceEqual(f[1].AsSpan(DataFrameHeader.Size)));
         var xor = new byte[64];
         for (int i = 0; i < xor.Length; i++) xor[i] = (byte)(f[0][DataFrameHeader.Size + i] ^ f[1][DataFrameHeader.Size + i]);
         Assert.Contains(xor, b => b != 0);
     }
 
-    [Fact]
-    public void Wrong_key_opens_nothing()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Wrong_key_opens_nothing(StreamCipherKind kind)
     {
-        using var c = Cipher();
-        var frames = Frames(Payload(2 * Chunk), c);
-        using var wrong = Cipher(RandomNumberGenerator.GetBytes(32));
+        int chunk = ChunkOf(kind);
+        using var c = Cipher(kind);
+        var frames = Frames(Payload(2 * chunk), c);
+        using var wrong = Cipher(kind, RandomNumberGenerator.GetBytes(32));
         var (published, error, _) = Receive(frames, wrong);
         Assert.IsType<ProtocolException>(error);
         Assert.Contains("failed authentication", error!.Message);
         Assert.Empty(published);
     }
 
-    [Fact]
-    public void Frames_of_another_session_fail()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Frames_of_another_session_fail(StreamCipherKind kind)
     {
+        int chunk = ChunkOf(kind);
         // Same key, another stream id: a session that reused a stream key still cannot feed this one.
-        using var c = Cipher(id: StreamId + 1);
-        var frames = Frames(Payload(Chunk), c);
-        using var o = Cipher();
+        using var c = Cipher(kind, id: StreamId + 1);
+        var frames = Frames(Payload(chunk), c);
+        using var o = Cipher(kind);
         var (published, error, _) = Receive(frames, o);
         Assert.IsType<ProtocolException>(error);
         Assert.Empty(published);
     }
 
-    [Fact]
-    public void A_frame_replayed_at_another_offset_fails()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void A_frame_replayed_at_another_offset_fails(StreamCipherKind kind)
     {
-        var payload = Payload(3 * Chunk + 10);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(3 * chunk + 10);
+        using var c = Cipher(kind);
         var f = Frames(payload, c);
         // Frame 0's sealed chunk, relabelled to stand where frame 1 belongs.
         var replay = f[0].ToArray();
-        BinaryPrimitives.WriteInt64LittleEndian(replay.AsSpan(12), Chunk);
-        using var o = Cipher();
+        BinaryPrimitives.WriteInt64LittleEndian(replay.AsSpan(12), chunk);
+        using var o = Cipher(kind);
         var (published, error, _) = Receive([f[0], replay, f[2], f[3], f[4]], o);
         Assert.IsType<ProtocolException>(error);
-        Assert.Equal(payload[..Chunk], published);
+        Assert.Equal(payload[..chunk], published);
     }
 
-    [Fact]
-    public void Reordered_frames_fail()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Reordered_frames_fail(StreamCipherKind kind)
     {
-        var payload = Payload(3 * Chunk + 10);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(3 * chunk + 10);
+        using var c = Cipher(kind);
         var f = Frames(payload, c);
-        using var o = Cipher();
+        using var o = Cipher(kind);
         var (published, error, _) = Receive([f[0], f[2], f[1], f[3], f[4]], o);
         Assert.IsType<ProtocolException>(error);
-        Assert.Equal(payload[..Chunk], published);
+        Assert.Equal(payload[..chunk], published);
     }
 
-    [Fact]
-    public void A_stream_cut_short_never_ends_cleanly()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void A_stream_cut_short_never_ends_cleanly(StreamCipherKind kind)
     {
-        var payload = Payload(3 * Chunk + 10);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(3 * chunk + 10);
+        using var c = Cipher(kind);
         var f = Frames(payload, c);
-        using var o1 = Cipher();
+        using var o1 = Cipher(kind);
         Assert.IsType<ProtocolException>(Receive([f[0], f[1]], o1).Error);
         // An End frame moved forward to claim the stream stopped early: its offset is authenticated.
         var early = f[4].ToArray();
-        BinaryPrimitives.WriteInt64LittleEndian(early.AsSpan(12), 2L * Chunk);
-        using var o2 = Cipher();
+        BinaryPrimitives.WriteInt64LittleEndian(early.AsSpan(12), 2L * chunk);
+        using var o2 = Cipher(kind);
         var (published, error, end) = Receive([f[0], f[1], early], o2);
         Assert.IsType<ProtocolException>(error);
         Assert.Null(end);
-        Assert.Equal(payload[..(2 * Chunk)], published);
+        Assert.Equal(payload[..(2 * chunk)], published);
     }
 
-    [Fact]
-    public void Every_header_byte_is_authenticated()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void Every_header_byte_is_authenticated(StreamCipherKind kind)
     {
-        var payload = Payload(Chunk + 5);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(chunk + 5);
+        using var c = Cipher(kind);
         var f = Frames(payload, c);
         for (int i = 0; i < DataFrameHeader.Size; i++)
         {
             var bad = f[1].ToArray();
             bad[i] ^= 0x01;
-            using var o = Cipher();
+            using var o = Cipher(kind);
             var (published, error, _) = Receive([f[0], bad, f[2]], o);
             Assert.True(error is ProtocolException, $"header byte {i} flipped: {error?.GetType().Name ?? "accepted"}");
-            Assert.Equal(payload[..Chunk], published);
+            Assert.Equal(payload[..chunk], published);
         }
     }
 
-    [Fact]
-    public void A_flipped_bit_anywhere_in_the_sealed_payload_is_detected_and_nothing_of_that_frame_is_published()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void A_flipped_bit_anywhere_in_the_sealed_payload_is_detected_and_nothing_of_that_frame_is_published(StreamCipherKind kind)
     {
-        var payload = Payload(2 * Chunk);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(2 * chunk);
+        using var c = Cipher(kind);
         var f = Frames(payload, c);
         var rng = new Random(9);
         for (int k = 0; k < 40; k++)
@@ -201,47 +211,114 @@ public class SealedDataFrameTests
             var bad = f[1].ToArray();
             int pos = k == 0 ? bad.Length - 1 : DataFrameHeader.Size + rng.Next(bad.Length - DataFrameHeader.Size); // k=0: last tag byte
             bad[pos] ^= (byte)(1 << rng.Next(8));
-            using var o = Cipher();
+            using var o = Cipher(kind);
             var (published, error, _) = Receive([f[0], bad, f[2]], o);
             Assert.IsType<ProtocolException>(error);
-            Assert.Equal(payload[..Chunk], published);
+            Assert.Equal(payload[..chunk], published);
         }
     }
 
-    [Fact]
-    public void A_clear_frame_in_a_keyed_session_is_refused()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void A_clear_frame_in_a_keyed_session_is_refused(StreamCipherKind kind)
     {
-        var payload = Payload(Chunk);
+        int chunk = ChunkOf(kind);
+        var payload = Payload(chunk);
         var clear = Frames(payload, null);
-        using var o = Cipher();
+        using var o = Cipher(kind);
         var (published, error, _) = Receive(clear, o);
         Assert.Contains("clear", error!.Message);
         Assert.Empty(published);
     }
 
-    [Fact]
-    public void A_sealed_frame_at_an_unkeyed_node_is_refused()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public void A_sealed_frame_at_an_unkeyed_node_is_refused(StreamCipherKind kind)
     {
-        using var c = Cipher();
+        using var c = Cipher(kind);
         var (published, error, _) = Receive(Frames(Payload(100), c), null);
         Assert.Contains("no stream key", error!.Message);
         Assert.Empty(published);
     }
 
-    [Fact]
-    public async Task Relays_forward_the_sealed_bytes_unchanged()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task Relays_forward_the_sealed_bytes_unchanged(StreamCipherKind kind)
     {
-        var payload = Payload(2 * Chunk + 3);
-        using var c = Cipher();
+        int chunk = ChunkOf(kind);
+        var payload = Payload(2 * chunk + 3);
+        using var c = Cipher(kind);
         var frames = Frames(payload, c);
         using var ring = new RelayRing(64 * RelayRing.SlotSize, sealedFrames: true);
         using var child = ring.Attach("child");
-        using var o = Cipher();
+        using var o = Cipher(kind);
         await new FrameReceiver(new MemoryStream(frames.SelectMany(f => f).ToArray()), ring, 0, o).RunAsync(default);
         for (int i = 0; i < frames.Count; i++)
         {
             Assert.Equal(frames[i], child.Next(default).Bytes.ToArray());
             child.Advance();
         }
+    }
+
+    [Fact]
+    public void A_frame_sealed_with_the_other_cipher_is_refused_even_under_the_same_key()
+    {
+        // The cipher is in the flags, the flags are in the associated data, and a node opens only its Plan's cipher:
+        // no one can make a node accept frames of a cipher the server did not choose.
+        var payload = Payload(1000);
+        using var gcm = Cipher(StreamCipherKind.Aes256Gcm);
+        using var aegis = Cipher(StreamCipherKind.Aegis256);
+        var (published, error, _) = Receive(Frames(payload, gcm), aegis);
+        Assert.Contains("sealed with AES-256-GCM, this session uses AEGIS-256", Assert.IsType<ProtocolException>(error).Message);
+        Assert.Empty(published);
+        using var aegis2 = Cipher(StreamCipherKind.Aegis256);
+        using var gcm2 = Cipher(StreamCipherKind.Aes256Gcm);
+        (published, error, _) = Receive(Frames(payload, aegis2), gcm2);
+        Assert.Contains("sealed with AEGIS-256, this session uses AES-256-GCM", Assert.IsType<ProtocolException>(error).Message);
+        Assert.Empty(published);
+        using var aegis3 = Cipher(StreamCipherKind.Aegis256);
+        using var l128 = Cipher(StreamCipherKind.Aegis128L);
+        (published, error, _) = Receive(Frames(payload, aegis3), l128);
+        Assert.Contains("sealed with AEGIS-256, this session uses AEGIS-128L", Assert.IsType<ProtocolException>(error).Message);
+        Assert.Empty(published);
+    }
+
+    [Fact]
+    public void Aegis_frames_carry_a_32_byte_tag_and_fill_their_slot()
+    {
+        using var c = Cipher(StreamCipherKind.Aegis256);
+        Assert.Equal(32, c.TagSize);
+        var frames = Frames(Payload(2 * c.MaxChunk + 1), c);
+        var h = DataFrameHeader.Read(frames[0]);
+        Assert.Equal(DataFrameFlags.Sealed | DataFrameFlags.Aegis256, h.Flags);
+        Assert.Equal(RelayRing.SlotSize, frames[0].Length);
+        Assert.Equal(c.MaxChunk, h.PlaintextLength);
+        Assert.Equal(1 + 32, DataFrameHeader.Read(frames[2]).PayloadLength);
+    }
+
+    [Theory]
+    [InlineData(DataFrameType.Data, 0L, "F6E3C25A548D3F1433AF55E412727E0FDB868913422066D3FEF72D442250DB2C7937F00AADBA81CBDBDF8979EDB00399")]
+    [InlineData(DataFrameType.Data, 0x12345678L, "C0B58B29A23FEB79F3836CBE3D6ACB81740B8235958E2FE7E43406915696B4D34EC30666BCCFBE68DD4124FB0E170AB6")]
+    [InlineData(DataFrameType.End, 0x12345678L, "69A3F91E2E1F1958B00A065855A485E2624B2795D3875353677875FBB894A8394EB24B9B5FFF22D71920ADA33E86DCE6")]
+    public void Aegis_seals_as_libsodium_does(DataFrameType type, long offset, string expected)
+    {
+        // Known answers computed independently (Python ctypes on libsodium 1.0.22's crypto_aead_aegis256_encrypt_detached;
+        // key 0..31, nonce = u32 stream id 7 || u64 offset with bit 63 set for End || 20 zero bytes, ad = the frame
+        // header): a wrapper that swaps arguments, or a nonce that leaves out the offset or the frame type, agrees
+        // with itself but not with these.
+        var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        using var c = new StreamCipher(key, 7, StreamCipherKind.Aegis256);
+        var frame = new byte[DataFrameHeader.Size + 16 + 32];
+        c.Seal(type, offset, "ka-deploy aegis!"u8, frame);
+        Assert.Equal(expected, Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
+    }
+    [Fact]
+    public void Aegis128L_seals_as_libsodium_does()
+    {
+        // As above with crypto_aead_aegis128l_encrypt_detached: key = the stream key's first 16 bytes (0..15), nonce =
+        // u32 stream id 7 || u64 offset || 4 zero bytes.
+        var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        using var c = new StreamCipher(key, 7, StreamCipherKind.Aegis128L);
+        var frame = new byte[DataFrameHeader.Size + 16 + 32];
+        c.Seal(DataFrameType.Data, 0x12345678, "ka-deploy aegis!"u8, frame);
+        Assert.Equal("A9150F7AB948D8044BD03172695861E7786576E357AB40B4B74B5A1B30D215373C5102CDB0AB829863176F536CF03B47",
+            Convert.ToHexString(frame.AsSpan(DataFrameHeader.Size)));
     }
 }

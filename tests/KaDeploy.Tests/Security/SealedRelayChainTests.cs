@@ -30,7 +30,7 @@ public class SealedRelayChainTests
     }
 
     /// <summary>Runs server → node 1 → ... → node N; <paramref name="flipInto"/> = (node, wire position) of a flipped byte.</summary>
-    private static async Task<(List<NodeResult> Nodes, List<byte[]> LinkBytes)> RunChain(byte[] payload, int nodes, (int Node, long At)? flipInto = null)
+    private static async Task<(List<NodeResult> Nodes, List<byte[]> LinkBytes)> RunChain(StreamCipherKind kind, byte[] payload, int nodes, (int Node, long At)? flipInto = null)
     {
         var (key, id) = StreamCipher.NewStream();
         var links = Enumerable.Range(0, nodes).Select(_ => InMemoryConnection.Create()).ToList();
@@ -41,7 +41,7 @@ public class SealedRelayChainTests
         var serverSender = new ChildSender(serverRing.Attach("node 1"), links[0].A);
         tasks.Add(Task.Run(async () =>
         {
-            using var cipher = new StreamCipher(key, id);
+            using var cipher = new StreamCipher(key, id, kind);
             var writer = new RingWriterStream(serverRing, default, cipher);
             await writer.WriteAsync(payload);
             await writer.CompleteAsync(payload.Length, DigestAlgorithm.Sha256, SHA256.HashData(payload), default);
@@ -57,7 +57,7 @@ public class SealedRelayChainTests
             tasks.Add(Task.Run(async () =>
             {
                 var ring = new RelayRing(16 * RelayRing.SlotSize, sealedFrames: true);
-                using var cipher = new StreamCipher(key, id);
+                using var cipher = new StreamCipher(key, id, kind);
                 var sink = new RingReaderStream(ring.Attach("disk"));
                 Task? forward = null;
                 if (i + 1 < nodes)
@@ -79,29 +79,30 @@ public class SealedRelayChainTests
         return ([.. results], links.Select(l => l.A.Sent).ToList());
     }
 
-    [Fact]
-    public async Task Every_node_gets_the_payload_and_relays_forward_the_servers_ciphertext()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task Every_node_gets_the_payload_and_relays_forward_the_servers_ciphertext(StreamCipherKind kind)
     {
         var payload = RandomNumberGenerator.GetBytes(5 * DataFrameHeader.MaxSealedChunk + 777);
-        var (nodes, links) = await RunChain(payload, 3);
+        var (nodes, links) = await RunChain(kind, payload, 3);
         Assert.All(nodes, n => { Assert.Null(n.Error); Assert.Equal(payload, n.Written); });
         Assert.Equal(links[0], links[1]); // node 1 forwarded exactly what the server sent
         Assert.Equal(links[0], links[2]);
     }
 
-    [Fact]
-    public async Task One_flipped_byte_stops_the_stream_at_that_frame_and_no_node_writes_a_wrong_byte()
+    [Theory, InlineData(StreamCipherKind.Aes256Gcm), InlineData(StreamCipherKind.Aegis256), InlineData(StreamCipherKind.Aegis128L)]
+    public async Task One_flipped_byte_stops_the_stream_at_that_frame_and_no_node_writes_a_wrong_byte(StreamCipherKind kind)
     {
-        const int Frame = DataFrameHeader.Size + DataFrameHeader.MaxSealedChunk + DataFrameHeader.TagSize;
-        var payload = RandomNumberGenerator.GetBytes(5 * DataFrameHeader.MaxSealedChunk);
+        const int Frame = DataFrameHeader.Size + ProtocolConstants.MaxChunkPayload; // a full sealed frame, whatever the tag
+        int chunk = ProtocolConstants.MaxChunkPayload - (kind != StreamCipherKind.Aes256Gcm ? DataFrameHeader.AegisTagSize : DataFrameHeader.TagSize);
+        var payload = RandomNumberGenerator.GetBytes(5 * chunk);
         long at = 2L * Frame + 5000; // inside the third frame's ciphertext, on the link into node 2
-        var (nodes, links) = await RunChain(payload, 3, (2, at));
+        var (nodes, links) = await RunChain(kind, payload, 3, (2, at));
         Assert.Null(nodes[0].Error);
         Assert.Equal(payload, nodes[0].Written);
         Assert.Contains("failed authentication", nodes[1].Error!.Message);
-        Assert.Equal(payload[..(2 * DataFrameHeader.MaxSealedChunk)], nodes[1].Written); // a true prefix, then nothing
+        Assert.Equal(payload[..(2 * chunk)], nodes[1].Written); // a true prefix, then nothing
         Assert.NotNull(nodes[2].Error);
-        Assert.Equal(payload[..(2 * DataFrameHeader.MaxSealedChunk)], nodes[2].Written);
+        Assert.Equal(payload[..(2 * chunk)], nodes[2].Written);
         Assert.Equal(2 * Frame, links[2].Length); // node 2 never forwarded the altered frame
     }
 }
