@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using KaDeploy.IO;
 
 namespace KaDeploy.Payloads.Exec;
 
@@ -43,12 +44,22 @@ public sealed class CommandSource : IPayloadSource
         using CancellationTokenRegistration registration = cancellationToken.Register(() => ShellCommand.Kill(process));
         Stream stdout = process.StandardOutput.BaseStream;
         ShellCommand.GrowPipe(stdout);
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize);
+        // Read straight into the output's memory (the server's ring slot) when it lends it: no copy of our own.
+        var direct = output is ISegmentWriter { LendsSegments: true } lender ? lender : null;
+        byte[] buffer = direct is null ? ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize) : [];
         try
         {
             int n;
-            while ((n = await stdout.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
-                await output.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+            if (direct is not null)
+            {
+                while ((n = await stdout.ReadAsync(await direct.GetSegmentAsync(cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false)) > 0)
+                    direct.Advance(n);
+            }
+            else
+            {
+                while ((n = await stdout.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+                    await output.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+            }
         }
         catch
         {
@@ -60,7 +71,7 @@ public sealed class CommandSource : IPayloadSource
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (direct is null) ArrayPool<byte>.Shared.Return(buffer);
         }
         await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
         if (process.ExitCode != 0)
