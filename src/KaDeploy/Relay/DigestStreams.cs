@@ -67,39 +67,12 @@ public sealed class PayloadDigest : IDisposable
     }
 }
 
-/// <summary>
-/// Pass-through write stream that counts and digests the payload on its way to the wire. Lends the stream
-/// below's segments (<see cref="ISegmentWriter"/>) when it can, and digests what is put there as it is committed,
-/// while it is still in cache.
-/// </summary>
-public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialWriteStream, ISegmentWriter
+/// <summary>Pass-through write stream that counts and digests the payload on its way to the wire.</summary>
+public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialWriteStream
 {
     private readonly PayloadDigest _hash = new(algorithm);
-    private readonly ISegmentWriter? _lender = inner is ISegmentWriter { LendsSegments: true } w ? w : null;
-    private Memory<byte> _lent;
 
     private long _count;
-
-    /// <inheritdoc />
-    public bool LendsSegments => _lender is not null;
-
-    /// <inheritdoc />
-    public async ValueTask<Memory<byte>> GetSegmentAsync(CancellationToken cancellationToken)
-    {
-        if (_lender is null) throw new NotSupportedException("the stream below lends no segments");
-        _lent = await _lender.GetSegmentAsync(cancellationToken).ConfigureAwait(false);
-        return _lent;
-    }
-
-    /// <inheritdoc />
-    public void Advance(int count)
-    {
-        if (_lender is null) throw new NotSupportedException("the stream below lends no segments");
-        _hash.Append(_lent.Span[..count]);
-        Volatile.Write(ref _count, _count + count);
-        _lent = default;
-        _lender.Advance(count);
-    }
 
     /// <summary>Payload bytes written so far (safe to read from another thread for progress).</summary>
     public long Length64 => Volatile.Read(ref _count);

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using KaDeploy.IO;
 
 namespace KaDeploy.Payloads.Exec;
 
@@ -44,22 +43,12 @@ public sealed class CommandSource : IPayloadSource
         using CancellationTokenRegistration registration = cancellationToken.Register(() => ShellCommand.Kill(process));
         Stream stdout = process.StandardOutput.BaseStream;
         ShellCommand.GrowPipe(stdout);
-        // Read straight into the output's memory (the server's ring slot) when it lends it: no copy of our own.
-        var direct = output is ISegmentWriter { LendsSegments: true } lender ? lender : null;
-        byte[] buffer = direct is null ? ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize) : [];
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize);
         try
         {
             int n;
-            if (direct is not null)
-            {
-                while ((n = await stdout.ReadAsync(await direct.GetSegmentAsync(cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false)) > 0)
-                    direct.Advance(n);
-            }
-            else
-            {
-                while ((n = await stdout.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
-                    await output.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
-            }
+            while ((n = await stdout.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+                await output.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -71,7 +60,7 @@ public sealed class CommandSource : IPayloadSource
         }
         finally
         {
-            if (direct is null) ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(buffer);
         }
         await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
         if (process.ExitCode != 0)
