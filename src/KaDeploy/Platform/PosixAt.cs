@@ -22,12 +22,25 @@ internal static unsafe class PosixAt
         return z;
     }
 
+    // Room for any single name (NAME_MAX is 255) and its NUL on the stack: a walk of millions of entries makes no
+    // garbage for the names it hands the kernel. Longer input (a whole path) goes to the heap.
+    private const int ZStack = 256;
+
+    /// <summary>A NUL-terminated copy of <paramref name="name"/> in <paramref name="scratch"/> when it fits, else on the heap.</summary>
+    internal static ReadOnlySpan<byte> Z(ReadOnlySpan<byte> name, Span<byte> scratch)
+    {
+        if (name.Length >= scratch.Length) return Z(name);
+        name.CopyTo(scratch);
+        scratch[name.Length] = 0;
+        return scratch[..(name.Length + 1)];
+    }
+
     private static int Check(int rc) => rc == 0 ? 0 : Errno();
 
     /// <summary>Opens directory <paramref name="name"/> under <paramref name="dirfd"/> without following a symlink.</summary>
     public static int OpenDirectory(int dirfd, ReadOnlySpan<byte> name, out int errno)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(dirfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
             errno = fd < 0 ? Errno() : 0;
@@ -38,7 +51,7 @@ internal static unsafe class PosixAt
     /// <summary>Opens a directory by full path (bytes), following symlinks only as the operator gave it.</summary>
     public static int OpenDirectoryPath(ReadOnlySpan<byte> path, bool followFinal, out int errno)
     {
-        fixed (byte* p = Z(path))
+        fixed (byte* p = Z(path, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(AT_FDCWD, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (followFinal ? 0 : O_NOFOLLOW), 0);
             errno = fd < 0 ? Errno() : 0;
@@ -49,7 +62,7 @@ internal static unsafe class PosixAt
     /// <summary>Creates a new regular file (O_EXCL, O_NOFOLLOW); -1 and the errno on failure.</summary>
     public static SafeFileHandle? CreateFile(int dirfd, ReadOnlySpan<byte> name, uint mode, out int errno)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(dirfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
             errno = fd < 0 ? Errno() : 0;
@@ -60,7 +73,7 @@ internal static unsafe class PosixAt
     /// <summary>Creates a new regular file (O_EXCL, O_NOFOLLOW) and returns its fd; -1 and the errno on failure.</summary>
     public static int CreateFileFd(int dirfd, ReadOnlySpan<byte> name, uint mode, out int errno)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(dirfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
             errno = fd < 0 ? Errno() : 0;
@@ -71,7 +84,7 @@ internal static unsafe class PosixAt
     /// <summary>Opens an existing file for reading, not through a final symlink; -1 and the errno on failure.</summary>
     public static int OpenReadFd(int dirfd, ReadOnlySpan<byte> name, out int errno)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
             errno = fd < 0 ? Errno() : 0;
@@ -82,7 +95,7 @@ internal static unsafe class PosixAt
     /// <summary>Opens an existing file for reading, not through a final symlink.</summary>
     public static SafeFileHandle? OpenRead(int dirfd, ReadOnlySpan<byte> name, out int errno)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             int fd = OpenAt(dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
             errno = fd < 0 ? Errno() : 0;
@@ -96,7 +109,7 @@ internal static unsafe class PosixAt
         int flags = AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT | (name.IsEmpty ? AT_EMPTY_PATH : 0);
         Statx sx;
         int rc;
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             rc = StatxAt(dirfd, p, flags, STATX_BASIC_STATS, out sx);
         }
@@ -113,18 +126,18 @@ internal static unsafe class PosixAt
 
     public static int MakeDirectory(int dirfd, ReadOnlySpan<byte> name, uint mode)
     {
-        fixed (byte* p = Z(name)) return Check(MkdirAt(dirfd, p, mode));
+        fixed (byte* p = Z(name, stackalloc byte[ZStack])) return Check(MkdirAt(dirfd, p, mode));
     }
 
     public static int Remove(int dirfd, ReadOnlySpan<byte> name, bool directory)
     {
-        fixed (byte* p = Z(name)) return Check(UnlinkAt(dirfd, p, directory ? AT_REMOVEDIR : 0));
+        fixed (byte* p = Z(name, stackalloc byte[ZStack])) return Check(UnlinkAt(dirfd, p, directory ? AT_REMOVEDIR : 0));
     }
 
     public static int MakeSymlink(ReadOnlySpan<byte> target, int dirfd, ReadOnlySpan<byte> name)
     {
-        fixed (byte* t = Z(target))
-        fixed (byte* p = Z(name))
+        fixed (byte* t = Z(target, stackalloc byte[ZStack]))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             return Check(SymlinkAt(t, dirfd, p));
         }
@@ -133,8 +146,8 @@ internal static unsafe class PosixAt
     /// <summary>linkat without AT_SYMLINK_FOLLOW: a symlink is linked as itself, never through.</summary>
     public static int MakeHardLink(int olddirfd, ReadOnlySpan<byte> oldName, int newdirfd, ReadOnlySpan<byte> newName)
     {
-        fixed (byte* o = Z(oldName))
-        fixed (byte* n = Z(newName))
+        fixed (byte* o = Z(oldName, stackalloc byte[ZStack]))
+        fixed (byte* n = Z(newName, stackalloc byte[ZStack]))
         {
             return Check(LinkAt(olddirfd, o, newdirfd, n, 0));
         }
@@ -142,7 +155,7 @@ internal static unsafe class PosixAt
 
     public static int MakeNode(int dirfd, ReadOnlySpan<byte> name, FileKind kind, uint mode, uint major, uint minor)
     {
-        fixed (byte* p = Z(name))
+        fixed (byte* p = Z(name, stackalloc byte[ZStack]))
         {
             return Check(MknodAt(dirfd, p, (uint)kind | (mode & 0xFFF), kind == FileKind.Fifo ? 0 : MakeDev(major, minor)));
         }
@@ -151,13 +164,13 @@ internal static unsafe class PosixAt
     public static int Chown(int dirfd, ReadOnlySpan<byte> name, uint uid, uint gid)
     {
         int flags = AT_SYMLINK_NOFOLLOW | (name.IsEmpty ? AT_EMPTY_PATH : 0);
-        fixed (byte* p = Z(name)) return Check(FchownAt(dirfd, p, uid, gid, flags));
+        fixed (byte* p = Z(name, stackalloc byte[ZStack])) return Check(FchownAt(dirfd, p, uid, gid, flags));
     }
 
     /// <summary>fchmodat; the caller guarantees the name is not a symlink (it just created it).</summary>
     public static int Chmod(int dirfd, ReadOnlySpan<byte> name, uint mode)
     {
-        fixed (byte* p = Z(name)) return Check(FchmodAt(dirfd, p, mode & 0xFFF, 0));
+        fixed (byte* p = Z(name, stackalloc byte[ZStack])) return Check(FchmodAt(dirfd, p, mode & 0xFFF, 0));
     }
 
     public static int Fchmod(SafeFileHandle fd, uint mode) => Check(LinuxNative.Fchmod((int)fd.DangerousGetHandle(), mode & 0xFFF));
@@ -170,7 +183,7 @@ internal static unsafe class PosixAt
         Timespec* t = stackalloc Timespec[2];
         t[0] = new Timespec { Nsec = UTIME_OMIT };
         t[1] = new Timespec { Sec = sec, Nsec = nsec };
-        fixed (byte* p = Z(name)) return Check(UtimensAt(dirfd, p, t, AT_SYMLINK_NOFOLLOW));
+        fixed (byte* p = Z(name, stackalloc byte[ZStack])) return Check(UtimensAt(dirfd, p, t, AT_SYMLINK_NOFOLLOW));
     }
 
     /// <summary>Sets mtime (atime left alone) of an open file.</summary>
@@ -184,7 +197,7 @@ internal static unsafe class PosixAt
 
     public static int SetXattr(int fd, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
     {
-        fixed (byte* n = Z(name))
+        fixed (byte* n = Z(name, stackalloc byte[ZStack]))
         fixed (byte* v = value)
         {
             return Check(Fsetxattr(fd, n, v, value.Length, 0));
@@ -199,7 +212,7 @@ internal static unsafe class PosixAt
     {
         byte[] path = ProcPath(dirfd, name);
         fixed (byte* p = path)
-        fixed (byte* n = Z(xname))
+        fixed (byte* n = Z(xname, stackalloc byte[ZStack]))
         fixed (byte* v = value)
         {
             return Check(LsetxattrBytes(p, n, v, value.Length, 0));
@@ -211,7 +224,7 @@ internal static unsafe class PosixAt
     {
         byte[] path = ProcPath(dirfd, name);
         fixed (byte* p = path)
-        fixed (byte* n = Z(xname))
+        fixed (byte* n = Z(xname, stackalloc byte[ZStack]))
         {
             int rc = Check(LremovexattrBytes(p, n));
             return rc == ENODATA ? 0 : rc;
@@ -234,7 +247,7 @@ internal static unsafe class PosixAt
     /// <summary>readlink of a name under a directory fd: the target's bytes verbatim.</summary>
     public static byte[]? ReadLink(int dirfd, ReadOnlySpan<byte> name, out int errno)
     {
-        byte[] z = Z(name);
+        ReadOnlySpan<byte> z = Z(name, stackalloc byte[ZStack]);
         for (int size = 256; ; size *= 2)
         {
             byte[] buf = ArrayPool<byte>.Shared.Rent(size);
@@ -265,7 +278,10 @@ internal static unsafe class PosixAt
     }
 
     /// <summary>Names of the xattrs of a path (bytes, not followed), sorted bytewise; null with errno on failure.</summary>
-    public static List<byte[]>? ListXattrs(ReadOnlySpan<byte> path, out int errno) => ListXattrs(Z(path), -1, out errno);
+    public static List<byte[]>? ListXattrs(ReadOnlySpan<byte> path, out int errno)
+    {
+        fixed (byte* p = Z(path, stackalloc byte[ZStack])) return ListXattrs(p, -1, out errno);
+    }
 
     /// <summary>Names of the xattrs of an open file, sorted bytewise; null with errno on failure.</summary>
     public static List<byte[]>? ListXattrs(int fd, out int errno) => ListXattrs(null, fd, out errno);
@@ -289,7 +305,8 @@ internal static unsafe class PosixAt
     {
         if (!s_noXattrAt)
         {
-            List<byte[]>? names = ListXattrs(Z(name), dirfd, out errno);
+            List<byte[]>? names;
+            fixed (byte* p = Z(name, stackalloc byte[ZStack])) names = ListXattrs(p, dirfd, out errno);
             if (names != null || (errno != ENOSYS && errno != EPERM)) return names;
             s_noXattrAt = true;
         }
@@ -301,7 +318,8 @@ internal static unsafe class PosixAt
     {
         if (!s_noXattrAt)
         {
-            byte[]? value = GetXattr(Z(name), dirfd, attribute, out errno);
+            byte[]? value;
+            fixed (byte* p = Z(name, stackalloc byte[ZStack])) value = GetXattr(p, dirfd, attribute, out errno);
             if (value != null || (errno != ENOSYS && errno != EPERM)) return value;
             s_noXattrAt = true;
         }
@@ -353,27 +371,21 @@ internal static unsafe class PosixAt
 
     // A NUL-terminated path (fd -1: l*xattr, not followed), an open fd (no path: f*xattr), or a name under a
     // directory fd (both: *xattrat with AT_SYMLINK_NOFOLLOW).
-    private static nint List(byte[]? z, int fd, byte* buf, nint size)
+    private static nint List(byte* z, int fd, byte* buf, nint size)
     {
         if (z == null) return Flistxattr(fd, buf, size);
-        fixed (byte* p = z)
-        {
-            return fd == -1 ? LlistxattrBytes(p, buf, size) : SyscallListxattrat(SYS_listxattrat, fd, p, AT_SYMLINK_NOFOLLOW, buf, size);
-        }
+        return fd == -1 ? LlistxattrBytes(z, buf, size) : SyscallListxattrat(SYS_listxattrat, fd, z, AT_SYMLINK_NOFOLLOW, buf, size);
     }
 
-    private static nint Get(byte[]? z, int fd, byte* name, byte* buf, nint size)
+    private static nint Get(byte* z, int fd, byte* name, byte* buf, nint size)
     {
         if (z == null) return Fgetxattr(fd, name, buf, size);
-        fixed (byte* p = z)
-        {
-            if (fd == -1) return LgetxattrBytes(p, name, buf, size);
-            var args = new XattrArgs { Value = (ulong)buf, Size = (uint)size };
-            return SyscallGetxattrat(SYS_getxattrat, fd, p, AT_SYMLINK_NOFOLLOW, name, &args, sizeof(XattrArgs));
-        }
+        if (fd == -1) return LgetxattrBytes(z, name, buf, size);
+        var args = new XattrArgs { Value = (ulong)buf, Size = (uint)size };
+        return SyscallGetxattrat(SYS_getxattrat, fd, z, AT_SYMLINK_NOFOLLOW, name, &args, sizeof(XattrArgs));
     }
 
-    private static List<byte[]>? ListXattrs(byte[]? z, int fd, out int errno)
+    private static List<byte[]>? ListXattrs(byte* z, int fd, out int errno)
     {
         var names = new List<byte[]>();
         nint size = List(z, fd, null, 0);
@@ -410,11 +422,14 @@ internal static unsafe class PosixAt
     }
 
     /// <summary>One xattr's value (path and name as bytes, not followed); null with errno (ENODATA: vanished).</summary>
-    public static byte[]? GetXattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, out int errno) => GetXattr(Z(path), -1, name, out errno);
-
-    private static byte[]? GetXattr(byte[]? zp, int fd, ReadOnlySpan<byte> name, out int errno)
+    public static byte[]? GetXattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, out int errno)
     {
-        byte[] zn = Z(name);
+        fixed (byte* p = Z(path, stackalloc byte[ZStack])) return GetXattr(p, -1, name, out errno);
+    }
+
+    private static byte[]? GetXattr(byte* zp, int fd, ReadOnlySpan<byte> name, out int errno)
+    {
+        ReadOnlySpan<byte> zn = Z(name, stackalloc byte[ZStack]);
         while (true)
         {
             nint size;
@@ -489,7 +504,7 @@ internal static unsafe class PosixAt
             byte[] buf = new byte[size];
             byte* result = null;
             int rc;
-            fixed (byte* n = Z(name))
+            fixed (byte* n = Z(name, stackalloc byte[ZStack]))
             fixed (byte* b = buf)
             {
                 rc = group ? GetgrnamR(n, record, b, size, &result) : GetpwnamR(n, record, b, size, &result);

@@ -15,14 +15,20 @@ namespace KaDeploy.Relay;
 /// cost the server about as much CPU as producing and sending the stream). A resume served from there
 /// is an ordinary reader of the ring: it holds the producer back only until it is within a buffer of
 /// the front, instead of falling further behind and failing once the spool lets its offset go.
-/// The two are separate implementations (<see cref="InDirectory"/>, <see cref="InRing"/>) behind this type.
+/// The two are separate implementations behind this type (made by the constructor and by <see cref="InRing"/>).
 /// </summary>
-public abstract class StreamSpool : IDisposable
+public sealed class StreamSpool : IDisposable
 {
-    private protected StreamSpool(string description) => Description = description;
+    private readonly Spool _spool;
 
     /// <summary>A spool in <paramref name="directory"/>: a file deleted when closed, holding the whole stream.</summary>
-    public static StreamSpool InDirectory(string directory) => new FileSpool(directory);
+    public StreamSpool(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        _spool = new FileSpool(directory);
+    }
+
+    private StreamSpool(Spool spool) => _spool = spool;
 
     /// <summary>
     /// The memory spool: the frames <paramref name="ring"/> still holds, window and retention (make the server's
@@ -31,24 +37,24 @@ public abstract class StreamSpool : IDisposable
     public static StreamSpool InRing(RelayRing ring)
     {
         ArgumentNullException.ThrowIfNull(ring);
-        return new RingSpool(ring);
+        return new StreamSpool(new RingSpool(ring));
     }
 
     /// <summary>True when the spool keeps its own copy and must be fed every frame by <see cref="RunAsync"/> (a file spool).</summary>
-    public abstract bool NeedsFeed { get; }
+    public bool NeedsFeed => _spool.NeedsFeed;
 
     /// <summary>Where the frames are kept (for the log).</summary>
-    public string Description { get; }
+    public string Description => _spool.Description;
 
-    /// <summary>Copies every frame of <paramref name="cursor"/> into the spool until the End frame (a file spool only).</summary>
-    public virtual Task RunAsync(RingCursor cursor, CancellationToken cancellationToken)
+    /// <summary>Copies every frame of <paramref name="cursor"/> into the spool file until the End frame (a file spool only).</summary>
+    public Task RunAsync(RingCursor cursor, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(cursor);
-        throw new InvalidOperationException("a memory spool is the ring itself: nothing to feed");
+        return _spool.RunAsync(cursor, cancellationToken);
     }
 
     /// <summary>Null if the spool can serve from <paramref name="offset"/> (now or once produced), else why not.</summary>
-    public abstract string? CannotServe(long offset);
+    public string? CannotServe(long offset) => _spool.CannotServe(offset);
 
     /// <summary>
     /// Writes the frames from <paramref name="offset"/> to the End frame to <paramref name="link"/>, waiting
@@ -57,23 +63,26 @@ public abstract class StreamSpool : IDisposable
     public Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(link);
-        return ServeCoreAsync(link, offset, cancellationToken);
+        return _spool.ServeAsync(link, offset, cancellationToken);
     }
-
-    private protected abstract Task ServeCoreAsync(Stream link, long offset, CancellationToken cancellationToken);
 
     /// <inheritdoc/>
-    public void Dispose()
+    public void Dispose() => _spool.Dispose();
+
+    // One kind of spool; StreamSpool is the public face of either.
+    private abstract class Spool(string description) : IDisposable
     {
-        Dispose(true);
-        GC.SuppressFinalize(this);
+        public string Description { get; } = description;
+        public abstract bool NeedsFeed { get; }
+        public virtual Task RunAsync(RingCursor cursor, CancellationToken cancellationToken) =>
+            throw new InvalidOperationException("a memory spool is the ring itself: nothing to feed");
+        public abstract string? CannotServe(long offset);
+        public abstract Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken);
+        public virtual void Dispose() { }
     }
 
-    /// <summary>Releases what the spool holds (the file spool's file).</summary>
-    protected virtual void Dispose(bool disposing) { }
-
     // The memory spool: the server's ring, read by reference.
-    private sealed class RingSpool(RelayRing ring) : StreamSpool($"memory (the last {HeldWireBytes(ring) >> 20} MiB of the stream, kept in the relay buffer)")
+    private sealed class RingSpool(RelayRing ring) : Spool($"memory (the last {HeldWireBytes(ring) >> 20} MiB of the stream, kept in the relay buffer)")
     {
         // Wire bytes the ring's slots can hold at most (full frames).
         private static long HeldWireBytes(RelayRing ring) => (long)ring.SlotCount * ProtocolConstants.MaxChunkPayload;
@@ -90,7 +99,7 @@ public abstract class StreamSpool : IDisposable
         }
 
         // A reader of the ring like any child link, from the retained frame that holds the offset.
-        private protected override async Task ServeCoreAsync(Stream link, long offset, CancellationToken cancellationToken)
+        public override async Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken)
         {
             long sequence = ring.FindSequence(offset) ?? throw new KaDeployException($"offset {offset} left the memory spool before it was sent");
             RingCursor cursor;
@@ -108,7 +117,7 @@ public abstract class StreamSpool : IDisposable
     }
 
     // The file spool: the whole stream in an unlinked file, fed frame by frame from a cursor of the server's ring.
-    private sealed class FileSpool : StreamSpool
+    private sealed class FileSpool : Spool
     {
         private readonly object _gate = new();
         private readonly SafeFileHandle _file;
@@ -121,7 +130,6 @@ public abstract class StreamSpool : IDisposable
 
         public FileSpool(string directory) : base($"file in {directory}")
         {
-            ArgumentNullException.ThrowIfNull(directory);
             string path = Path.Combine(directory, $".ka-deploy-spool-{Environment.ProcessId}-{Guid.NewGuid():N}");
             try
             {
@@ -137,7 +145,6 @@ public abstract class StreamSpool : IDisposable
 
         public override async Task RunAsync(RingCursor cursor, CancellationToken cancellationToken)
         {
-            ArgumentNullException.ThrowIfNull(cursor);
             try
             {
                 while (true)
@@ -204,7 +211,7 @@ public abstract class StreamSpool : IDisposable
             return lo < _index.Count && _index[lo].Offset == offset ? lo : null;
         }
 
-        private protected override async Task ServeCoreAsync(Stream link, long offset, CancellationToken cancellationToken)
+        public override async Task ServeAsync(Stream link, long offset, CancellationToken cancellationToken)
         {
             int index;
             lock (_gate) index = FindLocked(offset) ?? -1;
@@ -248,9 +255,6 @@ public abstract class StreamSpool : IDisposable
             }
         }
 
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _file.Dispose();
-        }
+        public override void Dispose() => _file.Dispose();
     }
 }

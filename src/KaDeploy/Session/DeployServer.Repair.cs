@@ -259,35 +259,26 @@ public sealed partial class DeployServer
     private long _rateEpoch;
 
     /// <summary>
-    /// A node is slow when its own sink has held its ring full for <see cref="ServerOptions.SlowNodeAfter"/> while taking
-    /// less than half of what the tree has shown it can move (a hold that takes nothing is hung: the stall watch's).
-    /// Relative on purpose: when every disk is slower than the network, the slowest node holds the tree, but moving it
-    /// would gain little; after one move the tree's speed is measured again, so the next slowest, no slower than the
-    /// rest, stays; and at most a quarter of the nodes are ever moved.
+    /// Moves a slow node off the tree (<see cref="SlowNodePolicy"/> decides which). Relative on purpose: when every disk
+    /// is slower than the network, the slowest node holds the tree, but moving it would gain little; after one move the
+    /// tree's speed is measured again, so the next slowest, no slower than the rest, stays.
     /// </summary>
     private void CheckSlowNodes(ServerNode[] nodes, long now)
     {
-        if (_options.SlowNodeAfter <= TimeSpan.Zero || _links is null || _mainServed.Task.IsCompleted) return;
-        // A move frees the nodes behind the slow one and feeds it last, from the spool: with no other node there is
-        // nobody to free, and with no spool nothing to feed it from (a lone node whose disk was slower than loopback
-        // was moved and then refused its resume offset: issue 14's bench, --spool none).
-        if (nodes.Length < 2 || _options.NoSpool) return;
+        if (_links is null || _mainServed.Task.IsCompleted) return;
         double tree;
         lock (_gate) tree = _treeRate;
-        // A few slow nodes are what a move is for; when more than a quarter hold the tree in turn, the limit is the
-        // nodes themselves (every CPU or disk is slower than the network), and moving more would only feed them last.
-        if (tree <= 0 || nodes.Count(n => n.Moved) >= Math.Max(1, nodes.Length / 4)) return;
-        foreach (var n in nodes)
+        var views = new SlowNodeView[nodes.Length];
+        for (int i = 0; i < nodes.Length; i++)
         {
-            if (n.Detached || n.Moved || n.IsFinished || n.HeldSince == 0) continue;
-            double held = (now - n.HeldSince) / 1000.0;
-            if (held < _options.SlowNodeAfter.TotalSeconds) continue;
-            double rate = (Volatile.Read(ref n.VerifiedOffset) - n.HeldFromOffset) / held;
-            if (rate <= 0 || rate * 2 >= tree) continue;
-            lock (_gate) { _treeRate = 0; Volatile.Write(ref _rateEpoch, now); }
-            _ = MoveSlowAsync(n, $"its own sink held its buffer full for {held:0.0} s, taking {rate / 1e6:0.0} MB/s where the tree moves {tree / 1e6:0.0} MB/s");
-            return;
+            var n = nodes[i];
+            views[i] = new SlowNodeView(n.Detached, n.Moved, n.IsFinished, n.Flow == FlowState.Complete, n.HeldSince,
+                Volatile.Read(ref n.VerifiedOffset) - n.HeldFromOffset);
         }
+        int slow = SlowNodePolicy.Pick(views, tree, now, _options.SlowNodeAfter, _options.NoSpool, out string why);
+        if (slow < 0) return;
+        lock (_gate) { _treeRate = 0; Volatile.Write(ref _rateEpoch, now); }
+        _ = MoveSlowAsync(nodes[slow], why);
     }
 
     // First its children re-attach to its parent (while it still holds that parent's ring, so their offsets

@@ -27,7 +27,7 @@ public sealed partial class DeployServer
         // The memory spool is the ring's retention: the produced frames stay where they are, nothing is copied.
         bool memorySpool = !_options.NoSpool && _options.SpoolDirectory is null;
         using var ring = new RelayRing(_options.BufferBytes, memorySpool ? _options.SpoolMemoryBytes : 0, sealedFrames: cipher is not null);
-        using var spool = _options.NoSpool ? null : memorySpool ? StreamSpool.InRing(ring) : StreamSpool.InDirectory(_options.SpoolDirectory!);
+        using var spool = _options.NoSpool ? null : memorySpool ? StreamSpool.InRing(ring) : new StreamSpool(_options.SpoolDirectory!);
         // A file spool is attached before the first frame: nothing leaves the ring before it is spooled.
         var spoolCursor = spool is { NeedsFeed: true } ? ring.Attach("spool") : null;
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);

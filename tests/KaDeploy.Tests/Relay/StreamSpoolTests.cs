@@ -136,7 +136,7 @@ public class StreamSpoolTests
         try
         {
             using var ring = new RelayRing(4 * RelayRing.SlotSize);
-            using var spool = StreamSpool.InDirectory(dir.FullName);
+            using var spool = new StreamSpool(dir.FullName);
             Assert.True(spool.NeedsFeed);
             var feeding = spool.RunAsync(ring.Attach("spool"), default);
             var data = RandomNumberGenerator.GetBytes(10 * Chunk + 123);
