@@ -115,17 +115,13 @@ public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = 
 }
 
 /// <summary>
-/// Pass-through read stream that counts and digests what the sink consumes (or only counts it, when the digest
-/// is computed elsewhere: <see cref="ReceivedDigest"/>). Lends segments (<see cref="ISegmentReader"/>) without a
-/// copy when the stream below can, from a buffer of its own otherwise.
+/// Pass-through read stream that counts and digests what the sink consumes. Lends segments
+/// (<see cref="ISegmentReader"/>) without a copy when the stream below can, from a buffer of its own otherwise.
 /// </summary>
-/// <param name="inner">The stream read.</param>
-/// <param name="algorithm">The digest's algorithm.</param>
-/// <param name="hash">False: count only; <see cref="Digest"/> then refuses.</param>
-public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256, bool hash = true) : SequentialReadStream, ISegmentReader
+public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream, ISegmentReader
 {
     private const int SegmentBufferSize = 1 << 20;
-    private readonly PayloadDigest? _hash = hash ? new(algorithm) : null;
+    private readonly PayloadDigest _hash = new(algorithm);
     private byte[]? _segmentBuffer;
     private long _count;
 
@@ -133,10 +129,10 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
     public long BytesRead => Volatile.Read(ref _count);
 
     /// <summary>The digest of everything read (call once, at the end).</summary>
-    public byte[] Digest() => (_hash ?? throw new InvalidOperationException("this stream only counts")).Finish();
+    public byte[] Digest() => _hash.Finish();
 
     /// <summary>The digest's algorithm.</summary>
-    public DigestAlgorithm Algorithm => algorithm;
+    public DigestAlgorithm Algorithm => _hash.Algorithm;
 
     /// <summary>Reads and hashes whatever the sink left unread (tar padding after its end marker, ...).</summary>
     public async Task DrainAsync(CancellationToken cancellationToken)
@@ -191,7 +187,7 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
 
     private void Account(ReadOnlySpan<byte> data)
     {
-        _hash?.Append(data);
+        _hash.Append(data);
         Volatile.Write(ref _count, _count + data.Length);
     }
 
@@ -201,52 +197,10 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
     {
         if (disposing)
         {
-            _hash?.Dispose();
+            _hash.Dispose();
             if (_segmentBuffer is not null) System.Buffers.ArrayPool<byte>.Shared.Return(_segmentBuffer);
             _segmentBuffer = null;
         }
         base.Dispose(disposing);
     }
-}
-
-/// <summary>
-/// A node's end-to-end digest, computed by its <see cref="FrameReceiver"/> right after each frame's check, while the
-/// payload is still in the CPU's cache, instead of when the local sink reads it (a second trip through memory: the
-/// streaming hash cost 1.8x the per-frame check there, bench/README.md issue 10). It covers the payload in clear as it
-/// was checked and published, frame after frame in offset order, across every upstream link the node had: the
-/// <paramref name="startOffset"/> bookkeeping refuses a frame out of place (a resumed link must start where the
-/// digested frames end).
-/// <para>
-/// Why this covers what the sink writes: a published slot is not written again until every cursor, the local
-/// sink's included, has released it (the ring's invariant that forwarding relies on too), and the client's receiver
-/// is the only writer of its ring; so the bytes hashed here are the bytes the sink reads. The sink still counts what
-/// it consumed, and the verdict compares that count with the End frame's payload length. Only a payload that is not
-/// transformed on the way to the sink can be digested here: a compressed stream's digest is of the decompressed bytes,
-/// which only the sink sees.
-/// </para>
-/// </summary>
-public sealed class ReceivedDigest(DigestAlgorithm algorithm, long startOffset = 0) : IDisposable
-{
-    private readonly PayloadDigest _hash = new(algorithm);
-    private long _next = startOffset;
-
-    /// <summary>The algorithm.</summary>
-    public DigestAlgorithm Algorithm => algorithm;
-
-    /// <summary>Payload offset the next frame must start at (the end of everything digested).</summary>
-    public long NextOffset => Volatile.Read(ref _next);
-
-    /// <summary>Adds a checked frame's payload in clear, which must start at <see cref="NextOffset"/>.</summary>
-    public void Append(long offset, ReadOnlySpan<byte> payload)
-    {
-        if (offset != _next)
-            throw new ProtocolException($"end-to-end digest: frame at offset {offset}, but the digest ends at {_next}");
-        _hash.Append(payload);
-        Volatile.Write(ref _next, offset + payload.Length);
-    }
-
-    /// <summary>The digest of everything appended (call once, after the End frame was received).</summary>
-    public byte[] Finish() => _hash.Finish();
-
-    public void Dispose() => _hash.Dispose();
 }

@@ -42,13 +42,6 @@ public sealed class FrameReceiver
     /// <summary>Who sends the frames ("parent node 3 (10.0.0.3:4000)", "the server (...)"): failures name the peer that was lost.</summary>
     public string Peer { get; init; } = "upstream";
 
-    /// <summary>
-    /// The node's end-to-end digest, fed with every Data frame's payload in clear right after the frame's check (same
-    /// slot, still in cache) and before the frame is published; null leaves it to the sink. See <see cref="ReceivedDigest"/>
-    /// for why the bytes hashed here are the bytes the sink writes.
-    /// </summary>
-    public ReceivedDigest? Digest { get; init; }
-
     /// <summary>Wire bytes received and verified so far.</summary>
     public long WireBytes => Volatile.Read(ref _publishedOffset);
 
@@ -102,7 +95,6 @@ public sealed class FrameReceiver
                     switch (header.Type)
                     {
                         case DataFrameType.Data:
-                            Digest?.Append(header.Offset, payload);
                             complete[done++] = header;
                             _expectedOffset = header.Offset + header.PlaintextLength; // the next frame is checked against it
                             break;

@@ -37,7 +37,6 @@ public sealed class DeployClient
     private ChildLinks? _links;
     private RelayRing? _ring;
     private RingCursor? _localCursor;
-    private ReceivedDigest? _receivedDigest; // set with the ring, before the first receiver starts
     private Connection? _upstream;
     private long _lastHeard = Environment.TickCount64;
     private volatile string? _abortReason;
@@ -140,10 +139,6 @@ public sealed class DeployClient
         var sink = _options.SinkFactory(plan);
         Log($"parent {(plan.ParentId == 0 ? "server" : $"node {plan.ParentId}")}, {plan.ChildIds.Length} child(ren); {plan.Kind} payload, sink: {sink.Description}");
 
-        // The end-to-end digest is computed by the receivers as frames are checked, where the payload is still in cache
-        // (ReceivedDigest says why that covers what the sink writes); a compressed stream's digest is of what the sink
-        // decompresses, so there the sink computes it.
-        using var receivedDigest = _receivedDigest = plan.Compression == WireCompression.None ? new ReceivedDigest(plan.Digest) : null;
         using var ring = _ring = new RelayRing(_options.BufferBytes, _options.RetainBytes, sealedFrames: streamCipher is not null);
         // A sink blocked in a synchronous read waits on the ring, not on the token: wake it with a fault.
         using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException(_serverLost.Task.IsCompleted ? _serverLost.Task.Result : "cancelled")));
@@ -176,7 +171,7 @@ public sealed class DeployClient
             try { await File.WriteAllTextAsync(marker, $"ka-deploy: copy in progress or failed; removed only once verified (node {NodeId}, server {server})\n", ct).ConfigureAwait(false); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot write the marker {marker}: {e.Message}"); marker = null; }
         }
-        var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest, _receivedDigest);
+        var local = new LocalSink(localCursor, sink, plan.Compression, plan.Digest);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, ct);
         var reporting = ReportProgressAsync(channel, ring, local, ct);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
@@ -360,7 +355,6 @@ public sealed class DeployClient
                 first = false;
                 var receiver = new FrameReceiver(connection.Stream, ring, offset, cipher, faultRingOnError: false)
                 {
-                    Digest = _receivedDigest,
                     Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
                 };
                 try
@@ -520,10 +514,7 @@ public sealed class DeployClient
 }
 
 /// <summary>Ring → (zstd) → digest → sink, then the verdict against the End frame.</summary>
-// `received`: the digest the node's receivers compute as frames are checked (ReceivedDigest, uncompressed streams
-// only); the sink then only counts what it reads. Null: the sink digests what it reads.
-internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression, DigestAlgorithm algorithm,
-    ReceivedDigest? received = null)
+internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompression compression, DigestAlgorithm algorithm)
 {
     private DigestReadStream? _digest;
 
@@ -537,9 +528,7 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
         try
         {
             decompressor = compression == WireCompression.Zstd ? new DecompressionStream(reader, 1 << 20, leaveOpen: true) : null;
-            if (received is not null && (decompressor is not null || received.Algorithm != algorithm))
-                throw new InvalidOperationException("a received digest covers uncompressed streams of the planned algorithm only");
-            _digest = new DigestReadStream(decompressor ?? reader, algorithm, hash: received is null);
+            _digest = new DigestReadStream(decompressor ?? reader, algorithm);
             var consuming = Task.Run(() => sink.ConsumeAsync(_digest, ct), ct);
             if (await Task.WhenAny(consuming, cursor.Evicted).ConfigureAwait(false) != consuming)
             {
@@ -554,9 +543,7 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
             if (await reader.ReadAsync(rest, ct).ConfigureAwait(false) > 0)
                 return (false, "unexpected data after the end of the compressed payload");
             var end = reader.End ?? throw new KaDeployException("stream ended without an End frame");
-            if (received is not null && received.NextOffset != end.WireLength)
-                return (false, $"the end-to-end digest covers {received.NextOffset} of the stream's {end.WireLength} bytes");
-            byte[] sum = received?.Finish() ?? _digest.Digest();
+            byte[] sum = _digest.Digest();
             if (end.Algorithm != algorithm)
                 return (false, $"the End frame carries a {end.Algorithm.Name()} digest, the plan named {algorithm.Name()}");
             if (_digest.BytesRead != end.PayloadLength)
