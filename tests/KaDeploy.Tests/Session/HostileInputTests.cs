@@ -11,11 +11,11 @@ public class HostileInputTests
 {
     private static (DeployServer Server, StringWriter Log) NewServer(int clients, long length = 2_000_000)
     {
-        var log = new StringWriter();
+        var log = new LockedStringWriter();
         var server = new DeployServer(new ServerOptions
         {
             Source = new GeneratedSource(length), Clients = clients, Bind = IPAddress.Loopback, ControlPort = 0,
-            Discovery = false, Session = "test", Log = TextWriter.Synchronized(log),
+            Discovery = false, Session = "test", Log = log,
         });
         return (server, log);
     }
@@ -178,12 +178,12 @@ public class HostileInputTests
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
         var gate = FaultProxy.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         int port = ((IPEndPoint)gate.LocalEndPoint!).Port;
-        var log = new StringWriter();
+        var log = new LockedStringWriter();
         var sink = new MemorySink();
         var client = new DeployClient(new ClientOptions
         {
             Server = $"127.0.0.1:{port}", Session = "test", Bind = LoopbackSession.NextAddress(), SinkFactory = _ => sink, NodeName = "",
-            Log = TextWriter.Synchronized(log),
+            Log = log,
         }).RunAsync(cts.Token);
         await Eventually.HoldsAsync(() => log.ToString().Contains("waiting for the server") || client.IsCompleted, "the client to be refused once");
         if (client.IsCompleted) await client; // surfaces the reason it gave up

@@ -26,9 +26,9 @@ public class SessionEndTests
     public async Task AFinishedChildThatLeavesBeforeItsParentIsNotCalledFailed()
     {
         const long length = 3_000_000;
-        var log = new StringWriter();
-        var shared = TextWriter.Synchronized(log);
-        bool Heard() { lock (log) return log.ToString().Contains("dropping child", StringComparison.Ordinal); }
+        var log = new LockedStringWriter();
+        var shared = log;
+        bool Heard() => log.ToString().Contains("dropping child", StringComparison.Ordinal);
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         await using var server = new DeployServer(new ServerOptions
         {
