@@ -46,6 +46,12 @@ public sealed class StreamSpool : IDisposable
     /// <summary>Where the frames are kept (for the log).</summary>
     public string Description => _spool.Description;
 
+    /// <summary>
+    /// How many of the stream's last wire bytes the spool still holds once the stream has ended: null for a file spool
+    /// (all of them). A node that needs an older offset after the end cannot be fed from here.
+    /// </summary>
+    public long? KeepsLastBytes => _spool.KeepsLastBytes;
+
     /// <summary>Copies every frame of <paramref name="cursor"/> into the spool file until the End frame (a file spool only).</summary>
     public Task RunAsync(RingCursor cursor, CancellationToken cancellationToken)
     {
@@ -74,6 +80,7 @@ public sealed class StreamSpool : IDisposable
     {
         public string Description { get; } = description;
         public abstract bool NeedsFeed { get; }
+        public virtual long? KeepsLastBytes => null;
         public virtual Task RunAsync(RingCursor cursor, CancellationToken cancellationToken) =>
             throw new InvalidOperationException("a memory spool is the ring itself: nothing to feed");
         public abstract string? CannotServe(long offset);
@@ -88,6 +95,9 @@ public sealed class StreamSpool : IDisposable
         private static long HeldWireBytes(RelayRing ring) => (long)ring.SlotCount * ProtocolConstants.MaxChunkPayload;
 
         public override bool NeedsFeed => false;
+
+        // The slot being overwritten last may be partly gone: one frame less than the ring holds.
+        public override long? KeepsLastBytes => (long)(ring.SlotCount - 1) * ProtocolConstants.MaxChunkPayload;
 
         public override string? CannotServe(long offset)
         {

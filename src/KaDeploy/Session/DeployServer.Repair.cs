@@ -256,6 +256,8 @@ public sealed partial class DeployServer
     }
 
     private double _treeRate;
+    // The last wire bytes the spool keeps after the stream's end (-1: all of them, a file spool); set with the spool.
+    private long _spoolKeeps = -1;
     private long _rateEpoch;
 
     /// <summary>
@@ -268,12 +270,15 @@ public sealed partial class DeployServer
         if (_links is null || _mainServed.Task.IsCompleted) return;
         double tree;
         lock (_gate) tree = _treeRate;
+        long total = Interlocked.Read(ref _estimatedTotal), keeps = Volatile.Read(ref _spoolKeeps);
         var views = new SlowNodeView[nodes.Length];
         for (int i = 0; i < nodes.Length; i++)
         {
             var n = nodes[i];
+            long offset = Volatile.Read(ref n.VerifiedOffset);
+            bool kept = SlowNodePolicy.SpoolKeeps(keeps, total, offset);
             views[i] = new SlowNodeView(n.Detached, n.Moved, n.IsFinished, n.Flow == FlowState.Complete, n.HeldSince,
-                Volatile.Read(ref n.VerifiedOffset) - n.HeldFromOffset);
+                offset - n.HeldFromOffset, kept);
         }
         int slow = SlowNodePolicy.Pick(views, tree, now, _options.SlowNodeAfter, _options.NoSpool, out string why);
         if (slow < 0) return;

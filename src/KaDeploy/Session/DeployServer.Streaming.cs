@@ -38,6 +38,7 @@ public sealed partial class DeployServer
         _links = links;
         var accepting = links.AcceptAsync(dataCts.Token);
         if (spool is not null) Log($"spool: {spool.Description}");
+        Volatile.Write(ref _spoolKeeps, spool?.KeepsLastBytes ?? -1);
 
         // The tree's size estimate has been running while clients registered; give it a moment more at most.
         if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);

@@ -7,7 +7,10 @@ namespace KaDeploy.Session;
 /// <param name="Complete">Has the whole stream (its End frame arrived): nothing upstream waits on it any more.</param>
 /// <param name="HeldSince">Since when its own sink has held its ring full (Environment.TickCount64; 0 = not held).</param>
 /// <param name="TakenWhileHeld">Bytes its sink took since the hold began (verified offset now less the offset then).</param>
-internal readonly record struct SlowNodeView(bool Detached, bool Moved, bool Finished, bool Complete, long HeldSince, long TakenWhileHeld)
+/// <param name="SpoolKeepsIt">The spool will still hold the node's offset when the others are served, so a moved node can
+/// be fed from there (a memory spool keeps only the stream's last part).</param>
+internal readonly record struct SlowNodeView(bool Detached, bool Moved, bool Finished, bool Complete, long HeldSince, long TakenWhileHeld,
+    bool SpoolKeepsIt = true)
 {
     /// <summary>Still taking part in the main tree's stream: its progress is what a move would free.</summary>
     public bool Receiving => !Detached && !Moved && !Finished && !Complete;
@@ -19,6 +22,16 @@ internal readonly record struct SlowNodeView(bool Detached, bool Moved, bool Fin
 /// </summary>
 internal static class SlowNodePolicy
 {
+    /// <summary>
+    /// Whether a spool that keeps the stream's last <paramref name="keeps"/> wire bytes (-1: all, a file spool) will still
+    /// hold <paramref name="offset"/> once the stream has ended, for a stream of about <paramref name="total"/> payload
+    /// bytes. The estimate counts payload bytes; 1 % and a MiB cover the framing (a compressed stream is shorter on the
+    /// wire: on the safe side). An unknown length (-1, an --exec source) promises nothing either way: the move is made,
+    /// as before this check, and a node the spool let go fails with that reason.
+    /// </summary>
+    public static bool SpoolKeeps(long keeps, long total, long offset) =>
+        keeps < 0 || total < 0 || total + total / 100 + (1 << 20) - offset <= keeps;
+
     /// <summary>
     /// The index of the node to move, or -1. A node is slow when its own sink has held its ring full for at least
     /// <paramref name="after"/> while taking less than half of <paramref name="treeRate"/> (bytes per second).
@@ -50,7 +63,8 @@ internal static class SlowNodePolicy
         for (int i = 0; i < nodes.Length; i++)
         {
             var n = nodes[i];
-            if (!n.Receiving || n.HeldSince == 0) continue;
+            // Moved, it is fed last, from the spool: one whose offset the spool will have let go by then would fail.
+            if (!n.Receiving || n.HeldSince == 0 || !n.SpoolKeepsIt) continue;
             double held = (now - n.HeldSince) / 1000.0;
             if (held < after.TotalSeconds) continue;
             double rate = n.TakenWhileHeld / held;

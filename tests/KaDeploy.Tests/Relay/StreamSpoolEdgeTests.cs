@@ -122,4 +122,21 @@ public class StreamSpoolEdgeTests
         Assert.Null(spool.CannotServe(next)); // where it stands: the next frame
         Assert.Equal($"offset {next + 1} is not in the stream (it stands at {next})", spool.CannotServe(next + 1));
     }
+
+    [Fact]
+    public void AFileSpoolKeepsEverythingAMemorySpoolItsRingLessOneFrame()
+    {
+        using var dir = new TempDirectory("kd-spool");
+        using var file = new StreamSpool(dir.Path);
+        Assert.Null(file.KeepsLastBytes);
+        // 8 slots of window and 24 of retention: 31 full frames survive the end; the slot being overwritten may not.
+        using var clear = new RelayRing(8 * RelayRing.SlotSize, 24 * RelayRing.SlotSize);
+        using var memory = StreamSpool.InRing(clear);
+        Assert.Equal((long)(clear.SlotCount - 1) * ProtocolConstants.MaxChunkPayload, memory.KeepsLastBytes);
+        Assert.Equal(31L * ProtocolConstants.MaxChunkPayload, memory.KeepsLastBytes);
+        // A sealed ring spends twice the memory per frame (wire bytes and plaintext): the same bytes keep half the frames.
+        using var sealedRing = new RelayRing(8 * RelayRing.SlotSize, 24 * RelayRing.SlotSize, sealedFrames: true);
+        using var sealedSpool = StreamSpool.InRing(sealedRing);
+        Assert.True(sealedSpool.KeepsLastBytes < memory.KeepsLastBytes / 2 + ProtocolConstants.MaxChunkPayload);
+    }
 }

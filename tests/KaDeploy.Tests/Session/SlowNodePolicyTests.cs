@@ -98,4 +98,23 @@ public class SlowNodePolicyTests
         Assert.Equal(-1, Pick(Flowing, Flowing, Slow with { Finished = true }));
         Assert.Equal(2, Pick(Flowing, Flowing, Slow, Slow));
     }
+
+    [Fact]
+    public void A_node_whose_offset_the_spool_will_have_let_go_is_not_moved()
+    {
+        // Fed last, from a memory spool that keeps only the stream's end, it would fail with "no longer held".
+        Assert.Equal(-1, Pick(Flowing, Slow with { SpoolKeepsIt = false }, Flowing));
+        Assert.Equal(2, Pick(Flowing, Slow with { SpoolKeepsIt = false }, Slow));
+    }
+
+    [Theory]
+    [InlineData(-1, 10L << 30, 0, true)]                   // a file spool keeps everything
+    [InlineData(1L << 30, -1, 0, true)]                    // unknown length: no promise either way, moved as before
+    [InlineData(1L << 30, 512L << 20, 0, true)]            // the whole stream fits the memory spool
+    [InlineData(512L << 20, 1L << 30, 100L << 20, false)]  // 1 GiB through a 512 MiB spool, node at 100 MiB: let go
+    [InlineData(512L << 20, 1L << 30, 600L << 20, true)]   // node at 600 MiB: 424 MiB + 1 % + 1 MiB still kept
+    public void The_spool_keeps_an_offset_only_within_its_last_bytes(long keeps, long total, long offset, bool kept)
+    {
+        Assert.Equal(kept, SlowNodePolicy.SpoolKeeps(keeps, total, offset));
+    }
 }
