@@ -18,18 +18,6 @@ namespace KaDeploy.Tests.Protocol;
 /// </summary>
 public class NoCapturedContextTests
 {
-    /// <summary>Counts posts; runs each at once on the posting thread, so the run stays on one thread.</summary>
-    private sealed class CountingContext : SynchronizationContext
-    {
-        public int Posts;
-        public override void Post(SendOrPostCallback d, object? state)
-        {
-            Posts++;
-            d(state);
-        }
-        public override void Send(SendOrPostCallback d, object? state) => d(state);
-    }
-
     /// <summary>
     /// A connection whose operation number <paramref name="pendAt"/> (reads, writes, flushes and disposal counted from 0)
     /// stays pending until <see cref="ReleaseNext"/>, all others completing at once; its peer is a script that answers each

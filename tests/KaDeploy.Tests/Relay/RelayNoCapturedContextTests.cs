@@ -15,17 +15,6 @@ namespace KaDeploy.Tests.Relay;
 /// </summary>
 public class RelayNoCapturedContextTests
 {
-    private sealed class CountingContext : SynchronizationContext
-    {
-        public int Posts;
-        public override void Post(SendOrPostCallback d, object? state)
-        {
-            Posts++;
-            d(state);
-        }
-        public override void Send(SendOrPostCallback d, object? state) => d(state);
-    }
-
     /// <summary>Operation number <see cref="PendAt"/> among all the streams sharing these steps stays pending until released.</summary>
     private sealed class Steps(int pendAt)
     {
