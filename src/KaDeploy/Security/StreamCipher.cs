@@ -39,27 +39,25 @@ public sealed class StreamCipher : IDisposable
     /// <param name="streamId">The session's random stream id.</param>
     /// <param name="kind">The AEAD; AEGIS-256 throws <see cref="CipherUnavailableException"/> where libsodium with AEGIS does not load.</param>
     public StreamCipher(ReadOnlySpan<byte> streamKey, uint streamId, StreamCipherKind kind = StreamCipherKind.Aes256Gcm)
+        : this(streamKey, streamId, kind, kind is StreamCipherKind.Aegis256 or StreamCipherKind.Aegis128L
+            ? Libsodium.Load(out string why) ?? throw new CipherUnavailableException(kind, why) : null)
+    {
+    }
+
+    // libsodium: the library an AEGIS cipher runs on (null for AES-256-GCM).
+    internal StreamCipher(ReadOnlySpan<byte> streamKey, uint streamId, StreamCipherKind kind, Libsodium? libsodium)
     {
         if (streamKey.Length != KeySize) throw new ArgumentException($"a stream key is {KeySize} bytes", nameof(streamKey));
         _aead = kind switch
         {
             StreamCipherKind.Aes256Gcm => new AesGcmAead(streamKey),
             StreamCipherKind.Aegis256 or StreamCipherKind.Aegis128L =>
-                new AegisAead(kind, streamKey, Libsodium.Load(out string why) ?? throw new CipherUnavailableException(kind, why)),
+                new AegisAead(kind, streamKey, libsodium ?? throw new ArgumentNullException(nameof(libsodium))),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown stream cipher"),
         };
         Kind = kind;
         _streamId = streamId;
         _flags = FlagsOf(kind);
-    }
-
-    internal StreamCipher(ReadOnlySpan<byte> streamKey, uint streamId, StreamCipherKind kind, Libsodium libsodium)
-    {
-        if (streamKey.Length != KeySize) throw new ArgumentException($"a stream key is {KeySize} bytes", nameof(streamKey));
-        _aead = new AegisAead(kind, streamKey, libsodium);
-        Kind = kind;
-        _streamId = streamId;
-        _flags = FlagsOf(Kind);
     }
 
     /// <summary>
