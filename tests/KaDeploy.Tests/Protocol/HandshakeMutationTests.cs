@@ -418,7 +418,9 @@ public class HandshakeMutationTests
     };
 
     [Theory]
-    [MemberData(nameof(Refusals))]
+    // Each case carries a fresh random nonce: enumerated at discovery, its name would differ from the run's, and a
+    // Stryker run then counts the discovered cases as never finished ("Initial test run could not be completed").
+    [MemberData(nameof(Refusals), DisableDiscoveryEnumeration = true)]
     public async Task TheAcceptorRefusesWithTheReasonOnTheWireAndInItsOwnError(string what, byte[] hello, string reason)
     {
         var (o, a) = InMemoryConnection.Create();
