@@ -495,7 +495,9 @@ public sealed class DeployClient
                     return;
                 }
                 if (_serverLost.Task.IsCompleted) return;
-                await channel.SendAsync(new Heartbeat(_ring?.NextOffset ?? 0, CurrentFlow()), ct).ConfigureAwait(false);
+                // Read before the offset: both only grow, so what is said held is never past the offset said.
+                long retained = _ring?.RetainedFromOffset ?? 0;
+                await channel.SendAsync(new Heartbeat(_ring?.NextOffset ?? 0, CurrentFlow(), retained), ct).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }
