@@ -40,7 +40,7 @@ public static class ControlCodec
             case Abort m: w.Str(m.Reason); break;
             case ChildLost m: w.I32(m.ChildId); w.Str(m.Reason); break;
             case DataHello m: w.Bytes(ProtocolConstants.Magic); w.U16(m.Version); w.Blob(m.LinkKey); w.I32(m.NodeId); w.I64(m.ResumeOffset); break;
-            case Heartbeat m: w.I64(m.VerifiedOffset); w.U8((byte)m.State); break;
+            case Heartbeat m: w.I64(m.VerifiedOffset); w.U8((byte)m.State); if (m.RetainedFrom >= 0) w.I64(m.RetainedFrom); break;
             case Adopt m: w.I32(m.ChildId); break;
             case Reattach m: w.I32(m.ParentId); w.Str(m.ParentAddress); w.U16((ushort)m.ParentPort); break;
             case ResumeFailed m: w.I32(m.ParentId); w.I64(m.Offset); w.Str(m.Reason); break;
@@ -133,7 +133,11 @@ public static class ControlCodec
         var state = (FlowState)r.U8();
         if (offset < 0) throw new ProtocolException($"heartbeat at negative offset {offset}");
         if (!Enum.IsDefined(state)) throw new ProtocolException($"unknown flow state {(byte)state}");
-        return new Heartbeat(offset, state);
+        // The retained-from offset is optional (the server's heartbeats leave it out).
+        long retained = -1;
+        if (r.Remaining >= 8 && ((retained = r.I64()) < 0 || retained > offset))
+            throw new ProtocolException($"heartbeat says it holds from offset {retained}, outside 0..{offset}");
+        return new Heartbeat(offset, state, retained);
     }
 
     private static DataHello DecodeDataHello(ref Reader r)

@@ -109,7 +109,9 @@ public enum FlowState : byte
 /// (node to server), or just "alive" (server to node, offset 0). Silence for --failure-timeout means
 /// the peer is dead, stopped or cut off.
 /// </summary>
-public sealed record Heartbeat(long VerifiedOffset, FlowState State) : ControlMessage(ControlType.Heartbeat);
+/// <remarks><paramref name="RetainedFrom"/>: node to server, the oldest wire offset its ring still holds (a repair sends an
+/// orphan only to a parent that holds its offset); -1 = not said (the server's heartbeats), and then not on the wire.</remarks>
+public sealed record Heartbeat(long VerifiedOffset, FlowState State, long RetainedFrom = -1) : ControlMessage(ControlType.Heartbeat);
 
 /// <summary>Server to node: accept a data link from one more child (the orphan of a failed node).</summary>
 public sealed record Adopt(int ChildId) : ControlMessage(ControlType.Adopt);

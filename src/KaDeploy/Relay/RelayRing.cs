@@ -117,6 +117,23 @@ public sealed class RelayRing : IDisposable
     // The oldest sequence still readable.
     private long RetainedFromLocked() => Math.Max(0, _published - SlotCount + _reserved);
 
+    /// <summary>
+    /// The oldest wire offset this ring still holds (a child may resume from it): the first retained frame's offset, or
+    /// <see cref="NextOffset"/> when nothing is retained. A node reports it in its heartbeats, so that a repair sends an
+    /// orphan only to a parent that still holds the orphan's offset.
+    /// </summary>
+    public long RetainedFromOffset
+    {
+        get
+        {
+            lock (_gate)
+            {
+                long from = RetainedFromLocked();
+                return from < _published ? _headers[from % SlotCount].Offset : _nextOffset;
+            }
+        }
+    }
+
     /// <summary>Frames published so far.</summary>
     public long Published { get { lock (_gate) return _published; } }
 

@@ -51,6 +51,9 @@ internal sealed class ChildLinks
         _spoolOnly = spoolOnly;
     }
 
+    /// <summary>The oldest wire offset a child could resume from here: all of it with a file spool, else the ring's oldest frame.</summary>
+    public long HeldFrom => _spool is { NeedsFeed: true } ? 0 : _ring.RetainedFromOffset;
+
     /// <summary>Accepts a data link from one more child (repair: an orphan of a failed node).</summary>
     public void Expect(int childId)
     {

@@ -38,6 +38,7 @@ public sealed class DeployClient
     private RelayRing? _ring;
     private RingCursor? _localCursor;
     private Connection? _upstream;
+    private CancellationTokenSource? _linking; // the link attempt under way: a Reattach cancels it (the server named a new parent)
     private long _lastHeard = Environment.TickCount64;
     private volatile string? _abortReason;
     private volatile bool _complete;
@@ -288,12 +289,37 @@ public sealed class DeployClient
     private async Task<Connection> LinkAsync(IPEndPoint parent, Plan plan, long offset, TimeSpan patience, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
+        // A Reattach that comes while we link (say our parent refused the session right after its Plan, or died before
+        // we reached it) names a parent newer than this one: stop trying this one at once, not after the patience.
+        using var linking = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        lock (_gate) _linking = linking;
+        try
+        {
+            return await LinkAttemptsAsync(parent, plan, offset, patience, deadline, linking.Token, ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new ReattachPendingException();
+        }
+        finally
+        {
+            lock (_gate) if (_linking == linking) _linking = null;
+        }
+    }
+
+    /// <summary>The server named a new parent while this node was linking to the old one.</summary>
+    private sealed class ReattachPendingException() : KaDeployException("the server named a new parent");
+
+    private async Task<Connection> LinkAttemptsAsync(IPEndPoint parent, Plan plan, long offset, TimeSpan patience, Stopwatch deadline,
+        CancellationToken linking, CancellationToken ct)
+    {
         while (true)
         {
+            if (_reattach.Reader.TryPeek(out _)) throw new ReattachPendingException();
             Connection? connection = null;
             try
             {
-                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(linking);
                 attempt.CancelAfter(patience);
                 connection = await _transport.ConnectAsync(parent, _options.Bind, attempt.Token).ConfigureAwait(false);
                 connection = await _handshake.OpenAsync(connection, ChannelKind.Data, _options.Session, attempt.Token).ConfigureAwait(false);
@@ -303,15 +329,20 @@ public sealed class DeployClient
                 Log($"linked to {parent}{(offset > 0 ? $" at offset {offset}" : "")}");
                 return connection;
             }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            catch (OperationCanceledException) when (!linking.IsCancellationRequested)
             {
                 connection?.Abort("no answer");
                 throw new LinkLostException($"parent {parent} did not answer within {patience.TotalSeconds:0.#} s");
             }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                connection?.Abort("re-attaching on the server's word");
+                throw;
+            }
             catch (SocketException e) when (deadline.Elapsed < patience && e.SocketErrorCode == SocketError.ConnectionRefused)
             {
                 connection?.Abort("refused");
-                await Task.Delay(TimeSpan.FromMilliseconds(50), ct).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(50), linking).ConfigureAwait(false);
             }
             catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
             {
@@ -338,6 +369,13 @@ public sealed class DeployClient
                 {
                     connection = await LinkAsync(parent, plan, offset, first ? _options.LinkTimeout : _options.FailureTimeout, ct).ConfigureAwait(false);
                 }
+                catch (ReattachPendingException)
+                {
+                    // Not a failed resume: the server already knows where we go (no ResumeFailed, which would send us to it).
+                    Log($"stopped linking to {(parentId == 0 ? "the server" : $"node {parentId}")}: the server named a new parent");
+                    (parent, parentId) = await NextParentAsync(server, "re-attach", ct).ConfigureAwait(false);
+                    continue;
+                }
                 catch (LinkLostException e)
                 {
                     // A first link that fails is repaired like a lost one: the parent may have been declared failed while
@@ -349,7 +387,8 @@ public sealed class DeployClient
                     continue;
                 }
                 lock (_gate) _upstream = connection;
-                // A Reattach that came while we were linking is for a later failure; it aborts this link then.
+                // A Reattach that came after the link was made but before it was recorded names a newer parent: go there.
+                if (_reattach.Reader.TryPeek(out _)) connection.Abort("re-attaching on the server's word");
                 if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
                 await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
                 first = false;
@@ -442,8 +481,21 @@ public sealed class DeployClient
                         break;
                     case Reattach r:
                         if (_complete) { Log($"re-attach to node {r.ParentId} ignored: the whole stream is here"); break; }
+                        // Stop the link or the link attempt under way first, then hand over the new parent: the other way
+                        // round, the upstream loop could take this Reattach, start linking to its parent, and have that
+                        // very attempt cancelled here as if a newer Reattach had come.
+                        CancellationTokenSource? linking;
+                        lock (_gate)
+                        {
+                            _upstream?.Abort($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} on the server's word");
+                            linking = _linking;
+                        }
+                        if (linking is not null)
+                        {
+                            try { await linking.CancelAsync().ConfigureAwait(false); }
+                            catch (ObjectDisposedException) { } // that attempt just ended
+                        }
                         _reattach.Writer.TryWrite(r);
-                        lock (_gate) _upstream?.Abort($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} on the server's word");
                         break;
                     case Moved mv:
                         Log($"moved by the server: {mv.Reason}");
@@ -495,7 +547,9 @@ public sealed class DeployClient
                     return;
                 }
                 if (_serverLost.Task.IsCompleted) return;
-                await channel.SendAsync(new Heartbeat(_ring?.NextOffset ?? 0, CurrentFlow()), ct).ConfigureAwait(false);
+                // Read before the offset: both only grow, so what is said held is never past the offset said.
+                long retained = _ring?.RetainedFromOffset ?? 0;
+                await channel.SendAsync(new Heartbeat(_ring?.NextOffset ?? 0, CurrentFlow(), retained), ct).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }

@@ -130,29 +130,21 @@ public sealed partial class DeployServer
 
     private void RepairChildrenOf(ServerNode node, string why)
     {
-        List<ServerNode> orphans;
         var moves = new List<(ServerNode Orphan, int NewParent)>();
-        int anc;
         lock (_gate)
         {
             if (!_started) return;
-            anc = NearestLiveAncestorLocked(node);
-            orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Gone && !n.Detached);
-            // The most advanced orphan takes the failed node's place under its ancestor; its siblings go under it while
-            // it has room in the tree's arity, so no parent ends up sending to more children than it did before (all
-            // orphans under the ancestor would share its uplink among up to 2 x arity - 1 children for the rest of the
-            // session). A sibling a little ahead of the promoted one waits for it (ChildLinks serves from where it stands).
-            orphans.Sort((a, b) => Volatile.Read(ref b.VerifiedOffset).CompareTo(Volatile.Read(ref a.VerifiedOffset)));
-            ServerNode? promoted = orphans.Count > 0 ? orphans[0] : null;
-            int promotedChildren = promoted is null ? 0 : _nodes.Count(n => n.ParentId == promoted.Id && !n.Gone && !n.Detached);
-            foreach (var o in orphans)
+            int anc = NearestLiveAncestorLocked(node);
+            var orphans = OrphansOfLocked(node);
+            // The most advanced orphan takes the failed node's place under the nearest ancestor that still holds its offset;
+            // its siblings go under it while it has room in the tree's arity, so no parent ends up sending to more children
+            // than it did before (RepairPlanner). An orphan whose offset nobody holds goes to the nearest ancestor as
+            // before: refused there, it asks the server, which serves it from its spool or fails it with the reason.
+            var placed = RepairPlanner.Place(OrphanViewsLocked(orphans), HoldersLocked(node), _options.Arity);
+            for (int i = 0; i < orphans.Count; i++)
             {
-                int newParent = anc;
-                if (o != promoted && promotedChildren < Math.Max(1, _options.Arity))
-                {
-                    newParent = promoted!.Id;
-                    promotedChildren++;
-                }
+                var o = orphans[i];
+                int newParent = placed[i] >= 0 ? placed[i] : anc;
                 o.ParentId = newParent;
                 o.PendingRepair = (why, Environment.TickCount64, newParent);
                 moves.Add((o, newParent));
@@ -160,6 +152,35 @@ public sealed partial class DeployServer
         }
         foreach (var (o, newParent) in moves) _ = ReattachAsync(o, newParent, why);
     }
+
+    // A node's children still in the tree, most advanced first (the offsets only grow: an older view is on the safe side).
+    private List<ServerNode> OrphansOfLocked(ServerNode node)
+    {
+        var orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Gone && !n.Detached);
+        orphans.Sort((a, b) => Volatile.Read(ref b.VerifiedOffset).CompareTo(Volatile.Read(ref a.VerifiedOffset)));
+        return orphans;
+    }
+
+    private OrphanView[] OrphanViewsLocked(List<ServerNode> orphans) =>
+        [.. orphans.Select(o => new OrphanView(o.Id, Volatile.Read(ref o.VerifiedOffset), Volatile.Read(ref o.RetainedFrom),
+            _nodes.Count(n => n.ParentId == o.Id && !n.Gone && !n.Detached)))];
+
+    // Who could serve the orphans of a node: its live ancestors on the main tree, nearest first, then the server (its ring
+    // and spool, read now; a node's ring as its last heartbeat said).
+    private HolderView[] HoldersLocked(ServerNode node)
+    {
+        var holders = new List<HolderView>();
+        int p = node.ParentId;
+        while (p != 0 && _nodes.Find(n => n.Id == p) is { } a)
+        {
+            if (!a.Detached && !a.Moved) holders.Add(new HolderView(a.Id, Volatile.Read(ref a.RetainedFrom), RepairPlanner.NodeSlack));
+            p = a.ParentId;
+        }
+        holders.Add(ServerHolderLocked());
+        return [.. holders];
+    }
+
+    private HolderView ServerHolderLocked() => new(0, _links?.HeldFrom ?? -1, RepairPlanner.ServerSlack(_treeRate));
 
     private async Task ReattachAsync(ServerNode orphan, int newParent, string why)
     {
@@ -246,10 +267,13 @@ public sealed partial class DeployServer
         }
         else if (++node.NotHeldBeats >= 2) node.HeldSince = 0;
         node.Flow = h.State;
+        if (h.State == FlowState.HeldBySink) node.SinkHeldAt = now;
+        if (h.RetainedFrom >= 0) Volatile.Write(ref node.RetainedFrom, h.RetainedFrom);
         if (node.RateTick == 0 || node.RateTick < Volatile.Read(ref _rateEpoch)) (node.RateTick, node.RateOffset) = (now, h.VerifiedOffset);
         else if (now - node.RateTick >= 1000)
         {
             double rate = (h.VerifiedOffset - node.RateOffset) * 1000.0 / (now - node.RateTick);
+            node.Rate = rate;
             lock (_gate) if (rate > _treeRate) _treeRate = rate;
             (node.RateTick, node.RateOffset) = (now, h.VerifiedOffset);
         }
@@ -272,15 +296,30 @@ public sealed partial class DeployServer
         lock (_gate) tree = _treeRate;
         long total = Interlocked.Read(ref _estimatedTotal), keeps = Volatile.Read(ref _spoolKeeps);
         var views = new SlowNodeView[nodes.Length];
-        for (int i = 0; i < nodes.Length; i++)
+        lock (_gate)
         {
-            var n = nodes[i];
-            long offset = Volatile.Read(ref n.VerifiedOffset);
-            bool kept = SlowNodePolicy.SpoolKeeps(keeps, total, offset);
-            views[i] = new SlowNodeView(n.Detached, n.Moved, n.IsFinished, n.Flow == FlowState.Complete, n.HeldSince,
-                offset - n.HeldFromOffset, kept);
+            var server = ServerHolderLocked();
+            for (int i = 0; i < nodes.Length; i++)
+            {
+                var n = nodes[i];
+                long offset = Volatile.Read(ref n.VerifiedOffset);
+                bool kept = SlowNodePolicy.SpoolKeeps(keeps, total, offset);
+                // Its children re-attach to the nearest holder of their offsets; the server is where a refused one ends up,
+                // so a move waits until the server holds every child's offset (no move can then strand one).
+                bool orphansHeld = n.HeldSince == 0 || OrphansOfLocked(n).TrueForAll(o => server.Holds(Volatile.Read(ref o.VerifiedOffset)));
+                views[i] = new SlowNodeView(n.Detached, n.Moved, n.IsFinished, n.Flow == FlowState.Complete, n.HeldSince,
+                    offset - n.HeldFromOffset, kept, orphansHeld, n.SinkHeldAt);
+            }
         }
-        int slow = SlowNodePolicy.Pick(views, tree, now, _options.SlowNodeAfter, _options.NoSpool, out string why);
+        var d = SlowNodePolicy.Decide(views, tree, now, _options.SlowNodeAfter, _options.NoSpool);
+        // Once per node: why a node that looks slow stays where it is.
+        if (d.Declined >= 0 && !nodes[d.Declined].SlowDeclined)
+        {
+            nodes[d.Declined].SlowDeclined = true;
+            Log($"node {nodes[d.Declined].Id} {nodes[d.Declined].Report.Name} is slow ({d.Why})");
+        }
+        int slow = d.Move;
+        string why = d.Why;
         if (slow < 0) return;
         lock (_gate) { _treeRate = 0; Volatile.Write(ref _rateEpoch, now); }
         _ = MoveSlowAsync(nodes[slow], why);

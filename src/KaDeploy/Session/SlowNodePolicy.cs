@@ -9,8 +9,11 @@ namespace KaDeploy.Session;
 /// <param name="TakenWhileHeld">Bytes its sink took since the hold began (verified offset now less the offset then).</param>
 /// <param name="SpoolKeepsIt">The spool will still hold the node's offset when the others are served, so a moved node can
 /// be fed from there (a memory spool keeps only the stream's last part).</param>
+/// <param name="OrphansHeld">Every child it has would find its offset held where it re-attaches (<see cref="RepairPlanner"/>):
+/// moving it strands none of them.</param>
+/// <param name="SinkHeldAt">When it last said its own sink held its ring full (Environment.TickCount64; 0 = never).</param>
 internal readonly record struct SlowNodeView(bool Detached, bool Moved, bool Finished, bool Complete, long HeldSince, long TakenWhileHeld,
-    bool SpoolKeepsIt = true)
+    bool SpoolKeepsIt = true, bool OrphansHeld = true, long SinkHeldAt = 0)
 {
     /// <summary>Still taking part in the main tree's stream: its progress is what a move would free.</summary>
     public bool Receiving => !Detached && !Moved && !Finished && !Complete;
@@ -26,11 +29,15 @@ internal static class SlowNodePolicy
     /// Whether a spool that keeps the stream's last <paramref name="keeps"/> wire bytes (-1: all, a file spool) will still
     /// hold <paramref name="offset"/> once the stream has ended, for a stream of about <paramref name="total"/> payload
     /// bytes. The estimate counts payload bytes; 1 % and a MiB cover the framing (a compressed stream is shorter on the
-    /// wire: on the safe side). An unknown length (-1, an --exec source) promises nothing either way: the move is made,
-    /// as before this check, and a node the spool let go fails with that reason.
+    /// wire: on the safe side). With an unknown length (-1, an --exec source) only a spool that keeps everything can
+    /// promise it: a memory spool may let the offset go before the end (the bench's keyed chain of 1 GiB through the
+    /// default memory spool, which keeps about 537 MB of sealed frames, lost a node moved at 400 MB), so no move.
     /// </summary>
     public static bool SpoolKeeps(long keeps, long total, long offset) =>
-        keeps < 0 || total < 0 || total + total / 100 + (1 << 20) - offset <= keeps;
+        keeps < 0 || (total >= 0 && total + total / 100 + (1 << 20) - offset <= keeps);
+
+    /// <summary>How far back a node's own sink having held its ring counts as "sink-bound now" (besides the delay).</summary>
+    public static readonly TimeSpan SinkBoundLookback = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// The index of the node to move, or -1. A node is slow when its own sink has held its ring full for at least
@@ -44,8 +51,19 @@ internal static class SlowNodePolicy
     /// <param name="why">For the log: how long it was held and at what rate, against the tree's.</param>
     public static int Pick(ReadOnlySpan<SlowNodeView> nodes, double treeRate, long now, TimeSpan after, bool noSpool, out string why)
     {
-        why = "";
-        if (after <= TimeSpan.Zero || noSpool || treeRate <= 0) return -1;
+        var d = Decide(nodes, treeRate, now, after, noSpool);
+        why = d.Move >= 0 ? d.Why : "";
+        return d.Move;
+    }
+
+    /// <summary>
+    /// As <see cref="Pick"/>, and also the first node that looked slow but is not moved, with why (for one log line: an
+    /// operator who sees a slow node stay in place learns the reason).
+    /// </summary>
+    public static SlowNodeDecision Decide(ReadOnlySpan<SlowNodeView> nodes, double treeRate, long now, TimeSpan after, bool noSpool)
+    {
+        var none = new SlowNodeDecision(-1, -1, "");
+        if (after <= TimeSpan.Zero || noSpool || treeRate <= 0) return none;
         // A few slow nodes are what a move is for; when more than a quarter hold the tree in turn, the limit is the
         // nodes themselves (every CPU or disk is slower than the network), and moving more would only feed them last.
         int moved = 0, receiving = 0;
@@ -54,25 +72,44 @@ internal static class SlowNodePolicy
             if (n.Moved) moved++;
             if (n.Receiving) receiving++;
         }
-        if (moved >= Math.Max(1, nodes.Length / 4)) return -1;
+        if (moved >= Math.Max(1, nodes.Length / 4)) return none;
         // A move frees the nodes that wait on the slow one (its subtree, and through its parent's ring the rest) and
         // feeds it last: it pays only while another node still receives the main stream. A lone node, or the last one
         // still receiving at the end of a session, would be moved for nothing and then fed from the spool at the
         // same speed (issue 14's bench: a lone node whose disk was slower than loopback was moved).
-        if (receiving < 2) return -1;
+        if (receiving < 2) return none;
+        // Whose own sink held its ring lately: one or a few is what a move is for; more than a quarter means the nodes
+        // themselves are the limit (eight nodes starved on two cores each hold the tree in turn, and the best second any
+        // of them had makes the rest look slow: the keyed bench moved them, and a move then lost an orphan).
+        long lookback = (long)(SinkBoundLookback + after).TotalMilliseconds;
+        int sinkBound = 0;
+        foreach (var n in nodes)
+            if (n.Receiving && n.SinkHeldAt != 0 && now - n.SinkHeldAt <= lookback) sinkBound++;
+        bool starved = sinkBound > Math.Max(1, nodes.Length / 4);
+        var declined = none;
         for (int i = 0; i < nodes.Length; i++)
         {
             var n = nodes[i];
-            // Moved, it is fed last, from the spool: one whose offset the spool will have let go by then would fail.
-            if (!n.Receiving || n.HeldSince == 0 || !n.SpoolKeepsIt) continue;
+            if (!n.Receiving || n.HeldSince == 0) continue;
             double held = (now - n.HeldSince) / 1000.0;
             if (held < after.TotalSeconds) continue;
             double rate = n.TakenWhileHeld / held;
             // Taking nothing at all is hung, not slow: the stall watch's case.
             if (rate <= 0 || rate * 2 >= treeRate) continue;
-            why = $"its own sink held its buffer full for {held:0.0} s, taking {rate / 1e6:0.0} MB/s where the tree moves {treeRate / 1e6:0.0} MB/s";
-            return i;
+            string why = $"its own sink held its buffer full for {held:0.0} s, taking {rate / 1e6:0.0} MB/s where the tree moves {treeRate / 1e6:0.0} MB/s";
+            // Moved, it is fed last, from the spool: one whose offset the spool will have let go by then would fail.
+            // Its children re-attach first: one whose offset nobody holds any more would be lost.
+            string? stay = !n.SpoolKeepsIt ? "the spool may let its offset go before it would be fed from there"
+                : !n.OrphansHeld ? "the offset of a child of it is no longer held by the server, where a refused orphan goes"
+                : starved ? $"{sinkBound} nodes' own sinks held their buffers within {lookback / 1000.0:0} s: the nodes themselves are the limit"
+                : null;
+            if (stay is null) return new SlowNodeDecision(i, -1, why);
+            if (declined.Declined < 0) declined = new SlowNodeDecision(-1, i, $"{why}; not moved: {stay}");
         }
-        return -1;
+        return declined;
     }
 }
+
+/// <summary>What <see cref="SlowNodePolicy.Decide"/> found: the node to move (-1: none), else the first that looked slow but
+/// stays (-1: none), and why.</summary>
+internal readonly record struct SlowNodeDecision(int Move, int Declined, string Why);
