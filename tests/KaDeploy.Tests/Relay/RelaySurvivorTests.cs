@@ -16,13 +16,21 @@ public class RelaySurvivorTests
     private static readonly byte[] StreamKey = RandomNumberGenerator.GetBytes(StreamCipher.KeySize);
 
     // ---- guards: a wrong argument is refused at once, not turned into a broken ring later ----
+    // One case per guard, so that each guard removed fails a case of its own.
 
-    [Fact]
-    public void ARingNeedsACapacityAndANonNegativeRetention()
+    [Theory]
+    [InlineData("no capacity")]
+    [InlineData("a negative capacity")]
+    [InlineData("a negative retention")]
+    public void ARingNeedsACapacityAndANonNegativeRetention(string what)
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => new RelayRing(0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new RelayRing(-5));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new RelayRing(RelayRing.SlotSize, -1));
+        Action make = what switch
+        {
+            "no capacity" => () => new RelayRing(0).Dispose(),
+            "a negative capacity" => () => new RelayRing(-5).Dispose(),
+            _ => () => new RelayRing(RelayRing.SlotSize, -1).Dispose(),
+        };
+        Assert.Throws<ArgumentOutOfRangeException>(make);
         using var smallest = new RelayRing(1, 0); // the smallest legal ring: four slots
         Assert.Equal(4, smallest.SlotCount);
     }
@@ -31,7 +39,8 @@ public class RelaySurvivorTests
     public async Task ARunOfNoSlotsIsRefused()
     {
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
-        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => ring.AcquireRunAsync(0, default).AsTask());
+        // Bounded: a run of no slots would otherwise wait for space forever.
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => ring.AcquireRunAsync(0, default).AsTask().WaitAsync(Eventually.Deadline));
         Assert.Equal(RelayRing.SlotSize, (await ring.AcquireRunAsync(1, default)).Length);
     }
 
@@ -50,28 +59,42 @@ public class RelaySurvivorTests
         Assert.Equal(10, ring.NextOffset);
     }
 
-    [Fact]
-    public void TheRelayPartsRefuseAMissingStreamOrRing()
+    [Theory]
+    [InlineData("a receiver without a link")]
+    [InlineData("a receiver without a ring")]
+    [InlineData("a sender without a cursor")]
+    [InlineData("a sender without a link")]
+    [InlineData("a reader without a cursor")]
+    [InlineData("a writer without a ring")]
+    public void TheRelayPartsRefuseAMissingStreamOrRing(string what)
     {
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
         using var cursor = ring.Attach("c");
-        Assert.Throws<ArgumentNullException>(() => new FrameReceiver(null!, ring));
-        Assert.Throws<ArgumentNullException>(() => new FrameReceiver(new MemoryStream(), null!));
-        Assert.Throws<ArgumentNullException>(() => new ChildSender(null!, new MemoryStream()));
-        Assert.Throws<ArgumentNullException>(() => new ChildSender(cursor, null!));
-        Assert.Throws<ArgumentNullException>(() => new RingReaderStream(null!));
-        Assert.Throws<ArgumentNullException>(() => new RingWriterStream(null!, default));
+        Action make = what switch
+        {
+            "a receiver without a link" => () => _ = new FrameReceiver(null!, ring),
+            "a receiver without a ring" => () => _ = new FrameReceiver(new MemoryStream(), null!),
+            "a sender without a cursor" => () => _ = new ChildSender(null!, new MemoryStream()),
+            "a sender without a link" => () => _ = new ChildSender(cursor, null!),
+            "a reader without a cursor" => () => new RingReaderStream(null!).Dispose(),
+            _ => () => new RingWriterStream(null!, default).Dispose(),
+        };
+        Assert.Throws<ArgumentNullException>(make);
     }
 
-    [Fact]
-    public void ASealingWriterOrAnOpeningReceiverNeedsASealedRing()
+    [Theory]
+    [InlineData("receiver")]
+    [InlineData("writer")]
+    public void ASealingWriterOrAnOpeningReceiverNeedsASealedRing(string what)
     {
         using var cipher = new StreamCipher(StreamKey, 7);
         using var clear = new RelayRing(4 * RelayRing.SlotSize);
-        Assert.Equal("ring", Assert.Throws<ArgumentException>(() => new FrameReceiver(new MemoryStream(), clear, cipher: cipher)).ParamName);
-        Assert.Equal("ring", Assert.Throws<ArgumentException>(() => new RingWriterStream(clear, default, cipher)).ParamName);
+        Action make = what == "receiver"
+            ? () => _ = new FrameReceiver(new MemoryStream(), clear, cipher: cipher)
+            : () => new RingWriterStream(clear, default, cipher).Dispose();
+        Assert.Equal("ring", Assert.Throws<ArgumentException>(make).ParamName);
         using var sealedRing = new RelayRing(4 * (RelayRing.SlotSize + RelayRing.PlaintextSize), sealedFrames: true);
         _ = new FrameReceiver(new MemoryStream(), sealedRing, cipher: cipher);
-        _ = new RingWriterStream(sealedRing, default, cipher);
+        new RingWriterStream(sealedRing, default, cipher).Dispose();
     }
 }
