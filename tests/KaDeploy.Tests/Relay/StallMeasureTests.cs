@@ -33,6 +33,8 @@ public class StallMeasureTests
         ValueTask<Memory<byte>> fifth = ring.AcquireAsync(default);
         Assert.False(fifth.IsCompleted);
         await Eventually.HoldsAsync(() => ring.FindStalled(limit) == holder, "child 7 stalled past the limit");
+        // ... and "child 2" took its last frame longer ago than the limit too (by a margin of half a second).
+        await Eventually.HoldsAsync(() => Environment.TickCount64 - idle.LastProgress > limit.TotalMilliseconds + 500, "child 2's last frame older than the limit");
         holder.Evict("given up");
         await fifth.AsTask().WaitAsync(Eventually.Deadline);
         ring.Publish(new DataFrameHeader(DataFrameType.Data, 100, 400, 0), DataFrameHeader.Size + 100);
