@@ -67,12 +67,40 @@ public sealed class PayloadDigest : IDisposable
     }
 }
 
-/// <summary>Pass-through write stream that counts and digests the payload on its way to the wire.</summary>
-public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialWriteStream
+/// <summary>
+/// Pass-through write stream that counts and digests the payload on its way to the wire. Lends the stream
+/// below's segments (<see cref="ISegmentWriter"/>) when it can, and digests what the source put there when it is
+/// committed, right after the source wrote it (still in cache) and before the frame can be sealed and sent.
+/// </summary>
+public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialWriteStream, ISegmentWriter
 {
     private readonly PayloadDigest _hash = new(algorithm);
+    private readonly ISegmentWriter? _lender = inner is ISegmentWriter { LendsSegments: true } w ? w : null;
+    private Memory<byte> _lent;
 
     private long _count;
+
+    /// <inheritdoc />
+    public bool LendsSegments => _lender is not null;
+
+    /// <inheritdoc />
+    public async ValueTask<Memory<byte>> GetSegmentAsync(CancellationToken cancellationToken)
+    {
+        if (_lender is null) throw new NotSupportedException("the stream below lends no segments");
+        _lent = await _lender.GetSegmentAsync(cancellationToken).ConfigureAwait(false);
+        return _lent;
+    }
+
+    /// <inheritdoc />
+    public void Advance(int count)
+    {
+        if (_lender is null) throw new NotSupportedException("the stream below lends no segments");
+        if ((uint)count > (uint)_lent.Length) throw new ArgumentOutOfRangeException(nameof(count));
+        _hash.Append(_lent.Span[..count]);
+        Volatile.Write(ref _count, _count + count);
+        _lent = default;
+        _lender.Advance(count);
+    }
 
     /// <summary>Payload bytes written so far (safe to read from another thread for progress).</summary>
     public long Length64 => Volatile.Read(ref _count);
@@ -85,6 +113,7 @@ public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = 
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
+        _lent = default;
         _hash.Append(buffer);
         Volatile.Write(ref _count, _count + buffer.Length);
         inner.Write(buffer);
@@ -94,6 +123,7 @@ public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = 
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        _lent = default;
         _hash.Append(buffer.Span);
         Volatile.Write(ref _count, _count + buffer.Length);
         return inner.WriteAsync(buffer, cancellationToken);

@@ -11,7 +11,7 @@ namespace KaDeploy.Relay;
 /// tree: the chunk is gathered in the slot's plaintext area (<see cref="RelayRing.PlaintextOf"/>) and encrypted
 /// into its wire slot.
 /// </summary>
-public sealed class RingWriterStream : SequentialWriteStream
+public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
 {
     private readonly RelayRing _ring;
     private readonly CancellationToken _cancellation;
@@ -62,6 +62,24 @@ public sealed class RingWriterStream : SequentialWriteStream
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    /// <inheritdoc />
+    public bool LendsSegments => true;
+
+    /// <summary>The rest of the current frame's payload (a new slot's when none is open): a source reads into the slot itself.</summary>
+    public async ValueTask<Memory<byte>> GetSegmentAsync(CancellationToken cancellationToken)
+    {
+        if (_slot is null) Take(await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false));
+        return _plain[_filled.._chunk];
+    }
+
+    /// <inheritdoc />
+    public void Advance(int count)
+    {
+        if (_slot is null || count < 0 || count > _chunk - _filled) throw new ArgumentOutOfRangeException(nameof(count));
+        _filled += count;
+        if (_filled == _chunk) Seal();
+    }
 
     private void Take(Memory<byte> slot)
     {

@@ -481,7 +481,9 @@ public sealed class DeployClient
                         break;
                     case Reattach r:
                         if (_complete) { Log($"re-attach to node {r.ParentId} ignored: the whole stream is here"); break; }
-                        _reattach.Writer.TryWrite(r);
+                        // Stop the link or the link attempt under way first, then hand over the new parent: the other way
+                        // round, the upstream loop could take this Reattach, start linking to its parent, and have that
+                        // very attempt cancelled here as if a newer Reattach had come.
                         CancellationTokenSource? linking;
                         lock (_gate)
                         {
@@ -493,6 +495,7 @@ public sealed class DeployClient
                             try { await linking.CancelAsync().ConfigureAwait(false); }
                             catch (ObjectDisposedException) { } // that attempt just ended
                         }
+                        _reattach.Writer.TryWrite(r);
                         break;
                     case Moved mv:
                         Log($"moved by the server: {mv.Reason}");

@@ -193,9 +193,9 @@ public class HandshakeMutationTests
         var (o, a) = InMemoryConnection.Create();
         var open = Handshake.OpenAsync(o, HandshakeChannel.Control, "lab", null, Peer, default);
         await ReadOpenerHello(a);
-        await a.WriteAsync(AcceptorReply(0, new byte[32], version: 3));
+        await a.WriteAsync(AcceptorReply(0, new byte[32], version: 2));
         var e = await Assert.ThrowsAsync<HandshakeException>(() => open);
-        Assert.Equal($"{Peer} speaks protocol version 3, expected {ProtocolConstants.Version}", e.Message);
+        Assert.Equal($"{Peer} speaks protocol version 2, expected {ProtocolConstants.Version}", e.Message);
     }
 
     [Fact]
@@ -408,7 +408,7 @@ public class HandshakeMutationTests
 
     public static TheoryData<string, byte[], string> Refusals() => new()
     {
-        { "another version", OpenerHello(version: 3), $"protocol version 3, expected {ProtocolConstants.Version}" },
+        { "another version", OpenerHello(version: 2), $"protocol version 2, expected {ProtocolConstants.Version}" },
         { "channel 0", OpenerHello(channel: 0), "unknown channel 0" },
         { "channel 4", OpenerHello(channel: 4), "unknown channel 4" },
         { "a session name of 256 bytes", OpenerHello(session: [], sessionLength: 256), "session name of 256 bytes (limit 255)" },
@@ -418,7 +418,9 @@ public class HandshakeMutationTests
     };
 
     [Theory]
-    [MemberData(nameof(Refusals))]
+    // Each case carries a fresh random nonce: enumerated at discovery, its name would differ from the run's, and a
+    // Stryker run then counts the discovered cases as never finished ("Initial test run could not be completed").
+    [MemberData(nameof(Refusals), DisableDiscoveryEnumeration = true)]
     public async Task TheAcceptorRefusesWithTheReasonOnTheWireAndInItsOwnError(string what, byte[] hello, string reason)
     {
         var (o, a) = InMemoryConnection.Create();

@@ -4,6 +4,7 @@ using KaDeploy.Payloads;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
 using KaDeploy.Session;
+using KaDeploy.Tests.TestSupport;
 
 namespace KaDeploy.Tests.Relay;
 
@@ -84,7 +85,7 @@ public class EndToEndDigestTests
             await writer.WriteAsync(data);
             await writer.CompleteAsync(data.Length, endAlgorithm, digest, default);
         });
-        var (verified, message) = await local.RunAsync(default).WaitAsync(TimeSpan.FromMinutes(2));
+        var (verified, message) = await local.RunAsync(default).WaitAsync(Eventually.Deadline);
         await produce;
         return (verified, message, sink.Bytes.ToArray());
     }

@@ -15,7 +15,7 @@ namespace KaDeploy.Tests.Relay;
 public class RelayRingBoundaryTests
 {
     // A bound on waiting for a release the test has just caused (never a timing assertion).
-    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan Deadline = Eventually.Deadline;
 
     // Publishes Data frames of `size` bytes at consecutive offsets from `start`, as a receiver would.
     private static void PublishData(RelayRing ring, int frames, int size, long start = 0)

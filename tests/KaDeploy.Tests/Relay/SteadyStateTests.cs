@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using KaDeploy.Protocol;
 using KaDeploy.Relay;
+using KaDeploy.Tests.TestSupport;
 
 namespace KaDeploy.Tests.Relay;
 
@@ -26,7 +27,7 @@ public class SteadyStateTests
         Assert.Equal(data.AsSpan(0, Chunk), first.Span);
 
         var second = await reader.ReadSegmentAsync(default); // returns the first: the producer goes on
-        await fifth.WaitAsync(TimeSpan.FromMinutes(1));
+        await fifth.WaitAsync(Eventually.Deadline);
         Assert.Equal(data.AsSpan(Chunk, Chunk), second.Span);
 
         var rest = new MemoryStream();
@@ -37,7 +38,7 @@ public class SteadyStateTests
         });
         ReadOnlyMemory<byte> s;
         while (!(s = await reader.ReadSegmentAsync(default)).IsEmpty) rest.Write(s.Span);
-        await completing.WaitAsync(TimeSpan.FromMinutes(1));
+        await completing.WaitAsync(Eventually.Deadline);
         Assert.Equal(data.AsSpan(2 * Chunk).ToArray(), rest.ToArray());
         Assert.Equal(data.Length, reader.End!.PayloadLength);
     }

@@ -122,7 +122,7 @@ public class StreamSpoolTests
             while ((await child.NextAsync(default)).Header.Type != DataFrameType.End) child.Advance();
             child.Dispose();
         });
-        await Task.WhenAll(serving, producing, draining).WaitAsync(TimeSpan.FromMinutes(1));
+        await Task.WhenAll(serving, producing, draining).WaitAsync(Eventually.Deadline);
 
         var (first, payload, _) = ParseServed(served.ToArray());
         Assert.Equal(0, first);

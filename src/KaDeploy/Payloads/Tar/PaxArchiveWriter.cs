@@ -18,6 +18,7 @@ internal sealed class PaxArchiveWriter : IDisposable
     private const long MaxOctal11 = 0x1FFFFFFFF;   // 077777777777
 
     private readonly Stream _output;
+    private readonly KaDeploy.IO.ISegmentWriter? _lender;
     private byte[] _buffer;
     private int _used;
     private byte[] _paxBytes = new byte[4096];
@@ -29,7 +30,28 @@ internal sealed class PaxArchiveWriter : IDisposable
     public PaxArchiveWriter(Stream output, int bufferSize)
     {
         _output = output;
+        _lender = output is KaDeploy.IO.ISegmentWriter { LendsSegments: true } lender ? lender : null;
         _buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+    }
+
+    /// <summary>
+    /// True when the output lends the memory its next bytes go to (the server's ring slot, through the digest):
+    /// file data can then be read straight into it, without a copy through this writer's buffer.
+    /// </summary>
+    public bool Lends => _lender is not null;
+
+    /// <summary>The output's memory for the next bytes (never empty), once everything buffered has gone ahead of them; fill a prefix, then <see cref="AdvanceLent"/>.</summary>
+    public async ValueTask<Memory<byte>> LendAsync(CancellationToken ct)
+    {
+        await FlushAsync(ct).ConfigureAwait(false);
+        return await _lender!.GetSegmentAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Commits the first <paramref name="count"/> bytes of the memory last lent by <see cref="LendAsync"/>.</summary>
+    public void AdvanceLent(int count)
+    {
+        _lender!.Advance(count);
+        BytesWritten += count;
     }
 
     public void Dispose()
