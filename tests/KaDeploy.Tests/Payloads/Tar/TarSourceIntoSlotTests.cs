@@ -83,6 +83,41 @@ public class TarSourceIntoSlotTests
         Assert.Equal(wantDigest, reader.End!.Digest);
     }
 
+    [Theory, InlineData(KaDeploy.Security.StreamCipherKind.Aegis256), InlineData(KaDeploy.Security.StreamCipherKind.Aes256Gcm)]
+    public async Task AKeyedSessionSealsWhatWasReadIntoTheSlotsPlaintextArea(KaDeploy.Security.StreamCipherKind kind)
+    {
+        using var t = new TempDirectory();
+        string root = t.Sub("tree");
+        Directory.CreateDirectory(root);
+        foreach (int size in (int[])[100, 64 * 1024 + 1, 200_001])
+            File.WriteAllBytes(Path.Combine(root, $"f{size}"), RandomNumberGenerator.GetBytes(size));
+        var (want, wantDigest) = await BufferedAsync(root, DigestAlgorithm.XxHash128);
+
+        using var cipher = new KaDeploy.Security.StreamCipher(RandomNumberGenerator.GetBytes(32), 7, kind);
+        using var ring = new RelayRing(64 * RelayRing.SlotSize, sealedFrames: true);
+        using var cursor = ring.Attach("wire");
+        var writer = new RingWriterStream(ring, default, cipher);
+        using (var digest = new DigestWriteStream(writer, DigestAlgorithm.XxHash128))
+        {
+            Assert.True(digest.LendsSegments);
+            await new TarTreeSource(new TarTreeSourceOptions { Root = root, BufferSize = 16 * 1024 }).WriteToAsync(digest, default);
+            Assert.Equal(wantDigest, digest.Digest());
+            await writer.CompleteAsync(digest.Length64, DigestAlgorithm.XxHash128, wantDigest, default);
+        }
+        var wire = new List<byte[]>();
+        for (long i = 0; i < ring.Published; i++)
+        {
+            var f = cursor.Next(default);
+            wire.Add(f.Bytes.ToArray());
+            cursor.Advance();
+        }
+
+        var (published, error, end) = KaDeploy.Tests.Security.SealedDataFrameTests.Receive(wire, cipher);
+        Assert.Null(error);
+        Assert.True(want.AsSpan().SequenceEqual(published), "a node opened something else than the buffered archive");
+        Assert.Equal(wantDigest, end!.Digest);
+    }
+
     [Fact]
     public async Task LargeFileDataIsReadIntoLentMemoryAndSmallFilesAreNot()
     {
