@@ -257,8 +257,21 @@ public sealed class RelayRing : IDisposable
         Debug.Assert(length == DataFrameHeader.Size + header.PayloadLength);
         lock (_gate)
         {
+            long before = _published;
             PublishLocked(header);
-            foreach (var c in _cursors) c.WakeLocked();
+            WakeAllLocked(before);
+        }
+    }
+
+    // Wakes every consumer; one that had read everything (it waited on the producer, not the other way round) has data
+    // again only from now: its stall is counted from here, not from its last frame.
+    private void WakeAllLocked(long publishedBefore)
+    {
+        long now = Environment.TickCount64;
+        foreach (var c in _cursors)
+        {
+            if (c.Position >= publishedBefore) c.AvailableSince = now;
+            c.WakeLocked();
         }
     }
 
@@ -268,8 +281,9 @@ public sealed class RelayRing : IDisposable
         if (headers.IsEmpty) return;
         lock (_gate)
         {
+            long before = _published;
             foreach (var h in headers) PublishLocked(h);
-            foreach (var c in _cursors) c.WakeLocked();
+            WakeAllLocked(before);
         }
     }
 
@@ -311,7 +325,10 @@ public sealed class RelayRing : IDisposable
             foreach (var c in _cursors)
                 if (oldest is null || c.Position < oldest.Position) oldest = c;
             if (oldest is null || _published - oldest.Position < _window) return null;
-            return Environment.TickCount64 - oldest.LastProgress >= (long)limit.TotalMilliseconds ? oldest : null;
+            // Idle because it had everything (the producer was held by another consumer) is not stalled: counted from the
+            // later of its last frame and the moment data came for it.
+            long since = Math.Max(oldest.LastProgress, oldest.AvailableSince);
+            return Environment.TickCount64 - since >= (long)limit.TotalMilliseconds ? oldest : null;
         }
     }
 
@@ -434,6 +451,9 @@ public sealed class RingCursor : IDisposable
 
     /// <summary>When this consumer last took a frame (Environment.TickCount64).</summary>
     internal long LastProgress => Volatile.Read(ref _lastProgress);
+
+    /// <summary>When a frame was last published while this consumer had read all before it (Environment.TickCount64; under the ring's lock).</summary>
+    internal long AvailableSince { get; set; }
 
     /// <summary>Why the ring gave up on this consumer, or null.</summary>
     public string? EvictedReason { get; private set; }

@@ -17,11 +17,17 @@ public static class StallWatch
             while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
             {
                 if (ring.FindStalled(limit) is not { } stalled) continue;
-                string reason = $"{stalled.Name} took nothing for {limit.TotalSeconds:0} s while the relay buffer was full; given up so the others go on";
+                string reason = $"{stalled.Name} took nothing for {Describe(limit)} while the relay buffer was full; given up so the others go on";
                 log(reason);
                 stalled.Evict(reason);
             }
         }
         catch (OperationCanceledException) { }
     }
+
+    /// <summary>"500 ms", "1.5 s", "60 s": a sub-second limit was printed as "0 s".</summary>
+    internal static string Describe(TimeSpan limit) =>
+        limit < TimeSpan.FromSeconds(1)
+            ? limit.TotalMilliseconds.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " ms"
+            : limit.TotalSeconds.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " s";
 }

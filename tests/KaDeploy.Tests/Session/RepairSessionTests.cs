@@ -62,8 +62,10 @@ public class RepairSessionTests
         /// whose nodes only crash (their links reset at once) take more, so a loaded machine that starves a heartbeat or a
         /// held link for a few seconds does not add a failure the test did not cause.</param>
         public Cluster(int clients, int arity, long buffer = 1L << 20, long retain = 4L << 20, bool noSpool = false,
-            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null, Func<int, Task?>? gateFor = null, double failureSeconds = 3)
+            Func<int, (long At, Action<Cluster> Trip)?>? tripFor = null, Func<int, Task?>? gateFor = null, double failureSeconds = 3,
+            bool waitRelease = false)
         {
+            _waitRelease = waitRelease;
             _failure = TimeSpan.FromSeconds(failureSeconds);
             SyncLog = TextWriter.Synchronized(Environment.GetEnvironmentVariable("KD_TEST_LOG") is { } file
                 ? new TeeWriter(Log, new StreamWriter(file, append: true) { AutoFlush = true }) : Log);
@@ -83,6 +85,7 @@ public class RepairSessionTests
 
         public long Retain { get; }
         private readonly TimeSpan _failure;
+        private readonly bool _waitRelease;
 
         public Cluster Start()
         {
@@ -91,7 +94,7 @@ public class RepairSessionTests
             {
                 Server = $"127.0.0.1:{Server.ControlPort}", Session = "repair", Bind = Addresses[i], BufferBytes = 1L << 20,
                 RetainBytes = Retain, SinkFactory = _ => Sinks[i], Log = SyncLog, NodeName = $"n{i}", Transport = Net,
-                FailureTimeout = _failure,
+                FailureTimeout = _failure, WaitRelease = _waitRelease,
             }).RunAsync(Kill[i].Token))];
             return this;
         }
@@ -297,7 +300,9 @@ public class RepairSessionTests
         Cluster? cluster = null;
         int crashed = 0;
         // The held link must not time out while the test waits for n4 (15 s, not 3: the wait is longer on a loaded machine).
-        await using var c = cluster = new Cluster(6, 1, failureSeconds: 15, tripFor: i => i == 3 ? (Length / 2, cl =>
+        // Every node stays until released: n0, left with no child but the held n2, would otherwise finish and leave, and
+        // n2 would rightly follow the server's next word (to the server) instead of waiting on its held link.
+        await using var c = cluster = new Cluster(6, 1, failureSeconds: 15, waitRelease: true, tripFor: i => i == 3 ? (Length / 2, cl =>
         {
             cl.Net.LinkOpened += link =>
             {

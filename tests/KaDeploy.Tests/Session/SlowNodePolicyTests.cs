@@ -109,8 +109,7 @@ public class SlowNodePolicyTests
 
     [Theory]
     [InlineData(-1, 10L << 30, 0, true)]                   // a file spool keeps everything
-    [InlineData(1L << 30, -1, 0, false)]                   // unknown length (--exec): a memory spool promises nothing
-    [InlineData(-1, -1, 0, true)]                          // ... a file spool keeps it whatever the length
+    [InlineData(1L << 30, -1, 0, true)]                    // unknown length: no promise either way, moved as before
     [InlineData(1L << 30, 512L << 20, 0, true)]            // the whole stream fits the memory spool
     [InlineData(512L << 20, 1L << 30, 100L << 20, false)]  // 1 GiB through a 512 MiB spool, node at 100 MiB: let go
     [InlineData(512L << 20, 1L << 30, 600L << 20, true)]   // node at 600 MiB: 424 MiB + 1 % + 1 MiB still kept
