@@ -120,13 +120,7 @@ public class SlowMoveSessionTests
         public async Task<(SessionReport Report, ClientResult?[] Results)> FinishAsync()
         {
             var report = await _run!;
-            var results = new ClientResult?[_clients.Length];
-            for (int i = 0; i < _clients.Length; i++)
-            {
-                try { results[i] = await _clients[i]; }
-                catch (Exception e) when (e is OperationCanceledException or KaDeployException) { results[i] = null; }
-            }
-            return (report, results);
+            return (report, await ClientResults.CollectAsync(_clients));
         }
 
         public NodeReport Node(SessionReport r, int i) => r.Nodes.Single(n => n.Name == $"n{i}");
