@@ -63,6 +63,8 @@ public sealed class ScriptedServer : IAsyncDisposable
     private readonly Socket _control = Listen();
     private readonly Socket _data = Listen();
     private readonly List<IAsyncDisposable> _owned = [];
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _heartbeats = [];
 
     /// <summary>The session's link key, as a real server puts in every plan.</summary>
     public byte[] LinkKey { get; } = RandomNumberGenerator.GetBytes(16);
@@ -97,8 +99,25 @@ public sealed class ScriptedServer : IAsyncDisposable
             var address = hello.DataAddress.Length > 0 ? IPAddress.Parse(hello.DataAddress) : remote.Address;
             await channel.SendAsync(new Welcome(i + 1, i + 1, count), ct);
             nodes[i] = new Node(i + 1, hello.NodeName, new IPEndPoint(address, hello.DataPort), channel);
+            lock (_owned) _heartbeats.Add(HeartbeatAsync(channel));
         }
         return nodes;
+    }
+
+    // A real server says "alive" every second; without it a node declares the server lost after its failure timeout
+    // (3 s), and on a loaded machine that could come before the verdict a test waits for. Stops when the server is
+    // disposed or the node's control link is gone.
+    private async Task HeartbeatAsync(ControlChannel channel)
+    {
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                await channel.SendAsync(new Heartbeat(0, FlowState.Flowing), _stop.Token);
+                await Task.Delay(TimeSpan.FromSeconds(1), _stop.Token);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or System.Net.Sockets.SocketException) { }
     }
 
     /// <summary>The plan a real server would send, for a raw payload without compression.</summary>
@@ -154,6 +173,11 @@ public sealed class ScriptedServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _stop.CancelAsync();
+        Task[] heartbeats;
+        lock (_owned) heartbeats = [.. _heartbeats];
+        await Task.WhenAll(heartbeats);
+        _stop.Dispose();
         _control.Dispose();
         _data.Dispose();
         IAsyncDisposable[] owned;
