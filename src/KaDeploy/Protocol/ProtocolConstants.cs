@@ -6,7 +6,8 @@ public static class ProtocolConstants
     /// <summary>Wire protocol version; a peer with another version is refused with a clear message.</summary>
     // 2: End frame names its digest algorithm; heartbeats and repair (docs/protocol.md).
     // 3: the Plan names the data cipher (AEGIS-256, AEGIS-128L or AES-256-GCM) and frame flags name it too, so a
-    // version 2 peer is refused in the handshake with this number rather than failing on the Plan's extra byte.
+    // version 2 peer is refused in the handshake with this number rather than failing on the Plan's extra byte; a node's
+    // Heartbeat may end with the oldest offset its ring holds (repair picks holders by it).
     public const ushort Version = 3;
 
     /// <summary>"KADEPLOY" — first bytes of every control Hello and data-link hello, so garbage is recognised at once.</summary>
