@@ -273,7 +273,6 @@ public sealed partial class DeployServer
         else if (now - node.RateTick >= 1000)
         {
             double rate = (h.VerifiedOffset - node.RateOffset) * 1000.0 / (now - node.RateTick);
-            node.Rate = rate;
             lock (_gate) if (rate > _treeRate) _treeRate = rate;
             (node.RateTick, node.RateOffset) = (now, h.VerifiedOffset);
         }

@@ -50,8 +50,6 @@ internal sealed class ServerNode : IAsyncDisposable
     public long RateTick, RateOffset;
     /// <summary>The oldest wire offset its ring held at its last heartbeat (-1: not said): a repair sends it only orphans at or after it.</summary>
     public long RetainedFrom = -1;
-    /// <summary>How fast its offset moved over its last rate window (bytes per second): how fast what it holds moves on.</summary>
-    public double Rate;
     /// <summary>When it last said its own sink held its ring full (Environment.TickCount64; 0 = never).</summary>
     public long SinkHeldAt;
     /// <summary>It looked slow but was not moved, and the log said why (once).</summary>

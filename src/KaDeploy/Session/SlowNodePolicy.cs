@@ -41,26 +41,16 @@ internal static class SlowNodePolicy
     public static readonly TimeSpan SinkBoundLookback = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// The index of the node to move, or -1. A node is slow when its own sink has held its ring full for at least
-    /// <paramref name="after"/> while taking less than half of <paramref name="treeRate"/> (bytes per second).
+    /// The node to move (<see cref="SlowNodeDecision.Move"/>, or -1), and the first node that looked slow but is not
+    /// moved, with why (for one log line: an operator who sees a slow node stay in place learns the reason). A node is
+    /// slow when its own sink has held its ring full for at least <paramref name="after"/> while taking less than half of
+    /// <paramref name="treeRate"/> (bytes per second).
     /// </summary>
     /// <param name="nodes">Every node of the session, in any order.</param>
     /// <param name="treeRate">What the tree has shown it can move, bytes per second (0 = not measured yet).</param>
     /// <param name="now">Environment.TickCount64 of this check.</param>
     /// <param name="after">How long a hold must last (zero or less: moves are off).</param>
     /// <param name="noSpool">The server keeps no spool (<c>--spool none</c>): a moved node could not be fed afterwards.</param>
-    /// <param name="why">For the log: how long it was held and at what rate, against the tree's.</param>
-    public static int Pick(ReadOnlySpan<SlowNodeView> nodes, double treeRate, long now, TimeSpan after, bool noSpool, out string why)
-    {
-        var d = Decide(nodes, treeRate, now, after, noSpool);
-        why = d.Move >= 0 ? d.Why : "";
-        return d.Move;
-    }
-
-    /// <summary>
-    /// As <see cref="Pick"/>, and also the first node that looked slow but is not moved, with why (for one log line: an
-    /// operator who sees a slow node stay in place learns the reason).
-    /// </summary>
     public static SlowNodeDecision Decide(ReadOnlySpan<SlowNodeView> nodes, double treeRate, long now, TimeSpan after, bool noSpool)
     {
         var none = new SlowNodeDecision(-1, -1, "");

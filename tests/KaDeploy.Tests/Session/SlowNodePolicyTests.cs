@@ -16,12 +16,20 @@ public class SlowNodePolicyTests
     private static readonly SlowNodeView Slow = new(false, false, false, false, HeldSince: Now - 5000, TakenWhileHeld: 50_000_000);
     private static readonly SlowNodeView Flowing = new(false, false, false, false, 0, 0);
 
-    private static int Pick(params SlowNodeView[] nodes) => SlowNodePolicy.Pick(nodes, Tree, Now, After, noSpool: false, out _);
+    private static int Pick(params SlowNodeView[] nodes) => PickOf(nodes, Tree, Now, After, noSpool: false, out _);
+
+    // The move Decide picks, and its reason when it moves one (what the server logs).
+    private static int PickOf(SlowNodeView[] nodes, double tree, long now, TimeSpan after, bool noSpool, out string why)
+    {
+        var d = SlowNodePolicy.Decide(nodes, tree, now, after, noSpool);
+        why = d.Move >= 0 ? d.Why : "";
+        return d.Move;
+    }
 
     [Fact]
     public void A_slow_node_among_receiving_ones_is_moved_and_the_log_says_why()
     {
-        int i = SlowNodePolicy.Pick([Flowing, Slow, Flowing], Tree, Now, After, noSpool: false, out string why);
+        int i = PickOf([Flowing, Slow, Flowing], Tree, Now, After, noSpool: false, out string why);
         Assert.Equal(1, i);
         Assert.Equal("its own sink held its buffer full for 5.0 s, taking 10.0 MB/s where the tree moves 100.0 MB/s", why);
     }
@@ -47,13 +55,13 @@ public class SlowNodePolicyTests
     [Fact]
     public void Without_a_spool_nobody_is_moved()
     {
-        Assert.Equal(-1, SlowNodePolicy.Pick([Flowing, Slow, Flowing], Tree, Now, After, noSpool: true, out _));
+        Assert.Equal(-1, PickOf([Flowing, Slow, Flowing], Tree, Now, After, noSpool: true, out _));
     }
 
     [Fact]
     public void A_zero_delay_turns_the_moves_off()
     {
-        Assert.Equal(-1, SlowNodePolicy.Pick([Flowing, Slow, Flowing], Tree, Now, TimeSpan.Zero, noSpool: false, out _));
+        Assert.Equal(-1, PickOf([Flowing, Slow, Flowing], Tree, Now, TimeSpan.Zero, noSpool: false, out _));
     }
 
     [Fact]
@@ -77,7 +85,7 @@ public class SlowNodePolicyTests
     [Fact]
     public void Before_the_tree_rate_is_known_nobody_is_moved()
     {
-        Assert.Equal(-1, SlowNodePolicy.Pick([Flowing, Slow], 0, Now, After, noSpool: false, out _));
+        Assert.Equal(-1, PickOf([Flowing, Slow], 0, Now, After, noSpool: false, out _));
     }
 
     [Fact]
