@@ -42,7 +42,7 @@ internal static class Commands
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         // Repair (issue 8)
         var failureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", 0.5, 3600, 3);
-        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (last 1 GiB, the default) or 'none'",
+        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (the default: the last 1 GiB, 512 MiB in a keyed session) or 'none'",
             "DIR|memory|none", t => { if (t is not ("memory" or "none") && !Directory.Exists(t)) throw new KaDeployException($"--spool {t}: no such directory (or say memory or none)"); },
             "/nonexistent/ka-deploy-spool", "directory");
         var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");

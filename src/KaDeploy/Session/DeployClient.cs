@@ -142,7 +142,9 @@ public sealed class DeployClient
 
         using var ring = _ring = new RelayRing(_options.BufferBytes, _options.RetainBytes, sealedFrames: streamCipher is not null);
         // A sink blocked in a synchronous read waits on the ring, not on the token: wake it with a fault.
-        using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException(_serverLost.Task.IsCompleted ? _serverLost.Task.Result : "cancelled")));
+        // Its reason is the node's verdict ("FAILED: upstream failed: ..."): the server's word when it called the session off.
+        using var faultOnCancel = ct.Register(() => ring.Fault(new KaDeployException(_abortReason is { } aborted ? $"server aborted: {aborted}"
+            : _serverLost.Task.IsCompleted ? _serverLost.Task.Result : "cancelled")));
         _ = _serverLost.Task.ContinueWith(t => ring.Fault(new LinkLostException(t.Result)), CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         var links = new ChildLinks(listener, _handshake, _options.Session, ring, plan.LinkKey, plan.ChildIds, Log,

@@ -15,7 +15,7 @@ public sealed partial class DeployServer
     public SessionSnapshot Snapshot()
     {
         ServerNode[] nodes;
-        lock (_gate) nodes = [.. _nodes];
+        lock (_gate) nodes = _nodes.ToArray();
         var rows = new NodeSnapshot[nodes.Length];
         for (int i = 0; i < nodes.Length; i++)
         {
@@ -57,7 +57,7 @@ public sealed partial class DeployServer
     private string Describe(int id)
     {
         ServerNode? n;
-        lock (_gate) n = _nodes.Find(x => x.Id == id);
+        lock (_gate) n = _nodes.Find(id);
         if (n is null) return $"node {id}";
         return n.Report.Place.Length > 0 ? $"node {id} (place {n.Report.Place}, {n.Report.Name})" : $"node {id} ({n.Report.Name})";
     }

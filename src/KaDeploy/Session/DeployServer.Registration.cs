@@ -99,7 +99,7 @@ public sealed partial class DeployServer
             {
                 // A node declared failed that comes back (resumed from SIGSTOP, link back up, restarted) does
                 // not rejoin: its place and its children were given away, and its report says why it failed.
-                failedBefore = _nodes.Find(n => n.Gone && (n.Report.Name == name || n.Address.Equals(dataAddress)));
+                failedBefore = _nodes.FindFirst(n => n.Gone && (n.Report.Name == name || n.Address.Equals(dataAddress)));
                 node = null!; registered = -1;
             }
             else if (_nodes.Count >= _options.Clients) { node = null!; registered = -2; }

@@ -24,12 +24,12 @@ public sealed partial class DeployServer
     /// <summary>The registered nodes as the server sees them now (tests read their heartbeat offsets).</summary>
     internal IReadOnlyList<ServerNode> Nodes
     {
-        get { lock (_gate) return [.. _nodes]; }
+        get { lock (_gate) return _nodes.ToArray(); }
     }
 
     private ServerNode? Find(int id)
     {
-        lock (_gate) return _nodes.Find(n => n.Id == id);
+        lock (_gate) return _nodes.Find(id);
     }
 
     // Heartbeats out every 0.5 s, silence detection, slow-node moves, and "has everyone but the moved nodes got it all".
@@ -43,7 +43,7 @@ public sealed partial class DeployServer
             {
                 ServerNode[] nodes;
                 bool started;
-                lock (_gate) { nodes = [.. _nodes]; started = _started; }
+                lock (_gate) { nodes = _nodes.ToArray(); started = _started; }
                 long now = Environment.TickCount64;
                 bool beat = now - lastBeat >= HeartbeatInterval.TotalMilliseconds;
                 if (beat) lastBeat = now;
@@ -124,7 +124,7 @@ public sealed partial class DeployServer
     private int NearestLiveAncestorLocked(ServerNode node)
     {
         int p = node.ParentId;
-        while (p != 0 && _nodes.Find(n => n.Id == p) is { Detached: true } gone) p = gone.ParentId;
+        while (p != 0 && _nodes.Find(p) is { Detached: true } gone) p = gone.ParentId;
         return p;
     }
 
@@ -145,7 +145,7 @@ public sealed partial class DeployServer
             {
                 var o = orphans[i];
                 int newParent = placed[i] >= 0 ? placed[i] : anc;
-                o.ParentId = newParent;
+                _nodes.SetParent(o, newParent);
                 o.PendingRepair = (why, Environment.TickCount64, newParent);
                 moves.Add((o, newParent));
             }
@@ -156,14 +156,14 @@ public sealed partial class DeployServer
     // A node's children still in the tree, most advanced first (the offsets only grow: an older view is on the safe side).
     private List<ServerNode> OrphansOfLocked(ServerNode node)
     {
-        var orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Gone && !n.Detached);
+        var orphans = _nodes.ChildrenOf(node.Id).Where(n => !n.Gone && !n.Detached).ToList();
         orphans.Sort((a, b) => Volatile.Read(ref b.VerifiedOffset).CompareTo(Volatile.Read(ref a.VerifiedOffset)));
         return orphans;
     }
 
     private OrphanView[] OrphanViewsLocked(List<ServerNode> orphans) =>
         [.. orphans.Select(o => new OrphanView(o.Id, Volatile.Read(ref o.VerifiedOffset), Volatile.Read(ref o.RetainedFrom),
-            _nodes.Count(n => n.ParentId == o.Id && !n.Gone && !n.Detached)))];
+            _nodes.ChildrenOf(o.Id).Count(n => !n.Gone && !n.Detached)))];
 
     // Who could serve the orphans of a node: its live ancestors on the main tree, nearest first, then the server (its ring
     // and spool, read now; a node's ring as its last heartbeat said).
@@ -171,7 +171,7 @@ public sealed partial class DeployServer
     {
         var holders = new List<HolderView>();
         int p = node.ParentId;
-        while (p != 0 && _nodes.Find(n => n.Id == p) is { } a)
+        while (p != 0 && _nodes.Find(p) is { } a)
         {
             if (!a.Detached && !a.Moved) holders.Add(new HolderView(a.Id, Volatile.Read(ref a.RetainedFrom), RepairPlanner.NodeSlack));
             p = a.ParentId;
@@ -244,7 +244,7 @@ public sealed partial class DeployServer
         lock (_gate)
         {
             old = node.ParentId;
-            node.ParentId = 0;
+            _nodes.SetParent(node, 0);
             var reason = node.PendingRepair?.Reason ?? $"link from node {r.ParentId} lost ({r.Reason})";
             node.PendingRepair = (reason, node.PendingRepair?.Since ?? Environment.TickCount64, 0);
         }
@@ -335,7 +335,7 @@ public sealed partial class DeployServer
             if (node.Moved || node.Detached) return;
             node.Moved = true;
             parent = node.ParentId;
-            orphans = _nodes.FindAll(n => n.ParentId == node.Id && !n.Detached);
+            orphans = _nodes.ChildrenOf(node.Id).Where(n => !n.Detached).ToList();
         }
         Log($"node {node.Id} {node.Report.Name} is slow ({why}): moving it off the tree");
         RepairChildrenOf(node, $"parent node {node.Id} moved (slow)");
@@ -349,7 +349,7 @@ public sealed partial class DeployServer
         lock (_gate)
         {
             if (node.Detached) return;
-            node.ParentId = 0;
+            _nodes.SetParent(node, 0);
             node.PendingRepair = ($"moved: {why}", Environment.TickCount64, 0);
         }
         DropFromParent(parent, node.Id, $"node {node.Id} moved (slow)");

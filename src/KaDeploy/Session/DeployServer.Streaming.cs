@@ -44,7 +44,7 @@ public sealed partial class DeployServer
         if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
         long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
         lock (_gate)
-            foreach (var p in placements) byId[p.Node.NodeId].ParentId = p.ParentId;
+            foreach (var p in placements) _nodes.SetParent(byId[p.Node.NodeId], p.ParentId);
         Interlocked.Exchange(ref _estimatedTotal, estimated);
         _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);

@@ -23,7 +23,7 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly IConnectionListener _dataListener;
     private readonly Socket? _discovery;
     private readonly object _gate = new();
-    private readonly List<ServerNode> _nodes = [];
+    private readonly NodeTable _nodes = new();
     private readonly TaskCompletionSource<string> _start = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _lifetime = new();
     private readonly List<Task> _background = [];
@@ -121,7 +121,7 @@ public sealed partial class DeployServer : IAsyncDisposable
         lock (_gate)
         {
             _started = true;
-            nodes = [.. _nodes];
+            nodes = _nodes.ToArray();
         }
         Log($"starting with {nodes.Length} client(s): {why}");
         _phase = "linking";
@@ -170,8 +170,8 @@ public sealed partial class DeployServer : IAsyncDisposable
         _controlListener.Dispose();
         _dataListener.Dispose();
         _discovery?.Dispose();
-        List<ServerNode> nodes;
-        lock (_gate) nodes = [.. _nodes];
+        ServerNode[] nodes;
+        lock (_gate) nodes = _nodes.ToArray();
         foreach (var n in nodes) await n.DisposeAsync().ConfigureAwait(false);
         try { await Task.WhenAll(_background).ConfigureAwait(false); }
         catch (Exception e) when (e is OperationCanceledException || ConnectionErrors.IsLinkFailure(e)) { }

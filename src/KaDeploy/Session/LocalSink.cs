@@ -30,7 +30,9 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
             }
             await consuming.ConfigureAwait(false);
             await _digest.DrainAsync(ct).ConfigureAwait(false);
-            // A decompressor stops at the end of its last frame; whatever follows on the wire must be nothing.
+            // Whatever follows the payload on the wire must be nothing. ZstdSharp's decoder reads its input to the End frame
+            // (garbage after the frame fails it, a further frame changes the length and the digest), so with it this
+            // guard is never reached; it stays for a decoder that stops at the end of its frame.
             var rest = new byte[4096];
             if (await reader.ReadAsync(rest, ct).ConfigureAwait(false) > 0)
                 return (false, "unexpected data after the end of the compressed payload");

@@ -56,8 +56,9 @@ internal sealed class ServerNode : IAsyncDisposable
     public bool SlowDeclined;
 
     // --- the live tree (under the server's gate)
-    /// <summary>Current parent (0 = the server).</summary>
-    public int ParentId;
+    /// <summary>Current parent (0 = the server). Changed only through <see cref="NodeTable.SetParent"/>, which keeps the
+    /// children index true.</summary>
+    public int ParentId { get; internal set; }
     /// <summary>Declared failed: control link lost or silent; never rejoins.</summary>
     public bool Gone;
     /// <summary>Left the tree (gone, or its own sink failed): its children were re-attached elsewhere.</summary>

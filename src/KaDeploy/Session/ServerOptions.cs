@@ -59,7 +59,8 @@ public sealed class ServerOptions
     public string? SpoolDirectory { get; init; }
     /// <summary>No spool at all (--spool none): a resume no relay holds fails its subtree.</summary>
     public bool NoSpool { get; init; }
-    /// <summary>Bytes the memory spool keeps.</summary>
+    /// <summary>Memory the memory spool may use: it keeps that many bytes of the stream, about half in a keyed session
+    /// (each slot also holds the frame opened); its description says how much.</summary>
     public long SpoolMemoryBytes { get; init; } = 1L << 30;
     /// <summary>
     /// A node whose own sink keeps its ring full this long, taking less than half the tree's speed, is moved off the

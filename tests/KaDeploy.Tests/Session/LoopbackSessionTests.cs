@@ -162,19 +162,31 @@ public class SourceFailureTests
             Bind = System.Net.IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test",
         });
         var run = server.RunAsync(timeout.Token);
-        var clients = Enumerable.Range(0, 2).Select(_ => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
+        var logs = Enumerable.Range(0, 2).Select(_ => new StringWriter()).ToArray();
+        var clients = logs.Select(log => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
         {
             Server = $"127.0.0.1:{server.ControlPort}", Session = "test", Bind = LoopbackSession.NextAddress(),
-            SinkFactory = _ => new MemorySink(), NodeName = "",
+            SinkFactory = _ => new MemorySink(), NodeName = "", Log = TextWriter.Synchronized(log),
         }).RunAsync(timeout.Token)).ToArray();
         var report = await run;
         Assert.False(report.Success);
         Assert.Contains("exited with status 2", report.Message);
         foreach (var c in clients)
         {
-            // Either the abort reached the node first, or the broken stream did: never a verified copy.
-            var outcome = await Record.ExceptionAsync(async () => Assert.False((await c).Verified));
+            // Never a verified copy, and the node's verdict names the server's reason, not "cancelled".
+            var outcome = await Record.ExceptionAsync(async () =>
+            {
+                var result = await c;
+                Assert.False(result.Verified);
+                Assert.Contains("server aborted: command", result.Message);
+            });
             if (outcome is not null) Assert.Contains("server aborted: command", outcome.Message);
+        }
+        // What the operator reads on the node's console: its FAILED line gives the reason too.
+        foreach (var log in logs)
+        {
+            string failed = Assert.Single(log.ToString().Split('\n'), l => l.Contains("FAILED"));
+            Assert.Contains("exited with status 2", failed);
         }
     }
 }
