@@ -16,21 +16,6 @@ public interface ISegmentWriter
     /// </summary>
     ValueTask<Memory<byte>> GetSegmentAsync(CancellationToken cancellationToken);
 
-    /// <summary>
-    /// Memory for the stream's next bytes in up to <paramref name="into"/>.Length pieces that follow each other in the
-    /// stream (not in memory): one vectored read (preadv) fills several frames at once. Returns how many pieces were
-    /// lent (at least one, none empty), together at most about <paramref name="maxBytes"/>. Fill them in order (all but
-    /// the last filled wholly before the next gets a byte), then <see cref="Advance"/> by the total. Valid only until the
-    /// next call of any kind on this stream. A stream that lends one piece at a time lends just that one.
-    /// </summary>
-    async ValueTask<int> GetSegmentsAsync(Memory<byte>[] into, int maxBytes, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(into);
-        ArgumentOutOfRangeException.ThrowIfZero(into.Length);
-        into[0] = await GetSegmentAsync(cancellationToken).ConfigureAwait(false);
-        return 1;
-    }
-
-    /// <summary>Takes the first <paramref name="count"/> bytes of the memory last lent (all pieces of it, in order) as written.</summary>
+    /// <summary>Takes the first <paramref name="count"/> bytes of the segment last lent as written.</summary>
     void Advance(int count);
 }

@@ -29,7 +29,7 @@ public sealed partial class DeployServer
         }
         long total = Interlocked.Read(ref _estimatedTotal);
         return new SessionSnapshot(_options.Session, _phase, _clock.Elapsed.TotalSeconds, _options.Clients, _options.Arity,
-            _producedDigest?.Length64 ?? _producedFrames?.WireBytes ?? 0, total > 0 ? total : null, rows);
+            _producedDigest?.Length64 ?? 0, total > 0 ? total : null, rows);
     }
 
     /// <summary>

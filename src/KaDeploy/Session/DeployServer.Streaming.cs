@@ -68,9 +68,7 @@ public sealed partial class DeployServer
         Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
         _phase = "streaming";
 
-        // Uncompressed, the payload is the frames' bytes: the writer digests each frame beside its check, while hot.
-        bool framesArePayload = !_options.SourceIsZstd && _options.Compression != WireCompression.Zstd;
-        var writer = new RingWriterStream(ring, ct, cipher, framesArePayload ? _options.Digest : null);
+        var writer = new RingWriterStream(ring, ct, cipher);
         var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
         ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
             ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
@@ -150,19 +148,6 @@ public sealed partial class DeployServer
     private async Task<(long Length, string Digest)> ProduceAsync(RingWriterStream writer, RelayRing ring, CancellationToken ct)
     {
         if (_options.SourceIsZstd) return await ProducePreCompressedAsync(writer, ct).ConfigureAwait(false);
-        if (_options.Compression != WireCompression.Zstd)
-        {
-            // The writer digests what lands in its frames, which is exactly what the source produced (issue 14: one
-            // place, right after the source's read into the slot, for both passes over each byte).
-            _producedFrames = writer;
-            await Task.Run(() => _options.Source.WriteToAsync(writer, ct), ct).ConfigureAwait(false);
-            long length = writer.WireBytes;
-            byte[] produced = writer.Digest();
-            await writer.CompleteAsync(length, _options.Digest, produced, ct).ConfigureAwait(false);
-            string sumHex = Hex(_options.Digest, produced);
-            Log($"source done: {length} bytes, {writer.WireBytes} on the wire, {_options.Digest.Name()} {sumHex}");
-            return (length, sumHex);
-        }
         CompressionStream? zstd = null;
         Stream top = writer;
         if (_options.Compression == WireCompression.Zstd)

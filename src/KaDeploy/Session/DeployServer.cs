@@ -30,7 +30,6 @@ public sealed partial class DeployServer : IAsyncDisposable
     private readonly Stopwatch _clock = new(); // session time, from RunAsync: the report, the live view and repair records
     private int _nextId = 1;
     private volatile Relay.DigestWriteStream? _producedDigest; // the payload's digest stream, read by the progress line
-    private volatile Relay.RingWriterStream? _producedFrames; // uncompressed: the writer, whose frames are the payload (progress)
     private bool _started;
     private readonly Security.StreamCipherKind _cipher; // the keyed session's AEAD, chosen before any port is bound
     private readonly string _cipherNote;

@@ -47,17 +47,7 @@ internal sealed class PaxArchiveWriter : IDisposable
         return await _lender!.GetSegmentAsync(ct).ConfigureAwait(false);
     }
 
-    /// <summary>
-    /// Like <see cref="LendAsync"/>, in up to <paramref name="into"/>.Length pieces that follow each other in the
-    /// stream (a run of ring slots), together about <paramref name="maxBytes"/> at most; returns how many were lent.
-    /// </summary>
-    public async ValueTask<int> LendRunAsync(Memory<byte>[] into, int maxBytes, CancellationToken ct)
-    {
-        await FlushAsync(ct).ConfigureAwait(false);
-        return await _lender!.GetSegmentsAsync(into, maxBytes, ct).ConfigureAwait(false);
-    }
-
-    /// <summary>Commits the first <paramref name="count"/> bytes of the memory last lent by <see cref="LendAsync"/> or <see cref="LendRunAsync"/>.</summary>
+    /// <summary>Commits the first <paramref name="count"/> bytes of the memory last lent by <see cref="LendAsync"/>.</summary>
     public void AdvanceLent(int count)
     {
         _lender!.Advance(count);

@@ -35,7 +35,6 @@ public sealed record TarTreeSourceOptions
 public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
 {
     private const int MinRead = 64 * 1024;
-    private const int MaxRun = VectoredRead.MaxPieces * 64 * 1024;
     private readonly TarTreeSourceOptions _options;
     private readonly PathExclusions _exclusions;
 
@@ -360,36 +359,26 @@ public sealed class TarTreeSource : IPayloadSource, IPayloadEstimate
     // that was needed anyway, not by one more pread per file.
     // While at least MinRead bytes are left and the output lends its memory (the server's ring slot), the data is read
     // straight into it: one copy per byte fewer than through the writer's buffer (issue 14's /usr row). The tail, and
-    // the growth check with it, goes through the buffer. At a frame boundary the output lends a run of slots (up to
-    // MaxRun bytes), filled by one preadv: one system call per megabyte instead of one per 64 KiB frame.
+    // the growth check with it, goes through the buffer.
     private async ValueTask CopyRangeAsync(PaxArchiveWriter w, int fd, byte[] path, long offset, long length, bool checkGrowth, CancellationToken ct)
     {
         long end = offset + length;
-        Memory<byte>[]? run = null;
         while (offset < end || checkGrowth)
         {
             long remaining = end - offset;
             bool direct = w.Lends && remaining >= MinRead;
             Memory<byte> free;
-            int pieces = 1;
             if (direct)
             {
-                run ??= new Memory<byte>[VectoredRead.MaxPieces];
-                pieces = await w.LendRunAsync(run, (int)Math.Min(remaining, MaxRun), ct).ConfigureAwait(false);
-                free = run[0];
+                free = await w.LendAsync(ct).ConfigureAwait(false);
             }
             else
             {
                 await w.EnsureFreeAsync((int)Math.Min(remaining + 1, MinRead), ct).ConfigureAwait(false);
                 free = w.Free;
             }
-            int lent = free.Length;
-            for (int i = 1; i < pieces; i++) lent += run![i].Length;
-            int want = (int)Math.Min(remaining + (checkGrowth ? 1 : 0), lent);
-            int errno;
-            int n = pieces == 1
-                ? PosixAt.Read(fd, free.Span[..want], offset, out errno)
-                : VectoredRead.Read(fd, run.AsSpan(0, pieces), want, offset, out errno);
+            int want = (int)Math.Min(remaining + (checkGrowth ? 1 : 0), free.Length);
+            int n = PosixAt.Read(fd, free.Span[..want], offset, out int errno);
             if (n < 0)
             {
                 if (errno == LinuxNative.EINTR) continue;
