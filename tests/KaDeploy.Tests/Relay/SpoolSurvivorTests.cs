@@ -16,13 +16,6 @@ public class SpoolSurvivorTests
     private static byte[] Frame(byte[] payload, long offset) =>
         WireFrames.Frame(DataFrameType.Data, payload, offset, DataFrameHeader.ComputeChecksum(payload, offset));
 
-    private static async Task PublishAsync(RelayRing ring, byte[] frame, CancellationToken cancellationToken)
-    {
-        var slot = await ring.AcquireAsync(cancellationToken);
-        frame.CopyTo(slot.Span);
-        ring.Publish(DataFrameHeader.Read(frame), frame.Length);
-    }
-
     // Frames of 1, 2, ... n bytes and the End frame: (the frames, the wire offset each starts at).
     private static (byte[][] Frames, long[] Offsets) SmallStream(int n)
     {
@@ -52,7 +45,7 @@ public class SpoolSurvivorTests
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
         var (frames, offsets) = SmallStream(11); // 12 entries: every position of the binary search
-        foreach (var f in frames) await PublishAsync(ring, f, deadline.Token);
+        foreach (var f in frames) await WireFrames.PublishAsync(ring, f, deadline.Token);
         await feeding.WaitAsync(deadline.Token);
 
         for (int i = 0; i < frames.Length; i++)
@@ -73,7 +66,7 @@ public class SpoolSurvivorTests
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
         var first = Frame([1, 2, 3], 0);
-        await PublishAsync(ring, first, deadline.Token);
+        await WireFrames.PublishAsync(ring, first, deadline.Token);
         await Eventually.HoldsAsync(() => spool.CannotServe(3) is null, "the spool to hold the first frame");
         var served = new MemoryStream();
         var serving = spool.ServeAsync(served, 0, deadline.Token); // sends the first frame, then waits for the next
@@ -95,7 +88,7 @@ public class SpoolSurvivorTests
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
         var (frames, _) = SmallStream(3);
-        foreach (var f in frames) await PublishAsync(ring, f, deadline.Token);
+        foreach (var f in frames) await WireFrames.PublishAsync(ring, f, deadline.Token);
         await feeding.WaitAsync(deadline.Token);
 
         // A link that sends only what it is asked to flush (a buffered socket stream): the End frame must reach the node.
@@ -112,13 +105,13 @@ public class SpoolSurvivorTests
         using var deadline = new CancellationTokenSource(Eventually.Deadline);
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
         using var spool = StreamSpool.InRing(ring);
-        await PublishAsync(ring, Frame([1, 2, 3], 0), deadline.Token);
+        await WireFrames.PublishAsync(ring, Frame([1, 2, 3], 0), deadline.Token);
         var link = new GatedStream();
         var serving = spool.ServeAsync(link, 0, deadline.Token);
         var producing = Task.Run(async () =>
         {
-            for (int i = 1; i < 6; i++) await PublishAsync(ring, Frame([(byte)i], 2 + i), deadline.Token);
-            await PublishAsync(ring, WireFrames.End(8, 8, new byte[32]), deadline.Token);
+            for (int i = 1; i < 6; i++) await WireFrames.PublishAsync(ring, Frame([(byte)i], 2 + i), deadline.Token);
+            await WireFrames.PublishAsync(ring, WireFrames.End(8, 8, new byte[32]), deadline.Token);
         });
         await Eventually.HoldsAsync(() => ring.Holder() is not null, "the spool's reader to hold the producer back");
         Assert.Equal("spool reader", ring.Holder()!.Name);

@@ -17,14 +17,6 @@ public class StreamSpoolEdgeTests
     private static byte[] Frame(DataFrameType type, byte[] payload, long offset) =>
         WireFrames.Frame(type, payload, offset, DataFrameHeader.ComputeChecksum(payload, offset));
 
-    /// <summary>Publishes <paramref name="frame"/> into <paramref name="ring"/> (the test is the producer).</summary>
-    private static async Task PublishAsync(RelayRing ring, byte[] frame, CancellationToken cancellationToken)
-    {
-        var slot = await ring.AcquireAsync(cancellationToken);
-        frame.CopyTo(slot.Span);
-        ring.Publish(DataFrameHeader.Read(frame), frame.Length);
-    }
-
     [Fact]
     public async Task AFileSpoolReaderAheadOfTheFeedWaitsForTheFramesAndGetsThemAll()
     {
@@ -39,11 +31,11 @@ public class StreamSpoolEdgeTests
         Assert.Equal("offset 2 is not a frame boundary of the stream", spool.CannotServe(2));
         var served = new MemoryStream();
         var serving = spool.ServeAsync(served, 0, deadline.Token); // nothing produced yet: it waits
-        await PublishAsync(ring, frames[0], deadline.Token);
+        await WireFrames.PublishAsync(ring, frames[0], deadline.Token);
         await Eventually.HoldsAsync(() => spool.CannotServe(3) is null, "the spool to hold the first frame");
         Assert.Equal("offset 4 is not a frame boundary of the stream", spool.CannotServe(4));
-        await PublishAsync(ring, frames[1], deadline.Token);
-        await PublishAsync(ring, frames[2], deadline.Token);
+        await WireFrames.PublishAsync(ring, frames[1], deadline.Token);
+        await WireFrames.PublishAsync(ring, frames[2], deadline.Token);
         await Task.WhenAll(feeding, serving).WaitAsync(deadline.Token);
 
         Assert.Equal(WireFrames.Concat(frames), served.ToArray());
@@ -62,7 +54,7 @@ public class StreamSpoolEdgeTests
         using var ring = new RelayRing(8 * RelayRing.SlotSize);
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
-        await PublishAsync(ring, Frame(DataFrameType.Data, [1, 2, 3], 0), deadline.Token);
+        await WireFrames.PublishAsync(ring, Frame(DataFrameType.Data, [1, 2, 3], 0), deadline.Token);
         await Eventually.HoldsAsync(() => spool.CannotServe(3) is null, "the spool to hold the first frame");
         var waiting = spool.ServeAsync(new MemoryStream(), 3, deadline.Token); // waits for a frame that will never come
 

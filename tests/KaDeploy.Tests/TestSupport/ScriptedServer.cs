@@ -25,6 +25,14 @@ public static class WireFrames
         return Frame(DataFrameType.End, body, at, DataFrameHeader.ComputeChecksum(body, at));
     }
 
+    /// <summary>Publishes a whole wire frame into <paramref name="ring"/>, the test being the producer.</summary>
+    public static async Task PublishAsync(KaDeploy.Relay.RelayRing ring, byte[] frame, CancellationToken cancellationToken)
+    {
+        var slot = await ring.AcquireAsync(cancellationToken);
+        frame.CopyTo(slot.Span);
+        ring.Publish(DataFrameHeader.Read(frame), frame.Length);
+    }
+
     /// <summary>A frame with whatever checksum the caller gives.</summary>
     public static byte[] Frame(DataFrameType type, ReadOnlySpan<byte> payload, long offset, ulong checksum)
     {
