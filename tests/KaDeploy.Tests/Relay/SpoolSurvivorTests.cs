@@ -13,9 +13,6 @@ namespace KaDeploy.Tests.Relay;
 /// </summary>
 public class SpoolSurvivorTests
 {
-    private static byte[] Frame(byte[] payload, long offset) =>
-        WireFrames.Frame(DataFrameType.Data, payload, offset, DataFrameHeader.ComputeChecksum(payload, offset));
-
     // Frames of 1, 2, ... n bytes and the End frame: (the frames, the wire offset each starts at).
     private static (byte[][] Frames, long[] Offsets) SmallStream(int n)
     {
@@ -26,7 +23,7 @@ public class SpoolSurvivorTests
         for (int i = 1; i <= n; i++)
         {
             var bytes = RandomNumberGenerator.GetBytes(i);
-            frames.Add(Frame(bytes, offset));
+            frames.Add(WireFrames.Data(bytes, offset));
             offsets.Add(offset);
             payload.AddRange(bytes);
             offset += i;
@@ -65,7 +62,7 @@ public class SpoolSurvivorTests
         using var ring = new RelayRing(8 * RelayRing.SlotSize);
         using var spool = new StreamSpool(dir.Path);
         var feeding = spool.RunAsync(ring.Attach("spool"), deadline.Token);
-        var first = Frame([1, 2, 3], 0);
+        var first = WireFrames.Data([1, 2, 3], 0);
         await WireFrames.PublishAsync(ring, first, deadline.Token);
         await Eventually.HoldsAsync(() => spool.CannotServe(3) is null, "the spool to hold the first frame");
         var served = new MemoryStream();
@@ -105,12 +102,12 @@ public class SpoolSurvivorTests
         using var deadline = new CancellationTokenSource(Eventually.Deadline);
         using var ring = new RelayRing(4 * RelayRing.SlotSize);
         using var spool = StreamSpool.InRing(ring);
-        await WireFrames.PublishAsync(ring, Frame([1, 2, 3], 0), deadline.Token);
+        await WireFrames.PublishAsync(ring, WireFrames.Data([1, 2, 3], 0), deadline.Token);
         var link = new GatedStream();
         var serving = spool.ServeAsync(link, 0, deadline.Token);
         var producing = Task.Run(async () =>
         {
-            for (int i = 1; i < 6; i++) await WireFrames.PublishAsync(ring, Frame([(byte)i], 2 + i), deadline.Token);
+            for (int i = 1; i < 6; i++) await WireFrames.PublishAsync(ring, WireFrames.Data([(byte)i], 2 + i), deadline.Token);
             await WireFrames.PublishAsync(ring, WireFrames.End(8, 8, new byte[32]), deadline.Token);
         });
         await Eventually.HoldsAsync(() => ring.Holder() is not null, "the spool's reader to hold the producer back");
