@@ -128,8 +128,8 @@ public sealed class CommandSink : IPayloadSink
 
     // Each run of lent frames goes into the pipe with one writev(2) on this thread: one system call and one turn of
     // the pipe's lock per run (up to 16 frames), where a write per frame took one of each and a thread-pool hop. A full
-    // pipe (EAGAIN) is waited for with an ordinary write of what is left of the first segment, which the command's exit
-    // (writeCancellation) stops. The run is returned to the ring once the pipe holds a copy of all of it.
+    // pipe (a short write, or EAGAIN) is waited for with an ordinary write of what is left of the current segment,
+    // which the command's exit (writeCancellation) stops; the next writev takes the rest. The run is returned to the ring once the pipe holds a copy of all of it.
     private static async Task<(bool StoppedReading, long Written)> WriteRunsAsync(IO.ISegmentRunReader runs, Stream stdin,
         SafeHandle pipe, Process process, CancellationToken writeCancellation, CancellationToken cancellationToken)
     {
@@ -145,14 +145,21 @@ public sealed class CommandSink : IPayloadSink
                 int first = 0, skip = 0; // what is left: run[first][skip..], then the segments after it
                 try
                 {
+                    bool full = false;
                     while (first < n)
                     {
-                        long w = PipeGather.TryWrite(pipe, run.AsSpan(first, n - first), skip);
-                        if (w == 0)
+                        long w;
+                        if (full)
                         {
                             var rest = run[first][skip..];
                             await stdin.WriteAsync(rest, writeCancellation).ConfigureAwait(false);
                             w = rest.Length;
+                            full = false;
+                        }
+                        else
+                        {
+                            w = PipeGather.TryWrite(pipe, run.AsSpan(first, n - first), skip);
+                            full = true; // unless all of it went in: a short write means a full pipe, retrying at once would only find it full
                         }
                         written += w;
                         while (first < n && w >= run[first].Length - skip)
