@@ -133,8 +133,8 @@ public sealed class RawStreamSink : IPayloadSink
         return offset;
     }
 
-    // Segments lent per run: a ring run is at most 16 frames (1 MiB).
-    private const int RunSegments = 16;
+    // Frames per run: 4 (256 KiB), digested as they are lent and then copied while still in cache (as CommandSink).
+    private const int RunSegments = 4;
 
     // Network streams hand out small reads; gather a large piece so the disk sees large writes.
     private static async ValueTask<int> ReadAtLeastAsync(Stream input, byte[] buffer, CancellationToken cancellationToken)

@@ -127,7 +127,7 @@ public sealed class CommandSink : IPayloadSink
     }
 
     // Each run of lent frames goes into the pipe with one writev(2) on this thread: one system call and one turn of
-    // the pipe's lock per run (up to 16 frames), where a write per frame took one of each and a thread-pool hop. A full
+    // the pipe's lock per run (RunSegments frames), where a write per frame took one of each and a thread-pool hop. A full
     // pipe (a short write, or EAGAIN) is waited for with an ordinary write of what is left of the current segment,
     // which the command's exit (writeCancellation) stops; the next writev takes the rest. The run is returned to the ring once the pipe holds a copy of all of it.
     private static async Task<(bool StoppedReading, long Written)> WriteRunsAsync(IO.ISegmentRunReader runs, Stream stdin,
@@ -203,6 +203,8 @@ public sealed class CommandSink : IPayloadSink
         }
     }
 
-    // Segments lent per run: a ring run is at most 16 frames (1 MiB).
-    private const int RunSegments = 16;
+    // Frames per run: 4 (256 KiB). A run is digested as it is lent, then copied into the pipe; at 16 frames (1 MiB)
+    // the first frames had left the cache before the copy, and the pipe write's copy cost 2-3 times as many samples
+    // as at 1 or 4 frames per write (perf of a relay node, bench/README.md, issue 10, seventh session).
+    private const int RunSegments = 4;
 }
