@@ -33,11 +33,6 @@ public sealed class RawStreamSink : IPayloadSink
         ArgumentNullException.ThrowIfNull(input);
         using BlockFile target = BlockFile.OpenWrite(Path);
         long capacity = target.IsBlockDevice ? target.Length : long.MaxValue;
-        if (input is IO.ISegmentRunReader { LendsRuns: true } runs)
-        {
-            BytesWritten = await WriteRunsAsync(runs, target, capacity, cancellationToken).ConfigureAwait(false);
-            return;
-        }
         if (input is IO.ISegmentReader lender)
         {
             BytesWritten = await WriteSegmentsAsync(lender, target, capacity, cancellationToken).ConfigureAwait(false);
@@ -101,40 +96,6 @@ public sealed class RawStreamSink : IPayloadSink
         target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
         return offset;
     }
-
-    // A relayed stream lends runs of frames: each run goes to the file with one pwritev(2) (RandomAccess.Write of a
-    // list), written before the run is returned to the ring. Synchronous, as above.
-    private async Task<long> WriteRunsAsync(IO.ISegmentRunReader runs, BlockFile target, long capacity, CancellationToken cancellationToken)
-    {
-        var run = new ReadOnlyMemory<byte>[RunSegments];
-        long offset = 0;
-        while (true)
-        {
-            int n = await runs.LendAsync(run, cancellationToken).ConfigureAwait(false);
-            if (n == 0) break;
-            // What fits is written; the first frame that would not is refused with a message that says so.
-            int fit = 0;
-            long bytes = 0;
-            while (fit < n && run[fit].Length <= capacity - offset - bytes) bytes += run[fit++].Length;
-            try
-            {
-                if (fit > 0) RandomAccess.Write(target.Handle, new ArraySegment<ReadOnlyMemory<byte>>(run, 0, fit), offset);
-            }
-            catch (IOException e)
-            {
-                throw new KaDeployException($"writing {Path} at offset {offset} failed: {e.Message}", e);
-            }
-            offset += bytes;
-            run.AsSpan(0, n).Clear();
-            if (fit < n) throw new KaDeployException($"the stream is larger than target {Path} ({capacity} bytes)");
-            runs.Return(n);
-        }
-        target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
-        return offset;
-    }
-
-    // Frames per run: 4 (256 KiB), digested as they are lent and then copied while still in cache (as CommandSink).
-    private const int RunSegments = 4;
 
     // Network streams hand out small reads; gather a large piece so the disk sees large writes.
     private static async ValueTask<int> ReadAtLeastAsync(Stream input, byte[] buffer, CancellationToken cancellationToken)
