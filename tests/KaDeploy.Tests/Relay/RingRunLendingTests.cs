@@ -134,6 +134,34 @@ public class RingRunLendingTests
     }
 
     [Fact]
+    public async Task LentRunsFoldEveryFrameIntoTheFramesDigestInOrder()
+    {
+        using var ring = new RelayRing(4 * RelayRing.SlotSize);
+        var frames = new FrameDigest();
+        using var reader = new RingReaderStream(ring.Attach("sink")) { Frames = frames };
+        var writer = new RingWriterStream(ring, default);
+        var data = RandomNumberGenerator.GetBytes(21 * Chunk + 7);
+        var producing = Task.Run(async () =>
+        {
+            await writer.WriteAsync(data);
+            return await writer.CompleteAsync(data.Length, DigestAlgorithm.Frames, null, default);
+        });
+        var got = new MemoryStream();
+        var run = new ReadOnlyMemory<byte>[3]; // runs that do not divide the frames evenly
+        int n;
+        while ((n = await reader.LendAsync(run, default)) > 0)
+        {
+            for (int i = 0; i < n; i++) got.Write(run[i].Span);
+            reader.Return(n);
+        }
+        byte[] sent = await producing.WaitAsync(Eventually.Deadline);
+        Assert.Equal(data, got.ToArray());
+        Assert.Equal(22, frames.Frames);
+        Assert.Equal(reader.End!.WireLength, frames.NextOffset);
+        Assert.Equal(sent, frames.Finish());
+    }
+
+    [Fact]
     public void AStreamThatLendsNoRunsSaysSo()
     {
         using var digest = new DigestReadStream(new MemoryStream(new byte[10]));
