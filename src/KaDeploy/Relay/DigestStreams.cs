@@ -151,15 +151,12 @@ public sealed class DigestWriteStream(Stream inner, DigestAlgorithm algorithm = 
 
 /// <summary>
 /// Pass-through read stream that counts and digests what the sink consumes. Lends segments
-/// (<see cref="ISegmentReader"/>) without a copy when the stream below can, from a buffer of its own otherwise, and
-/// runs of them (<see cref="ISegmentRunReader"/>) when the stream below can: each is counted and digested as it is
-/// lent, while the stream below still holds it.
+/// (<see cref="ISegmentReader"/>) without a copy when the stream below can, from a buffer of its own otherwise.
 /// </summary>
-public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream, ISegmentReader, ISegmentRunReader
+public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = DigestAlgorithm.Sha256) : SequentialReadStream, ISegmentReader
 {
     private const int SegmentBufferSize = 1 << 20;
     private readonly PayloadDigest _hash = new(algorithm);
-    private readonly ISegmentRunReader? _runs = inner is ISegmentRunReader { LendsRuns: true } r ? r : null;
     private byte[]? _segmentBuffer;
     private long _count;
 
@@ -221,28 +218,6 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
         }
         Account(segment.Span);
         return segment;
-    }
-
-    /// <inheritdoc />
-    public bool LendsRuns => _runs is not null;
-
-    /// <inheritdoc />
-    public int Outstanding => _runs?.Outstanding ?? 0;
-
-    /// <inheritdoc />
-    public async ValueTask<int> LendAsync(Memory<ReadOnlyMemory<byte>> segments, CancellationToken cancellationToken)
-    {
-        if (_runs is null) throw new NotSupportedException("the stream below lends no runs");
-        int n = await _runs.LendAsync(segments, cancellationToken).ConfigureAwait(false);
-        foreach (var segment in segments.Span[..n]) Account(segment.Span);
-        return n;
-    }
-
-    /// <inheritdoc />
-    public void Return(int count)
-    {
-        if (_runs is null) throw new NotSupportedException("the stream below lends no runs");
-        _runs.Return(count);
     }
 
     private void Account(ReadOnlySpan<byte> data)

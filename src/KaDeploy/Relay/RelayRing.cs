@@ -392,27 +392,6 @@ public sealed class RelayRing : IDisposable
         }
     }
 
-    // Published frames from `ahead` frames past the cursor on, in order, up to the End frame and into's length (a sink
-    // that lends runs: the frames between the cursor and `ahead` are lent already, and held because it has not advanced).
-    internal int TryReadAhead(RingCursor cursor, int ahead, Span<RingFrame> into)
-    {
-        lock (_gate)
-        {
-            if (cursor.EvictedReason is { } evicted) throw new KaDeployException(evicted);
-            long from = cursor.Position + ahead;
-            int n = 0;
-            while (n < into.Length && from + n < _published)
-            {
-                into[n] = FrameLocked(from + n);
-                if (into[n++].Header.Type == DataFrameType.End) break;
-            }
-            if (n > 0) return n;
-            if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
-            cursor.Waiting = true;
-            return 0;
-        }
-    }
-
     private RingFrame FrameLocked(long sequence)
     {
         int slot = (int)(sequence % SlotCount);
@@ -532,24 +511,6 @@ public sealed class RingCursor : IDisposable
         while (true)
         {
             if (_ring.TryReadRun(this, maxBytes, out var run)) return run;
-            await _signal.WaitAsync(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>
-    /// Waits for the frame <paramref name="ahead"/> frames past <see cref="Position"/> and returns it with the published
-    /// frames that follow it, in order, up to the End frame and <paramref name="into"/>'s length; the count. Nothing is
-    /// released: every frame from <see cref="Position"/> on stays valid until <see cref="Advance(int)"/> passes it, so a
-    /// local sink can lend many frames and give them back as its consumer reads them.
-    /// </summary>
-    public async ValueTask<int> NextFramesAsync(int ahead, Memory<RingFrame> into, CancellationToken cancellationToken)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(ahead);
-        if (into.IsEmpty) throw new ArgumentException("no room for a frame", nameof(into));
-        while (true)
-        {
-            int n = _ring.TryReadAhead(this, ahead, into.Span);
-            if (n > 0) return n;
             await _signal.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
