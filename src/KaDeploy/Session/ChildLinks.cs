@@ -174,18 +174,33 @@ internal sealed class ChildLinks
                 _active[hello.NodeId] = connection;
             }
             replaced?.Abort($"node {hello.NodeId} opened a new link");
-            await channel.SendAsync(new DataAccept(), ct).ConfigureAwait(false);
-            if (hello.ResumeOffset > 0) _log($"node {hello.NodeId} resumes at offset {hello.ResumeOffset}{(fromSpool ? " from the spool" : "")}");
-            Task run;
-            if (cursor is null) run = RunSpoolAsync(connection, hello.NodeId, hello.ResumeOffset, ct);
-            else
+            // Counted as a sender before the child hears DataAccept: a node that has its whole stream waits for its
+            // senders before it leaves, and a child told "accepted" must be among them. (Counted after the accept, a
+            // node whose stream ended in between left at once and closed the link it had just accepted: seen as
+            // "closed the link in a frame header (after 0 bytes)" in IntegrityTests at load 10-30.)
+            var sender = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (_gate) _senders.Add(sender.Task.Unwrap());
+            Task run = Task.CompletedTask;
+            try
             {
-                var c = cursor!;
-                // A write to a hung child never returns: closing the link is what unblocks it.
-                _ = c.Evicted.ContinueWith(t => connection.Abort(t.Result), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-                run = RunSenderAsync(new ChildSender(c, connection.Stream, skipBelow), c, hello.NodeId, connection, ct);
+                await channel.SendAsync(new DataAccept(), ct).ConfigureAwait(false);
+                if (hello.ResumeOffset > 0) _log($"node {hello.NodeId} resumes at offset {hello.ResumeOffset}{(fromSpool ? " from the spool" : "")}");
+                if (cursor is null) run = RunSpoolAsync(connection, hello.NodeId, hello.ResumeOffset, ct);
+                else
+                {
+                    var c = cursor!;
+                    // A write to a hung child never returns: closing the link is what unblocks it.
+                    _ = c.Evicted.ContinueWith(t => connection.Abort(t.Result), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    run = RunSenderAsync(new ChildSender(c, connection.Stream, skipBelow), c, hello.NodeId, connection, ct);
+                }
             }
-            lock (_gate) _senders.Add(run);
+            finally
+            {
+                sender.SetResult(run);
+                // Not started (the accept could not be sent): let go of the ring, or the slots kept for this child would
+                // hold the whole node back until the stall watch gave up on it.
+                if (run == Task.CompletedTask) cursor?.Dispose();
+            }
         }
         catch (Exception e) when (ConnectionErrors.IsLinkFailure(e) || e is KaDeployException or OperationCanceledException)
         {
