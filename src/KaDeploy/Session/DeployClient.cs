@@ -515,6 +515,10 @@ public sealed class DeployClient
                         Log($"server aborted: {a.Reason}");
                         _abortReason = a.Reason;
                         _plan.TrySetException(new KaDeployException($"server aborted: {a.Reason}"));
+                        // The ring first, with the reason, then the token: a sink waiting for a frame is woken by the fault
+                        // and fails with the server's word. Cancelled first, its wait could end in a bare cancellation
+                        // before the token's own fault callback ran, and the node would leave without its FAILED line.
+                        _ring?.Fault(new KaDeployException($"server aborted: {a.Reason}"));
                         await run.CancelAsync().ConfigureAwait(false);
                         return;
                     case null:
