@@ -46,10 +46,10 @@ public sealed class ImageSource : IPayloadSource
 {
     private const int BufferSize = 1024 * 1024;
 
-    private readonly IPayloadSource? _blockMap;
+    private readonly BlockDeviceSource? _blockMap;
     private readonly ImageCompression _compression;
 
-    private ImageSource(string path, ImageFormat format, ImageCompression compression, long length, IPayloadSource? blockMap, string what)
+    private ImageSource(string path, ImageFormat format, ImageCompression compression, long length, BlockDeviceSource? blockMap, string what)
     {
         Path = path;
         Format = format;
@@ -172,6 +172,9 @@ public sealed class ImageSource : IPayloadSource
         ArgumentNullException.ThrowIfNull(output);
         return Format switch
         {
+            // A raw image in a regular file goes straight into the ring slot when the output lends it (no compression).
+            ImageFormat.RawDisk when output is KaDeploy.IO.ISegmentWriter { LendsSegments: true } lender && !_blockMap!.IsBlockDevice =>
+                RawImageIntoSlots.WriteAsync(Path, _blockMap.Length, _blockMap.BlockSize, output, lender, cancellationToken),
             ImageFormat.RawDisk => _blockMap!.WriteToAsync(output, cancellationToken),
             ImageFormat.Tar or ImageFormat.TarZstd => CopyFileAsync(Path, output, cancellationToken),
             _ => new DecompressingSource(Path, _compression, Description).WriteToAsync(output, cancellationToken),
