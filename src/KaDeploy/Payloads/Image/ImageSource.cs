@@ -187,7 +187,30 @@ public sealed class ImageSource : IPayloadSource
     private static async Task CopyFileAsync(string path, Stream output, CancellationToken cancellationToken)
     {
         await using FileStream file = OpenFileOrThrow(path);
+        if (output is KaDeploy.IO.ISegmentWriter { LendsSegments: true } lender)
+        {
+            // Straight into the ring slot the output lends (one read per frame's payload): no buffer, no copy of ours.
+            while (true)
+            {
+                Memory<byte> segment = await lender.GetSegmentAsync(cancellationToken).ConfigureAwait(false);
+                int n = ReadInto(file, path, segment.Span);
+                if (n == 0) return;
+                lender.Advance(n);
+            }
+        }
         await file.CopyToAsync(output, BufferSize, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static int ReadInto(FileStream file, string path, Span<byte> into)
+    {
+        try
+        {
+            return file.Read(into);
+        }
+        catch (IOException e)
+        {
+            throw new KaDeployException($"cannot read image {path}: {e.Message}", e);
+        }
     }
 
     private static FileStream OpenFileOrThrow(string path)

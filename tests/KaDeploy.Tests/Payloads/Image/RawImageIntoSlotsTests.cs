@@ -126,6 +126,30 @@ public class RawImageIntoSlotsTests
         Assert.Contains("changed size", e2.Message);
     }
 
+    [Theory]
+    [InlineData(5000)]
+    [InlineData(64 * 1024)]
+    public async Task ATarImageIsReadIntoLentMemoryUnchanged(int segment)
+    {
+        using var dir = new TempDirectory("kad-tarslot");
+        string tree = dir.Sub("tree");
+        Directory.CreateDirectory(tree);
+        foreach (int size in (int[])[0, 1, 511, 64 * 1024 + 7, 3 * MiB + 333])
+            File.WriteAllBytes(Path.Combine(tree, $"f{size}"), RandomNumberGenerator.GetBytes(size));
+        string tar = dir.File("image.tar");
+        System.Formats.Tar.TarFile.CreateFromDirectory(tree, tar, includeBaseDirectory: false);
+        var source = ImageSource.Open(tar);
+        Assert.Equal(ImageFormat.Tar, source.Format);
+        var lending = new LendingStream(segment);
+        using var digest = new DigestWriteStream(lending, DigestAlgorithm.XxHash128);
+        await source.WriteToAsync(digest, default);
+
+        byte[] file = File.ReadAllBytes(tar);
+        Assert.True(file.AsSpan().SequenceEqual(lending.Bytes.ToArray()), "the stream differs from the tar file");
+        Assert.Equal(file.Length, lending.LentBytes); // all of it read into lent memory
+        Assert.Equal(PayloadDigest.Of(DigestAlgorithm.XxHash128, file), digest.Digest());
+    }
+
     /// <summary>The whole path on real sockets: server ring, every frame checked, the copy verified end to end by every node.</summary>
     [Theory]
     [InlineData(1)]
