@@ -30,7 +30,7 @@ internal static class Commands
         var compress = Opt.Checked("--compress", "Wire compression: none, zstd or zstd:LEVEL", "none|zstd[:LEVEL]",
             t => PayloadSelection.ParseCompression(t), "lz4", "none zstd");
         var buffer = Opt.Size("--buffer", "Relay buffer size (1MiB to 64GiB)", MinBuffer, MaxBuffer, "64MiB");
-        var digest = Opt.Choice("--digest", "End-to-end digest every node checks its copy against", ["xxh128", "sha256", "blake3"], "xxh128");
+        var digest = Opt.Choice("--digest", "End-to-end check of every copy: frames (the frames' checks chained, no second pass over the data), or a digest of the payload: xxh128, sha256 (comparable with sha256sum), blake3", ["frames", "xxh128", "sha256", "blake3"], "frames");
         var releaseDelay = Opt.Checked("--release-delay", "Pause between releasing waiting clients: tenths of a second as the original (5), or 2s / 300ms",
             "T", t => ParseDelay(t), "soon", null, "-d");
         var report = Opt.OutputFile("--report", "Write the session report as JSON to this file (its directory must exist)");

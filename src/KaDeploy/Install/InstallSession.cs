@@ -98,7 +98,8 @@ public static class InstallSession
         }
         byte[] json = manifest.ToJson();
         parts.Insert(0, new PartSource(PartKind.Manifest, "manifest", new BufferSource(json, "install manifest")));
-        return (new MultiPartSource(parts, o.OnPart, o.Digest), manifest);
+        // Each part is checked by a digest of its bytes as it ends: the frames digest covers the whole stream, not a part.
+        return (new MultiPartSource(parts, o.OnPart, Protocol.DigestAlgorithms.ContentDigest(o.Digest)), manifest);
     }
 
     // A layout file names mount points, not devices: where the source has them mounted, their current UUIDs

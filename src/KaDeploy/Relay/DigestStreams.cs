@@ -8,6 +8,8 @@ namespace KaDeploy.Relay;
 /// <summary>
 /// An incremental end-to-end digest by <see cref="DigestAlgorithm"/>; the result is always
 /// <see cref="Size"/> bytes (XXH3-128's 16 bytes are followed by 16 zeros), the End frame's digest field.
+/// <see cref="DigestAlgorithm.Frames"/> is not taken over the payload (<see cref="FrameDigest"/> is): for it this
+/// digest hashes nothing, and <see cref="Finish"/> refuses, so that no caller can compare an empty hash.
 /// </summary>
 public sealed class PayloadDigest : IDisposable
 {
@@ -27,6 +29,7 @@ public sealed class PayloadDigest : IDisposable
             case DigestAlgorithm.Sha256: _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256); break;
             case DigestAlgorithm.Blake3: _blake3 = Blake3.Hasher.New(); break;
             case DigestAlgorithm.XxHash128: _xxh128 = new XxHash128(); break;
+            case DigestAlgorithm.Frames: break;
             default: throw new ArgumentOutOfRangeException(nameof(algorithm), algorithm, "unknown digest algorithm");
         }
     }
@@ -39,12 +42,14 @@ public sealed class PayloadDigest : IDisposable
     {
         if (_xxh128 is not null) _xxh128.Append(data);
         else if (_sha256 is not null) _sha256.AppendData(data);
-        else _blake3!.Update(data);
+        else _blake3?.Update(data);
     }
 
     /// <summary>The digest of everything appended (call once).</summary>
     public byte[] Finish()
     {
+        if (Algorithm == DigestAlgorithm.Frames)
+            throw new InvalidOperationException("the frames digest is taken over the frames (FrameDigest), not the payload");
         var digest = new byte[Size];
         if (_xxh128 is not null) _xxh128.GetCurrentHash(digest);
         else if (_sha256 is not null) _sha256.GetHashAndReset(digest);

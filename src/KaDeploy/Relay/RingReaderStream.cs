@@ -25,6 +25,9 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
     /// <summary>The End frame, once reached.</summary>
     public EndOfStream? End { get; private set; }
 
+    /// <summary>Folds every Data frame taken, in order (the <see cref="DigestAlgorithm.Frames"/> digest); null when the session uses a content digest.</summary>
+    public FrameDigest? Frames { get; init; }
+
     /// <summary>Wire bytes read so far.</summary>
     public long WireBytes { get; private set; }
 
@@ -86,6 +89,7 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
         _frame = frame;
         _holding = true;
         _consumed = 0;
+        if (frame.Header.Type == DataFrameType.Data) Frames?.Append(frame);
         if (frame.Header.Type != DataFrameType.End) return true;
         End = EndOfStream.Parse(frame.Payload.Span);
         Release();

@@ -21,6 +21,7 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
     private Memory<byte> _plain; // where the current chunk is gathered: the slot's payload, or a sealed ring's plaintext area
     private int _filled; // payload bytes in _slot
     private long _offset; // wire offset of the current frame
+    private readonly FrameDigest _frames = new(); // 24 bytes hashed per frame: the Frames digest costs nothing to keep
 
     /// <param name="ring">The server's ring.</param>
     /// <param name="cancellationToken">Cancels synchronous writes waiting for a slot.</param>
@@ -110,16 +111,24 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
         {
             header = _cipher.Seal(DataFrameType.Data, _offset, payload, slot);
         }
+        _frames.Append(header, slot.Slice(DataFrameHeader.Size, header.PayloadLength));
         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
         _offset += _filled;
         _filled = 0;
         _slot = null;
     }
 
-    /// <summary>Publishes the last partial frame and the End frame with the payload digest.</summary>
-    public async Task CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[] digest, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes the last partial frame and the End frame with the payload digest; returns the digest sent. With
+    /// <see cref="DigestAlgorithm.Frames"/> the digest is this writer's own, over every frame it sealed, and
+    /// <paramref name="digest"/> must be null; any other algorithm needs the payload's digest.
+    /// </summary>
+    public async Task<byte[]> CompleteAsync(long payloadLength, DigestAlgorithm algorithm, byte[]? digest, CancellationToken cancellationToken)
     {
+        if ((algorithm == DigestAlgorithm.Frames) != (digest is null))
+            throw new ArgumentException(digest is null ? $"a {algorithm.Name()} digest needs the payload's digest" : "the frames digest is the writer's own", nameof(digest));
         if (_slot is not null && _filled > 0) Seal();
+        digest ??= _frames.Finish();
         if (_slot is null) Take(await _ring.AcquireAsync(cancellationToken).ConfigureAwait(false));
         var slot = _slot!.Value.Span;
         _slot = null;
@@ -139,6 +148,7 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
             header = _cipher.Seal(DataFrameType.End, wireLength, payload, slot);
         }
         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
+        return digest;
     }
 
     public override void Flush() { } // frames are sealed when full, so that every frame but the last is full

@@ -25,7 +25,7 @@ public sealed class PartReport
     public double Seconds { get; set; }
     /// <summary>The part's digest (hex), which every node checks as the part ends; empty while it is being sent.</summary>
     public string Digest { get; set; } = "";
-    /// <summary>Its algorithm: the session's (sha256, blake3, xxh128).</summary>
+    /// <summary>Its algorithm: the session's content digest (sha256, blake3, xxh128; xxh128 when the session uses frames).</summary>
     public string DigestAlgorithm { get; set; } = "";
     /// <summary>How many nodes checked this part's digest and found it right.</summary>
     public int VerifiedNodes { get; set; }

@@ -72,7 +72,7 @@ public sealed class SessionReport
     public long PayloadBytes { get; set; }
     public long WireBytes { get; set; }
     public string Sha256 { get; set; } = "";
-    /// <summary>The end-to-end digest's algorithm (sha256, blake3, xxh128) and value, hex.</summary>
+    /// <summary>The end-to-end digest's algorithm (frames, xxh128, sha256, blake3) and value, hex.</summary>
     public string DigestAlgorithm { get; set; } = "";
     public string Digest { get; set; } = "";
     public bool Success { get; set; }

@@ -388,9 +388,15 @@ public sealed class DeployClient
                     (parent, parentId) = await NextParentAsync(server, $"{(first ? "first link" : "resume")} at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
                     continue;
                 }
-                lock (_gate) _upstream = connection;
                 // A Reattach that came after the link was made but before it was recorded names a newer parent: go there.
-                if (_reattach.Reader.TryPeek(out _)) connection.Abort("re-attaching on the server's word");
+                // Recorded and checked under the lock the control loop hands a Reattach over under: either it finds this
+                // link and aborts it, or its Reattach is already queued here (before, the check ran outside the lock, and a
+                // Reattach queued between the two kept the node on its old parent until that link broke).
+                lock (_gate)
+                {
+                    _upstream = connection;
+                    if (_reattach.Reader.TryPeek(out _)) connection.Abort("re-attaching on the server's word");
+                }
                 if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
                 await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
                 first = false;
@@ -486,18 +492,21 @@ public sealed class DeployClient
                         // Stop the link or the link attempt under way first, then hand over the new parent: the other way
                         // round, the upstream loop could take this Reattach, start linking to its parent, and have that
                         // very attempt cancelled here as if a newer Reattach had come.
+                        // The link is stopped and the Reattach queued under one lock, the one under which the upstream loop
+                        // records a new link and looks for a queued Reattach. The attempt under way is cancelled after:
+                        // a newer attempt, made for this very Reattach, has a token of its own and is not touched.
                         CancellationTokenSource? linking;
                         lock (_gate)
                         {
                             _upstream?.Abort($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} on the server's word");
                             linking = _linking;
+                            _reattach.Writer.TryWrite(r);
                         }
                         if (linking is not null)
                         {
                             try { await linking.CancelAsync().ConfigureAwait(false); }
                             catch (ObjectDisposedException) { } // that attempt just ended
                         }
-                        _reattach.Writer.TryWrite(r);
                         break;
                     case Moved mv:
                         Log($"moved by the server: {mv.Reason}");

@@ -160,8 +160,9 @@ public sealed partial class DeployServer
         _producedDigest = digest;
         await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
-        byte[] sum = digest.Digest();
-        await writer.CompleteAsync(digest.Length64, _options.Digest, sum, ct).ConfigureAwait(false);
+        // The frames digest is the writer's own, folded as it sealed each frame: no pass of ours over the payload.
+        byte[] sum = await writer.CompleteAsync(digest.Length64, _options.Digest,
+            _options.Digest.IsContentDigest() ? digest.Digest() : null, ct).ConfigureAwait(false);
         string hex = Hex(_options.Digest, sum);
         Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, {_options.Digest.Name()} {hex}");
         return (digest.Length64, hex);
@@ -177,8 +178,8 @@ public sealed partial class DeployServer
             await using var compressed = pipe.Reader.AsStream();
             await using var plain = new DecompressionStream(compressed, 1 << 20, leaveOpen: true);
             using var digest = new DigestReadStream(plain, _options.Digest);
-            await digest.DrainAsync(ct).ConfigureAwait(false);
-            return (digest.BytesRead, digest.Digest());
+            await digest.DrainAsync(ct).ConfigureAwait(false); // the payload's length is in the End frame, whatever the digest
+            return (digest.BytesRead, _options.Digest.IsContentDigest() ? digest.Digest() : null);
         }, ct);
         try
         {
@@ -191,16 +192,16 @@ public sealed partial class DeployServer
             await pipe.Writer.CompleteAsync(e).ConfigureAwait(false);
             throw;
         }
-        var (length, sum) = await hashing.ConfigureAwait(false);
-        await writer.CompleteAsync(length, _options.Digest, sum, ct).ConfigureAwait(false);
+        var (length, content) = await hashing.ConfigureAwait(false);
+        byte[] sum = await writer.CompleteAsync(length, _options.Digest, content, ct).ConfigureAwait(false);
         string hex = Hex(_options.Digest, sum);
         Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {hex}");
         return (length, hex);
     }
 
-    // XXH3-128 fills 16 of the 32 digest bytes; the rest are padding, not worth showing.
+    // XXH3-128 (also the frames digest's hash) fills 16 of the 32 digest bytes; the rest are padding, not worth showing.
     internal static string Hex(DigestAlgorithm algorithm, byte[] digest) =>
-        Convert.ToHexStringLower(algorithm == DigestAlgorithm.XxHash128 ? digest.AsSpan(0, 16) : digest);
+        Convert.ToHexStringLower(algorithm is DigestAlgorithm.XxHash128 or DigestAlgorithm.Frames ? digest.AsSpan(0, 16) : digest);
 
     private async Task FailUnlinkedAsync(ServerNode[] nodes, IReadOnlyList<NodePlacement> placements,
         Dictionary<int, ServerNode> byId, CancellationToken ct)

@@ -14,7 +14,10 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
 
     public async Task<(bool Verified, string Message)> RunAsync(CancellationToken ct)
     {
-        var reader = new RingReaderStream(cursor);
+        // The frames digest is folded by the reader, frame by frame as the sink takes them; a content digest is taken
+        // over the bytes the sink consumes (after decompression).
+        var frames = algorithm.IsContentDigest() ? null : new FrameDigest();
+        var reader = new RingReaderStream(cursor) { Frames = frames };
         Stream? decompressor = null;
         bool abandoned = false;
         try
@@ -37,11 +40,13 @@ internal sealed class LocalSink(RingCursor cursor, IPayloadSink sink, WireCompre
             if (await reader.ReadAsync(rest, ct).ConfigureAwait(false) > 0)
                 return (false, "unexpected data after the end of the compressed payload");
             var end = reader.End ?? throw new KaDeployException("stream ended without an End frame");
-            byte[] sum = _digest.Digest();
             if (end.Algorithm != algorithm)
                 return (false, $"the End frame carries a {end.Algorithm.Name()} digest, the plan named {algorithm.Name()}");
             if (_digest.BytesRead != end.PayloadLength)
                 return (false, $"payload length {_digest.BytesRead} differs from the server's {end.PayloadLength}");
+            if (frames is not null && frames.NextOffset != end.WireLength)
+                return (false, $"the sink took frames up to wire offset {frames.NextOffset}, the stream is {end.WireLength} bytes");
+            byte[] sum = frames?.Finish() ?? _digest.Digest();
             if (!sum.AsSpan().SequenceEqual(end.Digest))
                 return (false, $"{algorithm.Name()} mismatch: got {DeployServer.Hex(algorithm, sum)}, server sent {DeployServer.Hex(algorithm, end.Digest)}");
             return (true, "");

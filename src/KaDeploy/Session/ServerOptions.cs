@@ -35,7 +35,7 @@ public sealed class ServerOptions
     /// <summary>The source already writes zstd (a .tar.zst image): relay it as is, with <see cref="Compression"/> = Zstd.</summary>
     public bool SourceIsZstd { get; init; }
     /// <summary>End-to-end digest every node checks its copy against (--digest).</summary>
-    public DigestAlgorithm Digest { get; init; } = DigestAlgorithm.XxHash128;
+    public DigestAlgorithm Digest { get; init; } = DigestAlgorithm.Frames;
     /// <summary>zstd level.</summary>
     public int CompressionLevel { get; init; } = 3;
     /// <summary>Relay ring size.</summary>

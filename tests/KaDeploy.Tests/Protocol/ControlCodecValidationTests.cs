@@ -82,7 +82,7 @@ public class ControlCodecValidationTests
         Assert.Equal("unknown payload kind 5", Refused(Body(APlan(kind: (PayloadKind)5))));
         Assert.Equal("unknown compression 2", Refused(Body(APlan(compression: (WireCompression)2))));
         Assert.Equal("unknown digest algorithm 0", Refused(Body(APlan(digest: 0))));
-        Assert.Equal("unknown digest algorithm 4", Refused(Body(APlan(digest: (DigestAlgorithm)4))));
+        Assert.Equal("unknown digest algorithm 5", Refused(Body(APlan(digest: (DigestAlgorithm)5))));
         foreach (PayloadKind k in Enum.GetValues<PayloadKind>()) Assert.Equal(k, ((Plan)ControlCodec.Decode(Body(APlan(kind: k)))).Kind);
     }
 

@@ -14,6 +14,7 @@ public class DigestNameAndPlanTextTests
     [InlineData(DigestAlgorithm.Sha256, "sha256")]
     [InlineData(DigestAlgorithm.Blake3, "blake3")]
     [InlineData(DigestAlgorithm.XxHash128, "xxh128")]
+    [InlineData(DigestAlgorithm.Frames, "frames")]
     public void EachAlgorithmHasItsNameAndTheNameParsesBack(DigestAlgorithm algorithm, string name)
     {
         Assert.Equal(name, algorithm.Name());
@@ -45,7 +46,7 @@ public class DigestNameAndPlanTextTests
     public void AnyOtherNameIsRefusedOnOneLineWithTheChoices(string text)
     {
         var e = Assert.Throws<KaDeployException>(() => DigestAlgorithms.Parse(text));
-        Assert.Equal($"unknown digest '{text}' (sha256, blake3 or xxh128)", e.Message);
+        Assert.Equal($"unknown digest '{text}' (frames, xxh128, sha256 or blake3)", e.Message);
     }
 
     private static Plan PlanWith(byte[]? streamKey) =>

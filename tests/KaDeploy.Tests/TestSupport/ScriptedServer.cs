@@ -17,10 +17,11 @@ public static class WireFrames
         Frame(DataFrameType.Data, payload, offset, DataFrameHeader.ComputeChecksum(payload, offset));
 
     /// <summary>An End frame promising <paramref name="wireLength"/>, <paramref name="payloadLength"/> and <paramref name="sha256"/>, with a true checksum.</summary>
-    public static byte[] End(long wireLength, long payloadLength, ReadOnlySpan<byte> sha256, long? frameOffset = null)
+    public static byte[] End(long wireLength, long payloadLength, ReadOnlySpan<byte> sha256, long? frameOffset = null,
+        DigestAlgorithm algorithm = DigestAlgorithm.Sha256)
     {
         var body = new byte[DataFrameHeader.EndPayloadSize];
-        new KaDeploy.Relay.EndOfStream(wireLength, payloadLength, DigestAlgorithm.Sha256, sha256.ToArray()).Write(body);
+        new KaDeploy.Relay.EndOfStream(wireLength, payloadLength, algorithm, sha256.ToArray()).Write(body);
         long at = frameOffset ?? wireLength;
         return Frame(DataFrameType.End, body, at, DataFrameHeader.ComputeChecksum(body, at));
     }
@@ -54,6 +55,18 @@ public static class WireFrames
         // The End frame sits where the data ended, whatever length it claims.
         frames.Add(End(wireLength ?? payload.Length, payloadLength ?? payload.Length, sha256 ?? SHA256.HashData(payload), payload.Length));
         return frames;
+    }
+
+    /// <summary>The frames digest (<see cref="DigestAlgorithm.Frames"/>) of the Data frames among <paramref name="frames"/>, as the server computes it.</summary>
+    public static byte[] FramesDigest(IEnumerable<byte[]> frames)
+    {
+        var digest = new KaDeploy.Relay.FrameDigest();
+        foreach (var f in frames)
+        {
+            var header = DataFrameHeader.Read(f);
+            if (header.Type == DataFrameType.Data) digest.Append(header, f.AsSpan(DataFrameHeader.Size));
+        }
+        return digest.Finish();
     }
 
     /// <summary>The frames end to end, as they travel on the link.</summary>
@@ -131,7 +144,10 @@ public sealed class ScriptedServer : IAsyncDisposable
     /// <summary>The plan a real server would send, for a raw payload without compression.</summary>
     public Plan PlanFor(int nodeId, int parentId, IPEndPoint? parent, params int[] children) =>
         new(nodeId, parentId, parent?.Address.ToString() ?? "", parent?.Port ?? DataPort, children,
-            PayloadKind.Raw, WireCompression.None, -1, LinkKey);
+            PayloadKind.Raw, WireCompression.None, -1, LinkKey, Digest);
+
+    /// <summary>The end-to-end digest the plans name (SHA-256 unless a test says otherwise).</summary>
+    public DigestAlgorithm Digest { get; set; } = DigestAlgorithm.Sha256;
 
     /// <summary>Accepts one child's data link, checks its hello and accepts it; returns the node id and the raw stream.</summary>
     public async Task<(int NodeId, NetworkStream Link)> AcceptDataLinkAsync(CancellationToken ct)

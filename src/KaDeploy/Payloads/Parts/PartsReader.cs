@@ -49,7 +49,8 @@ public sealed class PartsReader
             if (_small.AsSpan(0, 8).SequenceEqual(PartsFormat.MagicV2))
             {
                 await ReadExactAsync(_small.AsMemory(0, 1), "the container's digest algorithm", ct).ConfigureAwait(false);
-                if (!Enum.IsDefined((DigestAlgorithm)_small[0])) throw new KaDeployException($"multi-part payload names an unknown digest algorithm {_small[0]}");
+                if (!Enum.IsDefined((DigestAlgorithm)_small[0]) || !((DigestAlgorithm)_small[0]).IsContentDigest())
+                    throw new KaDeployException($"multi-part payload names an unknown digest algorithm {_small[0]}");
                 Digest = (DigestAlgorithm)_small[0];
             }
             else if (!_small.AsSpan(0, 8).SequenceEqual(PartsFormat.Magic))

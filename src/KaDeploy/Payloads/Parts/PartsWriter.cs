@@ -27,7 +27,7 @@ public sealed class PartsWriter : IAsyncDisposable
     /// <param name="digest">Each part's digest: SHA-256 writes a version 1 container, any other a version 2 one that names it.</param>
     public PartsWriter(Stream output, int chunkBytes = 256 << 10, DigestAlgorithm digest = DigestAlgorithm.Sha256)
     {
-        if (!Enum.IsDefined(digest)) throw new ArgumentOutOfRangeException(nameof(digest), digest, "unknown digest algorithm");
+        if (!Enum.IsDefined(digest) || !digest.IsContentDigest()) throw new ArgumentOutOfRangeException(nameof(digest), digest, "not a digest of a part's bytes");
         _digest = digest;
         ArgumentNullException.ThrowIfNull(output);
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkBytes, 1);
