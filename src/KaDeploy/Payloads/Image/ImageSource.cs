@@ -46,10 +46,10 @@ public sealed class ImageSource : IPayloadSource
 {
     private const int BufferSize = 1024 * 1024;
 
-    private readonly IPayloadSource? _blockMap;
+    private readonly BlockDeviceSource? _blockMap;
     private readonly ImageCompression _compression;
 
-    private ImageSource(string path, ImageFormat format, ImageCompression compression, long length, IPayloadSource? blockMap, string what)
+    private ImageSource(string path, ImageFormat format, ImageCompression compression, long length, BlockDeviceSource? blockMap, string what)
     {
         Path = path;
         Format = format;
@@ -172,6 +172,9 @@ public sealed class ImageSource : IPayloadSource
         ArgumentNullException.ThrowIfNull(output);
         return Format switch
         {
+            // A raw image in a regular file goes straight into the ring slot when the output lends it (no compression).
+            ImageFormat.RawDisk when output is KaDeploy.IO.ISegmentWriter { LendsSegments: true } lender && !_blockMap!.IsBlockDevice =>
+                RawImageIntoSlots.WriteAsync(Path, _blockMap.Length, _blockMap.BlockSize, output, lender, cancellationToken),
             ImageFormat.RawDisk => _blockMap!.WriteToAsync(output, cancellationToken),
             ImageFormat.Tar or ImageFormat.TarZstd => CopyFileAsync(Path, output, cancellationToken),
             _ => new DecompressingSource(Path, _compression, Description).WriteToAsync(output, cancellationToken),
@@ -184,7 +187,30 @@ public sealed class ImageSource : IPayloadSource
     private static async Task CopyFileAsync(string path, Stream output, CancellationToken cancellationToken)
     {
         await using FileStream file = OpenFileOrThrow(path);
+        if (output is KaDeploy.IO.ISegmentWriter { LendsSegments: true } lender)
+        {
+            // Straight into the ring slot the output lends (one read per frame's payload): no buffer, no copy of ours.
+            while (true)
+            {
+                Memory<byte> segment = await lender.GetSegmentAsync(cancellationToken).ConfigureAwait(false);
+                int n = ReadInto(file, path, segment.Span);
+                if (n == 0) return;
+                lender.Advance(n);
+            }
+        }
         await file.CopyToAsync(output, BufferSize, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static int ReadInto(FileStream file, string path, Span<byte> into)
+    {
+        try
+        {
+            return file.Read(into);
+        }
+        catch (IOException e)
+        {
+            throw new KaDeployException($"cannot read image {path}: {e.Message}", e);
+        }
     }
 
     private static FileStream OpenFileOrThrow(string path)
