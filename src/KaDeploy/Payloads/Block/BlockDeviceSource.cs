@@ -147,8 +147,22 @@ public sealed class BlockDeviceSource : IPayloadSource
     /// <summary>Finds the next run of blocks that are not all zero in <paramref name="piece"/> at or after <paramref name="from"/>.</summary>
     private static bool FindRun(ReadOnlySpan<byte> piece, int blockSize, ref int from, out int start, out int length)
     {
+        bool sawZero = false;
+        return FindRun(piece, blockSize, ref from, out start, out length, ref sawZero);
+    }
+
+    /// <summary>
+    /// The same cut, noting in <paramref name="sawZero"/> whether it passed an all-zero block (the image source that
+    /// reads into ring slots cuts the pieces it reads through a buffer with it).
+    /// </summary>
+    internal static bool FindRun(ReadOnlySpan<byte> piece, int blockSize, ref int from, out int start, out int length, ref bool sawZero)
+    {
         int i = from;
-        while (i < piece.Length && IsZero(piece, i, blockSize)) i += blockSize;
+        while (i < piece.Length && IsZero(piece, i, blockSize))
+        {
+            i += blockSize;
+            sawZero = true;
+        }
         start = Math.Min(i, piece.Length);
         while (i < piece.Length && !IsZero(piece, i, blockSize)) i += blockSize;
         int end = Math.Min(i, piece.Length);

@@ -70,7 +70,7 @@ internal static class RawImageIntoSlots
                         ReadExactly(handle, path, buffer.AsSpan(0, n), offset);
                         bool sawZero = false;
                         int from = 0;
-                        while (FindRun(buffer.AsSpan(0, n), blockSize, ref from, out int runStart, out int runLength, ref sawZero))
+                        while (BlockDeviceSource.FindRun(buffer.AsSpan(0, n), blockSize, ref from, out int runStart, out int runLength, ref sawZero))
                         {
                             await WriteRecordHeaderAsync(output, scratch, offset + runStart, runLength, cancellationToken).ConfigureAwait(false);
                             await output.WriteAsync(buffer.AsMemory(runStart, runLength), cancellationToken).ConfigureAwait(false);
@@ -153,26 +153,6 @@ internal static class RawImageIntoSlots
             offset += n;
         }
     }
-
-    // The same cut as BlockDeviceSource's: the next run of blocks that are not all zero; notes whether it passed a zero block.
-    private static bool FindRun(ReadOnlySpan<byte> piece, int blockSize, ref int from, out int start, out int length, ref bool sawZero)
-    {
-        int i = from;
-        while (i < piece.Length && IsZero(piece, i, blockSize))
-        {
-            i += blockSize;
-            sawZero = true;
-        }
-        start = Math.Min(i, piece.Length);
-        while (i < piece.Length && !IsZero(piece, i, blockSize)) i += blockSize;
-        int end = Math.Min(i, piece.Length);
-        from = end;
-        length = end - start;
-        return length > 0;
-    }
-
-    private static bool IsZero(ReadOnlySpan<byte> piece, int offset, int blockSize) =>
-        piece.Slice(offset, Math.Min(blockSize, piece.Length - offset)).IndexOfAnyExcept((byte)0) < 0;
 
     // Whether any block of a piece that arrives in segments of any length was all zero. The piece starts on a block
     // boundary. On random data each block costs one byte's look.
