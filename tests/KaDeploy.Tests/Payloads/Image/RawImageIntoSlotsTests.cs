@@ -167,6 +167,37 @@ public class RawImageIntoSlotsTests
         Assert.True(report.WireBytes < 12L * MiB, $"zero blocks were sent: {report.WireBytes} wire bytes");
     }
 
+    [Fact]
+    public async Task AKeyedSessionSealsWhatWasReadIntoTheSlotsAndEveryNodeVerifies()
+    {
+        // Keyed: the memory lent to the source is the slot's plaintext area, sealed into the wire slot afterwards.
+        using var dir = new TempDirectory("kad-rawslot");
+        string image = MakeImage(dir, 11);
+        using var key = KaDeploy.Security.PresharedKey.Generate();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var log = new StringWriter();
+        var sync = TextWriter.Synchronized(log);
+        await using var server = new KaDeploy.Session.DeployServer(new KaDeploy.Session.ServerOptions
+        {
+            Source = ImageSource.Open(image, new ImageSourceOptions { Raw = true }), Clients = 2, Arity = 1, BufferBytes = 1L << 20,
+            Bind = System.Net.IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "keyed-image", Key = key, Log = sync,
+        });
+        var run = server.RunAsync(timeout.Token);
+        var clients = Enumerable.Range(0, 2).Select(i => new KaDeploy.Session.DeployClient(new KaDeploy.Session.ClientOptions
+        {
+            Server = $"127.0.0.1:{server.ControlPort}", Session = "keyed-image", Bind = LoopbackSession.NextAddress(), BufferBytes = 1L << 20,
+            SinkFactory = PayloadSelection.ClientSinks(dir.Sub($"copy{i}.img"), null, null, force: false, assumeZeroed: false, TextWriter.Null),
+            Key = key, Log = sync, NodeName = $"n{i}",
+        }).RunAsync(timeout.Token)).ToArray();
+        var report = await run;
+        var results = await Task.WhenAll(clients);
+        Assert.True(report.Success, report.Message + "\n" + log);
+        Assert.All(results, r => Assert.True(r.Verified, r.Message));
+        byte[] expected = SHA256.HashData(File.ReadAllBytes(image));
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(expected, SHA256.HashData(File.ReadAllBytes(dir.Sub($"copy{i}.img"))));
+    }
+
     // Lends pieces of a fixed size of its own buffer, filled with a pattern first: what the source does not fill must
     // not reach the output.
     private sealed class LendingStream(int segment) : SequentialWriteStream, ISegmentWriter
