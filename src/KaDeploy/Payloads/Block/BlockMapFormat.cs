@@ -128,29 +128,54 @@ public sealed class BlockMapWriter
     /// </summary>
     public async ValueTask WriteRunAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
-        if (!_headerWritten || _ended) throw new InvalidOperationException("a run must come after the header and before the end");
         if (data.IsEmpty) return;
-        if (offset < _position || offset > TotalLength - data.Length)
-            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"run of {data.Length} bytes at {offset} is before the last run's end {_position} or past the total {TotalLength}");
-        long end = offset + data.Length;
-        if (offset % BlockSize != 0 || (end % BlockSize != 0 && end != TotalLength))
-            throw new ArgumentOutOfRangeException(nameof(offset), offset, "run is not aligned to the block size");
-
+        long end = CheckRun(offset, data.Length);
         while (!data.IsEmpty)
         {
             int n = Math.Min(data.Length, BlockMapFormat.MaxRecordLength);
-            Span<byte> h = _scratch;
-            h[0] = BlockMapFormat.DataRecordType;
-            BinaryPrimitives.WriteUInt64LittleEndian(h[1..], (ulong)offset);
-            BinaryPrimitives.WriteUInt32LittleEndian(h[9..], (uint)n);
-            await _output.WriteAsync(_scratch.AsMemory(0, BlockMapFormat.DataRecordHeaderLength), cancellationToken).ConfigureAwait(false);
+            await WriteRecordHeaderAsync(offset, n, cancellationToken).ConfigureAwait(false);
             await _output.WriteAsync(data[..n], cancellationToken).ConfigureAwait(false);
             offset += n;
             data = data[n..];
-            DataBytes += n;
-            RecordCount++;
         }
         _position = end;
+    }
+
+    /// <summary>
+    /// Writes the DATA record header of <paramref name="length"/> bytes at <paramref name="offset"/> (at most
+    /// <see cref="BlockMapFormat.MaxRecordLength"/>, the rules of <see cref="WriteRunAsync"/>); the caller then writes
+    /// exactly those bytes to the stream itself (a source that reads them straight into memory the stream lends).
+    /// </summary>
+    public async ValueTask BeginRecordAsync(long offset, int length, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(length, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, BlockMapFormat.MaxRecordLength);
+        long end = CheckRun(offset, length);
+        await WriteRecordHeaderAsync(offset, length, cancellationToken).ConfigureAwait(false);
+        _position = end;
+    }
+
+    // A run's place: after the last one, inside the image, on block boundaries; returns its end.
+    private long CheckRun(long offset, int length)
+    {
+        if (!_headerWritten || _ended) throw new InvalidOperationException("a run must come after the header and before the end");
+        if (offset < _position || offset > TotalLength - length)
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"run of {length} bytes at {offset} is before the last run's end {_position} or past the total {TotalLength}");
+        long end = offset + length;
+        if (offset % BlockSize != 0 || (end % BlockSize != 0 && end != TotalLength))
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, "run is not aligned to the block size");
+        return end;
+    }
+
+    private ValueTask WriteRecordHeaderAsync(long offset, int length, CancellationToken cancellationToken)
+    {
+        Span<byte> h = _scratch;
+        h[0] = BlockMapFormat.DataRecordType;
+        BinaryPrimitives.WriteUInt64LittleEndian(h[1..], (ulong)offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(h[9..], (uint)length);
+        DataBytes += length;
+        RecordCount++;
+        return _output.WriteAsync(_scratch.AsMemory(0, BlockMapFormat.DataRecordHeaderLength), cancellationToken);
     }
 
     /// <summary>Writes the END record; call once, last.</summary>

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using KaDeploy.IO;
 using KaDeploy.Payloads.Block;
 using Microsoft.Win32.SafeHandles;
@@ -35,16 +34,10 @@ internal static class RawImageIntoSlots
         long now = RandomAccess.GetLength(handle);
         if (now != length) throw new KaDeployException($"{path} changed size from {length} to {now} bytes since it was opened");
 
-        var scratch = new byte[BlockMapFormat.HeaderLength];
-        BlockMapFormat.Magic.CopyTo(scratch);
-        BinaryPrimitives.WriteUInt16LittleEndian(scratch.AsSpan(8), BlockMapFormat.Version);
-        BinaryPrimitives.WriteUInt16LittleEndian(scratch.AsSpan(10), 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(scratch.AsSpan(12), (uint)blockSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(scratch.AsSpan(16), (ulong)length);
-        await output.WriteAsync(scratch.AsMemory(0, BlockMapFormat.HeaderLength), cancellationToken).ConfigureAwait(false);
+        var map = new BlockMapWriter(output, length, blockSize);
+        await map.WriteHeaderAsync(cancellationToken).ConfigureAwait(false);
 
         int directPiece = Math.Max(DirectPiece, blockSize); // both powers of two: a whole number of blocks
-        long dataBytes = 0;
         bool direct = false; // the first piece is cut exactly: an image often starts with a sparse area
         byte[]? buffer = null;
         try
@@ -60,9 +53,8 @@ internal static class RawImageIntoSlots
                     int n = (int)Math.Min(direct ? directPiece : BlockDeviceSource.ReadSize, end - offset);
                     if (direct)
                     {
-                        await WriteRecordHeaderAsync(output, scratch, offset, n, cancellationToken).ConfigureAwait(false);
+                        await map.BeginRecordAsync(offset, n, cancellationToken).ConfigureAwait(false);
                         direct = !await ReadIntoSlotsAsync(handle, path, offset, n, blockSize, lender, cancellationToken).ConfigureAwait(false);
-                        dataBytes += n;
                     }
                     else
                     {
@@ -72,9 +64,7 @@ internal static class RawImageIntoSlots
                         int from = 0;
                         while (BlockDeviceSource.FindRun(buffer.AsSpan(0, n), blockSize, ref from, out int runStart, out int runLength, ref sawZero))
                         {
-                            await WriteRecordHeaderAsync(output, scratch, offset + runStart, runLength, cancellationToken).ConfigureAwait(false);
-                            await output.WriteAsync(buffer.AsMemory(runStart, runLength), cancellationToken).ConfigureAwait(false);
-                            dataBytes += runLength;
+                            await map.WriteRunAsync(offset + runStart, buffer.AsMemory(runStart, runLength), cancellationToken).ConfigureAwait(false);
                         }
                         direct = !sawZero;
                     }
@@ -88,10 +78,7 @@ internal static class RawImageIntoSlots
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
         }
 
-        scratch[0] = BlockMapFormat.EndRecordType;
-        BinaryPrimitives.WriteUInt64LittleEndian(scratch.AsSpan(1), (ulong)length);
-        BinaryPrimitives.WriteUInt64LittleEndian(scratch.AsSpan(9), (ulong)dataBytes);
-        await output.WriteAsync(scratch.AsMemory(0, BlockMapFormat.EndRecordLength), cancellationToken).ConfigureAwait(false);
+        await map.WriteEndAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static SafeFileHandle Open(string path)
@@ -105,14 +92,6 @@ internal static class RawImageIntoSlots
         {
             throw new KaDeployException($"cannot open {path}: {e.Message}", e);
         }
-    }
-
-    private static ValueTask WriteRecordHeaderAsync(Stream output, byte[] scratch, long offset, int length, CancellationToken cancellationToken)
-    {
-        scratch[0] = BlockMapFormat.DataRecordType;
-        BinaryPrimitives.WriteUInt64LittleEndian(scratch.AsSpan(1), (ulong)offset);
-        BinaryPrimitives.WriteUInt32LittleEndian(scratch.AsSpan(9), (uint)length);
-        return output.WriteAsync(scratch.AsMemory(0, BlockMapFormat.DataRecordHeaderLength), cancellationToken);
     }
 
     // Reads [offset, offset + length) into the lent segments, one pread per segment (the rest of a frame). True when
