@@ -25,24 +25,23 @@ public sealed class FrameDigest
     public const int RecordSize = 24;
 
     private readonly XxHash128 _hash = new();
-    private long _nextOffset;
 
     /// <summary>Data frames folded so far.</summary>
     public long Frames { get; private set; }
 
     /// <summary>Wire offset the next frame must start at: a frame out of place is refused, not folded.</summary>
-    public long NextOffset => _nextOffset;
+    public long NextOffset { get; private set; }
 
     /// <summary>Folds one Data frame. <paramref name="payload"/> is its wire payload (a sealed frame's ends with its tag).</summary>
     public void Append(DataFrameHeader header, ReadOnlySpan<byte> payload)
     {
         if (header.Type != DataFrameType.Data) throw new ArgumentException($"a {header.Type} frame is not folded", nameof(header));
-        if (header.Offset != _nextOffset)
-            throw new KaDeployException($"frame at offset {header.Offset} reached the sink, expected {_nextOffset}");
+        if (header.Offset != NextOffset)
+            throw new KaDeployException($"frame at offset {header.Offset} reached the sink, expected {NextOffset}");
         Span<byte> record = stackalloc byte[RecordSize];
         Record(header, payload, record);
         _hash.Append(record);
-        _nextOffset = header.Offset + header.PlaintextLength;
+        NextOffset = header.Offset + header.PlaintextLength;
         Frames++;
     }
 

@@ -180,7 +180,7 @@ internal sealed class ChildLinks
             // "closed the link in a frame header (after 0 bytes)" in IntegrityTests at load 10-30.)
             var sender = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
             lock (_gate) _senders.Add(sender.Task.Unwrap());
-            Task run = Task.CompletedTask;
+            Task? run = null;
             try
             {
                 await channel.SendAsync(new DataAccept(), ct).ConfigureAwait(false);
@@ -196,10 +196,10 @@ internal sealed class ChildLinks
             }
             finally
             {
-                sender.SetResult(run);
+                sender.SetResult(run ?? Task.CompletedTask);
                 // Not started (the accept could not be sent): let go of the ring, or the slots kept for this child would
                 // hold the whole node back until the stall watch gave up on it.
-                if (run == Task.CompletedTask) cursor?.Dispose();
+                if (run is null) cursor?.Dispose();
             }
         }
         catch (Exception e) when (ConnectionErrors.IsLinkFailure(e) || e is KaDeployException or OperationCanceledException)

@@ -489,12 +489,9 @@ public sealed class DeployClient
                         break;
                     case Reattach r:
                         if (_complete) { Log($"re-attach to node {r.ParentId} ignored: the whole stream is here"); break; }
-                        // Stop the link or the link attempt under way first, then hand over the new parent: the other way
-                        // round, the upstream loop could take this Reattach, start linking to its parent, and have that
-                        // very attempt cancelled here as if a newer Reattach had come.
                         // The link is stopped and the Reattach queued under one lock, the one under which the upstream loop
-                        // records a new link and looks for a queued Reattach. The attempt under way is cancelled after:
-                        // a newer attempt, made for this very Reattach, has a token of its own and is not touched.
+                        // records a new link and looks for a queued Reattach. The attempt under way (captured here) is
+                        // cancelled after: a newer attempt, made for this very Reattach, has a token of its own and is not touched.
                         CancellationTokenSource? linking;
                         lock (_gate)
                         {
@@ -514,11 +511,12 @@ public sealed class DeployClient
                     case Abort a:
                         Log($"server aborted: {a.Reason}");
                         _abortReason = a.Reason;
-                        _plan.TrySetException(new KaDeployException($"server aborted: {a.Reason}"));
+                        var aborted = new KaDeployException($"server aborted: {a.Reason}");
+                        _plan.TrySetException(aborted);
                         // The ring first, with the reason, then the token: a sink waiting for a frame is woken by the fault
                         // and fails with the server's word. Cancelled first, its wait could end in a bare cancellation
                         // before the token's own fault callback ran, and the node would leave without its FAILED line.
-                        _ring?.Fault(new KaDeployException($"server aborted: {a.Reason}"));
+                        _ring?.Fault(aborted);
                         await run.CancelAsync().ConfigureAwait(false);
                         return;
                     case null:
