@@ -195,10 +195,21 @@ public sealed class BlockMapWriter
 /// Reads a block map from a stream and validates every field before handing it out; any violation throws
 /// <see cref="KaDeployException"/> with a one-line reason.
 /// </summary>
+/// <remarks>
+/// When the stream lends its bytes (<see cref="IO.ISegmentReader"/>, e.g. a relayed ring), the reader parses the
+/// records from the lent segments themselves and can hand out run data as lent slices
+/// (<see cref="ReadRunSegmentAsync"/>): no copy of ours between the ring slot and the target. A record header cut
+/// between two segments is gathered in a few bytes of its own; what a segment holds after the end of a run (the next
+/// record's header, the start of its data) is kept for the next call. Either way the reader takes no byte after the
+/// END record for a record; bytes that follow it in the same lent segment are left alone, as the stream reader
+/// leaves them unread in the stream.
+/// </remarks>
 public sealed class BlockMapReader
 {
     private readonly Stream _input;
+    private readonly IO.ISegmentReader? _lender;
     private readonly byte[] _scratch = new byte[BlockMapFormat.HeaderLength];
+    private ReadOnlyMemory<byte> _held; // lent by _lender and not yet taken: valid until our next read of it
     private BlockMapHeader? _header;
     private long _position;          // end of the last run: the next run may not start before it
     private long _dataBytes;
@@ -210,16 +221,20 @@ public sealed class BlockMapReader
     {
         ArgumentNullException.ThrowIfNull(input);
         _input = input;
+        _lender = input as IO.ISegmentReader;
     }
 
     /// <summary>The header, once <see cref="ReadHeaderAsync"/> has returned.</summary>
     public BlockMapHeader Header => _header ?? throw new InvalidOperationException("header not read yet");
 
-    /// <summary>Bytes of the current run not yet read with <see cref="ReadRunDataAsync"/>.</summary>
+    /// <summary>Bytes of the current run not yet read with <see cref="ReadRunDataAsync"/> or <see cref="ReadRunSegmentAsync"/>.</summary>
     public int RunRemaining => _runRemaining;
 
     /// <summary>Sum of the data lengths of the runs read so far.</summary>
     public long DataBytes => _dataBytes;
+
+    /// <summary>True when the input lends its bytes, so that <see cref="ReadRunSegmentAsync"/> can be used.</summary>
+    public bool LendsRunData => _lender is not null;
 
     /// <summary>Reads and checks the header.</summary>
     public async ValueTask<BlockMapHeader> ReadHeaderAsync(CancellationToken cancellationToken)
@@ -246,8 +261,8 @@ public sealed class BlockMapReader
     }
 
     /// <summary>
-    /// Reads the next record. Returns the run whose bytes follow (read them with <see cref="ReadRunDataAsync"/>
-    /// before the next call), or null once a valid END record has been read.
+    /// Reads the next record. Returns the run whose bytes follow (read them with <see cref="ReadRunDataAsync"/> or
+    /// <see cref="ReadRunSegmentAsync"/> before the next call), or null once a valid END record has been read.
     /// </summary>
     public async ValueTask<BlockMapRun?> ReadNextRunAsync(CancellationToken cancellationToken)
     {
@@ -299,6 +314,20 @@ public sealed class BlockMapReader
     {
         if (destination.Length > _runRemaining)
             throw new ArgumentOutOfRangeException(nameof(destination), destination.Length, "more than the run has left");
+        if (_lender is not null)
+        {
+            // A block device's sink copies into buffers of its own (aligned, overlapped writes): copy out of the loans.
+            while (!destination.IsEmpty)
+            {
+                if (_held.IsEmpty) await NextSegmentInRunAsync(cancellationToken).ConfigureAwait(false);
+                int n = Math.Min(_held.Length, destination.Length);
+                _held.Span[..n].CopyTo(destination.Span);
+                _held = _held[n..];
+                destination = destination[n..];
+                _runRemaining -= n;
+            }
+            return;
+        }
         try
         {
             await _input.ReadExactlyAsync(destination, cancellationToken).ConfigureAwait(false);
@@ -310,9 +339,67 @@ public sealed class BlockMapReader
         _runRemaining -= destination.Length;
     }
 
+    /// <summary>
+    /// The next bytes of the current run, lent from the input: valid only until the next call of any kind on this
+    /// reader. Never empty and never more than <see cref="RunRemaining"/>; call while <see cref="RunRemaining"/> is
+    /// above zero. Only for an input that lends its bytes (<see cref="LendsRunData"/>).
+    /// </summary>
+    public ValueTask<ReadOnlyMemory<byte>> ReadRunSegmentAsync(CancellationToken cancellationToken)
+    {
+        if (_lender is null) throw new InvalidOperationException("the input does not lend its bytes");
+        if (_runRemaining == 0) throw new InvalidOperationException("no run data left to read");
+        if (!_held.IsEmpty) return new ValueTask<ReadOnlyMemory<byte>>(TakeRunData());
+        return NextRunSegmentAsync(cancellationToken);
+    }
+
+    private async ValueTask<ReadOnlyMemory<byte>> NextRunSegmentAsync(CancellationToken cancellationToken)
+    {
+        await NextSegmentInRunAsync(cancellationToken).ConfigureAwait(false);
+        return TakeRunData();
+    }
+
+    // Ends the loan of the held segment (taken whole) and holds the next one, which must exist: a run is not over.
+    private async ValueTask NextSegmentInRunAsync(CancellationToken cancellationToken)
+    {
+        Debug.Assert(_held.IsEmpty && _runRemaining > 0);
+        _held = await _lender!.ReadSegmentAsync(cancellationToken).ConfigureAwait(false);
+        if (_held.IsEmpty)
+            throw new KaDeployException($"block map: stream ends inside the record that ends at {_position}");
+    }
+
+    // What the held segment has of the current run; the rest (the next record) stays held.
+    private ReadOnlyMemory<byte> TakeRunData()
+    {
+        int n = Math.Min(_held.Length, _runRemaining);
+        ReadOnlyMemory<byte> piece = _held[..n];
+        _held = _held[n..];
+        _runRemaining -= n;
+        return piece;
+    }
+
     private async ValueTask FillAsync(int count, string what, CancellationToken cancellationToken)
     {
         Debug.Assert(count <= _scratch.Length);
+        if (_lender is not null)
+        {
+            // A record header may be cut between two segments: its first part is copied here before the next
+            // segment is asked for (which ends the loan of the previous one).
+            int filled = 0;
+            while (filled < count)
+            {
+                if (_held.IsEmpty)
+                {
+                    _held = await _lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false);
+                    if (_held.IsEmpty)
+                        throw new KaDeployException($"block map: stream ends inside the {what} (truncated after offset {_position})");
+                }
+                int n = Math.Min(count - filled, _held.Length);
+                _held.Span[..n].CopyTo(_scratch.AsSpan(filled));
+                _held = _held[n..];
+                filled += n;
+            }
+            return;
+        }
         try
         {
             await _input.ReadExactlyAsync(_scratch.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
