@@ -5,14 +5,14 @@ using KaDeploy.Protocol;
 namespace KaDeploy.Relay;
 
 /// <summary>A frame in the ring: the exact bytes that travel on a data link (header + payload).</summary>
-public readonly struct RingFrame(Memory<byte> segment, int start, int length, DataFrameHeader header, long sequence)
+public readonly struct RingFrame(byte[] buffer, int start, int length, DataFrameHeader header, long sequence)
 {
     /// <summary>Header followed by payload, ready to forward byte for byte.</summary>
-    public ReadOnlyMemory<byte> Bytes => segment.Slice(start, length);
+    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(start, length);
     /// <summary>The payload alone, in clear: a sealed frame's opened plaintext lies in its segment's plaintext block (<see cref="RelayRing.PlaintextOf"/>).</summary>
     public ReadOnlyMemory<byte> Payload => header.IsSealed
-        ? segment.Slice(RelayRing.PlaintextStart(segment.Length, start), header.PlaintextLength)
-        : segment.Slice(start + DataFrameHeader.Size, length - DataFrameHeader.Size);
+        ? buffer.AsMemory(RelayRing.PlaintextStart(buffer, start), header.PlaintextLength)
+        : buffer.AsMemory(start + DataFrameHeader.Size, length - DataFrameHeader.Size);
     public DataFrameHeader Header => header;
     public long Sequence => sequence;
 }
@@ -48,10 +48,7 @@ public sealed class RelayRing : IDisposable
     private readonly int _slotCount;
 
     private readonly object _gate = new();
-    // Segments are made as the producer first reaches them, in the ring's mapping when it has one (RingMemory).
-    private readonly RingSegment?[] _segments;
-    private readonly RingMapping? _mapping;
-    private bool _disposed;
+    private readonly byte[]?[] _segments;
     private readonly int[] _lengths;
     private readonly DataFrameHeader[] _headers;
     private readonly List<RingCursor> _cursors = [];
@@ -68,12 +65,6 @@ public sealed class RelayRing : IDisposable
     /// <param name="retainBytes">Kept behind the slowest consumer for children that resume (--retain).</param>
     /// <param name="sealedFrames">The session is keyed: each slot also has room for the opened plaintext (<see cref="PlaintextOf"/>).</param>
     public RelayRing(long capacityBytes, long retainBytes = 0, bool sealedFrames = false)
-        : this(capacityBytes, retainBytes, sealedFrames, RingMemoryKind.HugePages)
-    {
-    }
-
-    /// <summary>A ring whose memory is of <paramref name="memory"/>'s kind (tests, and comparisons of the kinds).</summary>
-    internal RelayRing(long capacityBytes, long retainBytes, bool sealedFrames, RingMemoryKind memory)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(retainBytes);
@@ -82,8 +73,7 @@ public sealed class RelayRing : IDisposable
         _window = (int)Math.Clamp(capacityBytes / _slotBytes, 4, 1 << 16);
         int slots = _window + (int)Math.Clamp((retainBytes + _slotBytes - 1) / _slotBytes, 0, 1 << 16);
         _slotCount = slots;
-        _segments = new RingSegment?[(slots + SegmentSlots - 1) / SegmentSlots];
-        _mapping = RingMemory.TryMap((long)slots * _slotBytes, memory);
+        _segments = new byte[(slots + SegmentSlots - 1) / SegmentSlots][];
         _lengths = new int[slots];
         _headers = new DataFrameHeader[slots];
     }
@@ -103,15 +93,14 @@ public sealed class RelayRing : IDisposable
     public Memory<byte> PlaintextOf(Memory<byte> slot)
     {
         if (!IsSealed) throw new InvalidOperationException("a clear ring keeps no plaintext beside its frames");
-        if (!MemoryMarshal.TryGetMemoryManager<byte, RingSegment>(slot, out var segment, out int start, out _))
-            throw new ArgumentException("not a slot of this ring", nameof(slot));
-        return segment.Memory.Slice(PlaintextStart(segment.Length, start), PlaintextSize);
+        if (!MemoryMarshal.TryGetArray<byte>(slot, out var segment)) throw new ArgumentException("not a slot of this ring", nameof(slot));
+        return segment.Array.AsMemory(PlaintextStart(segment.Array!, segment.Offset), PlaintextSize);
     }
 
     // A sealed segment of n slots: n wire slots, then n plaintext areas (its length says n).
-    internal static int PlaintextStart(int segmentLength, int slotStart)
+    internal static int PlaintextStart(byte[] segment, int slotStart)
     {
-        int slots = segmentLength / (SlotSize + PlaintextSize);
+        int slots = segment.Length / (SlotSize + PlaintextSize);
         Debug.Assert(slotStart % SlotSize == 0 && slotStart / SlotSize < slots);
         return slots * SlotSize + slotStart / SlotSize * PlaintextSize;
     }
@@ -153,7 +142,6 @@ public sealed class RelayRing : IDisposable
     {
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
             if (fromSequence < RetainedFromLocked() || fromSequence > _published)
                 throw new KaDeployException($"{name}: frame {fromSequence} is no longer (or not yet) in the buffer");
             var c = new RingCursor(this, name, fromSequence);
@@ -212,7 +200,7 @@ public sealed class RelayRing : IDisposable
         while (true)
         {
             Memory<byte> run;
-            RingSegment? fresh;
+            byte[]? fresh;
             lock (_gate)
             {
                 if (!TryAcquire(maxSlots, out run, out fresh)) _producerWaiting = true;
@@ -228,7 +216,7 @@ public sealed class RelayRing : IDisposable
         while (true)
         {
             Memory<byte> slot;
-            RingSegment? fresh;
+            byte[]? fresh;
             lock (_gate)
             {
                 if (!TryAcquire(1, out slot, out fresh)) _producerWaiting = true;
@@ -239,10 +227,9 @@ public sealed class RelayRing : IDisposable
     }
 
     // fresh: the segment was allocated by this call (its pages are populated outside the lock, before the run is used).
-    private bool TryAcquire(int maxSlots, out Memory<byte> run, out RingSegment? fresh)
+    private bool TryAcquire(int maxSlots, out Memory<byte> run, out byte[]? fresh)
     {
         fresh = null;
-        ObjectDisposedException.ThrowIf(_disposed, this);
         if (_fault is not null) throw new KaDeployException("relay buffer failed: " + _fault.Message, _fault);
         if (_completed) throw new InvalidOperationException("ring already completed");
         long oldest = _published;
@@ -258,11 +245,9 @@ public sealed class RelayRing : IDisposable
         int segmentSlots = Math.Min(SegmentSlots, SlotCount - first);
         int n = (int)Math.Min(Math.Min(maxSlots, _window - used), first + segmentSlots - slot);
         _reserved = n;
-        // Segments lie back to back in the mapping (pinned arrays without one); socket I/O reads and writes them in place.
-        var buffer = _segments[segment] ??= fresh = _mapping is null
-            ? RingSegment.Pinned(segmentSlots * _slotBytes)
-            : RingSegment.InMapping(_mapping, (long)first * _slotBytes, segmentSlots * _slotBytes);
-        run = buffer.Memory.Slice((slot - first) * SlotSize, n * SlotSize);
+        // Pinned (RingMemory): segments live as long as the ring and are handed to socket I/O; the GC never moves them.
+        var buffer = _segments[segment] ??= fresh = RingMemory.AllocateSegment(segmentSlots * _slotBytes);
+        run = buffer.AsMemory((slot - first) * SlotSize, n * SlotSize);
         return true;
     }
 
@@ -397,7 +382,7 @@ public sealed class RelayRing : IDisposable
                     end = _headers[next].Type == DataFrameType.End;
                     frames++;
                 }
-                run = new RingRun(_segments[slot / SegmentSlots]!.Memory, (slot % SegmentSlots) * SlotSize, bytes, frames, _headers[slot], end);
+                run = new RingRun(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * SlotSize, bytes, frames, _headers[slot], end);
                 return true;
             }
             if (_fault is not null) throw new KaDeployException("upstream failed: " + _fault.Message, _fault);
@@ -410,7 +395,7 @@ public sealed class RelayRing : IDisposable
     private RingFrame FrameLocked(long sequence)
     {
         int slot = (int)(sequence % SlotCount);
-        return new RingFrame(_segments[slot / SegmentSlots]!.Memory, (slot % SegmentSlots) * SlotSize, _lengths[slot], _headers[slot], sequence);
+        return new RingFrame(_segments[slot / SegmentSlots]!, (slot % SegmentSlots) * SlotSize, _lengths[slot], _headers[slot], sequence);
     }
 
     internal void Wake(RingCursor cursor)
@@ -432,30 +417,14 @@ public sealed class RelayRing : IDisposable
         }
     }
 
-    /// <summary>The ring's mapping, if it has one (tests).</summary>
-    internal RingMapping? Mapping => _mapping;
-
-    /// <summary>
-    /// Stops the producer, and gives the ring's memory back at once when no consumer is attached and no slot is lent
-    /// to the producer. Otherwise (a node that returns while a child sender still sends, say) the memory goes when the
-    /// GC finds nothing referring to it (<see cref="RingMapping"/>): a late reader never sees it change under it.
-    /// </summary>
-    public void Dispose()
-    {
-        lock (_gate)
-        {
-            _disposed = true;
-            if (_cursors.Count == 0 && _reserved == 0) _mapping?.Release();
-        }
-        _spaceSignal.Dispose();
-    }
+    public void Dispose() => _spaceSignal.Dispose();
 }
 
 /// <summary>Frames that lie back to back in the ring: how many, the first one's header, and their bytes as one block.</summary>
-public readonly struct RingRun(Memory<byte> segment, int start, int length, int frames, DataFrameHeader first, bool endsWithEnd)
+public readonly struct RingRun(byte[] buffer, int start, int length, int frames, DataFrameHeader first, bool endsWithEnd)
 {
     /// <summary>Their wire bytes, headers included, ready to forward with one write.</summary>
-    public ReadOnlyMemory<byte> Bytes => segment.Slice(start, length);
+    public ReadOnlyMemory<byte> Bytes => buffer.AsMemory(start, length);
     /// <summary>Number of frames.</summary>
     public int Frames => frames;
     /// <summary>The first frame's header.</summary>

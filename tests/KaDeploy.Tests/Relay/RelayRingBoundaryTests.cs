@@ -57,17 +57,16 @@ public class RelayRingBoundaryTests
         // The wire slots of a run lie back to back (one receive, one send), each with a plaintext area of its own.
         Memory<byte> run = await ring.AcquireRunAsync(8, default);
         Assert.Equal(8 * RelayRing.SlotSize, run.Length);
-        // Segments are ring memory (RingSegment: a slice of the ring's mapping), not arrays.
-        Assert.True(MemoryMarshal.TryGetMemoryManager<byte, RingSegment>(run, out var segment, out int runStart, out _));
-        var taken = new List<(int From, int To)> { (runStart, runStart + run.Length) };
+        Assert.True(MemoryMarshal.TryGetArray<byte>(run, out var segment));
+        var taken = new List<(int From, int To)> { (segment.Offset, segment.Offset + run.Length) };
         for (int i = 0; i < 8; i++)
         {
             var plain = ring.PlaintextOf(run.Slice(i * RelayRing.SlotSize, RelayRing.SlotSize));
             Assert.Equal(ProtocolConstants.MaxChunkPayload, plain.Length);
-            Assert.True(MemoryMarshal.TryGetMemoryManager<byte, RingSegment>(plain, out var p, out int pStart, out int pLength));
-            Assert.Same(segment, p);
-            Assert.DoesNotContain(taken, t => pStart < t.To && t.From < pStart + pLength); // overlaps nothing
-            taken.Add((pStart, pStart + pLength));
+            Assert.True(MemoryMarshal.TryGetArray<byte>(plain, out var p));
+            Assert.Same(segment.Array, p.Array);
+            Assert.DoesNotContain(taken, t => p.Offset < t.To && t.From < p.Offset + p.Count); // overlaps nothing
+            taken.Add((p.Offset, p.Offset + p.Count));
         }
         using var clear = new RelayRing(8 * RelayRing.SlotSize);
         Assert.False(clear.IsSealed);
