@@ -37,8 +37,7 @@ public sealed class DeployClient
     private ChildLinks? _links;
     private RelayRing? _ring;
     private RingCursor? _localCursor;
-    private Connection? _upstream;
-    private CancellationTokenSource? _linking; // the link attempt under way: a Reattach cancels it (the server named a new parent)
+    private UpstreamLink? _upstream; // from the first connect attempt to the end of the stream read from it; under _gate
     private long _lastHeard = Environment.TickCount64;
     private volatile string? _abortReason;
     private volatile bool _complete;
@@ -288,36 +287,29 @@ public sealed class DeployClient
     }
 
     // One data link to a parent: connect (retrying while it is not up yet), hand-shake, DataHello at the offset.
-    private async Task<Connection> LinkAsync(IPEndPoint parent, Plan plan, long offset, TimeSpan patience, CancellationToken ct)
+    // A Reattach that comes meanwhile (say our parent refused the session right after its Plan, or died before we
+    // reached it) names a parent newer than this one: the link's abort stops the attempts at once, not after the patience.
+    private async Task<Connection> LinkAsync(UpstreamLink link, IPEndPoint parent, Plan plan, long offset, TimeSpan patience, CancellationToken ct)
     {
-        var deadline = Stopwatch.StartNew();
-        // A Reattach that comes while we link (say our parent refused the session right after its Plan, or died before
-        // we reached it) names a parent newer than this one: stop trying this one at once, not after the patience.
-        using var linking = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        lock (_gate) _linking = linking;
         try
         {
-            return await LinkAttemptsAsync(parent, plan, offset, patience, deadline, linking.Token, ct).ConfigureAwait(false);
+            return await LinkAttemptsAsync(parent, plan, offset, patience, Stopwatch.StartNew(), link.Attempts, ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new ReattachPendingException();
-        }
-        finally
-        {
-            lock (_gate) if (_linking == linking) _linking = null;
+            throw new LinkStoppedException(link.AbortReason ?? "the server named a new parent");
         }
     }
 
-    /// <summary>The server named a new parent while this node was linking to the old one.</summary>
-    private sealed class ReattachPendingException() : KaDeployException("the server named a new parent");
+    /// <summary>The link was stopped while linking: the server named a new parent, or was lost.</summary>
+    private sealed class LinkStoppedException(string reason) : KaDeployException(reason);
 
     private async Task<Connection> LinkAttemptsAsync(IPEndPoint parent, Plan plan, long offset, TimeSpan patience, Stopwatch deadline,
         CancellationToken linking, CancellationToken ct)
     {
         while (true)
         {
-            if (_reattach.Reader.TryPeek(out _)) throw new ReattachPendingException();
+            if (_reattach.Reader.TryPeek(out _)) throw new LinkStoppedException("the server named a new parent");
             Connection? connection = null;
             try
             {
@@ -366,63 +358,69 @@ public sealed class DeployClient
             while (true)
             {
                 long offset = ring.NextOffset;
-                Connection connection;
+                var link = new UpstreamLink(ct);
+                lock (_gate) _upstream = link;
                 try
                 {
-                    connection = await LinkAsync(parent, plan, offset, first ? _options.LinkTimeout : _options.FailureTimeout, ct).ConfigureAwait(false);
-                }
-                catch (ReattachPendingException)
-                {
-                    // Not a failed resume: the server already knows where we go (no ResumeFailed, which would send us to it).
-                    Log($"stopped linking to {(parentId == 0 ? "the server" : $"node {parentId}")}: the server named a new parent");
-                    (parent, parentId) = await NextParentAsync(server, "re-attach", ct).ConfigureAwait(false);
-                    continue;
-                }
-                catch (LinkLostException e)
-                {
-                    // A first link that fails is repaired like a lost one: the parent may have been declared failed while
-                    // we were still linking (its Reattach is then on its way), or only this link is broken (the server
-                    // serves us itself). NextParentAsync gives up with the reason when the server has no answer.
-                    Log($"cannot {(first ? "link" : "resume")} at offset {offset} from {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
-                    await _channel!.SendAsync(new ResumeFailed(parentId, offset, e.Message), ct).ConfigureAwait(false);
-                    (parent, parentId) = await NextParentAsync(server, $"{(first ? "first link" : "resume")} at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
-                    continue;
-                }
-                // A Reattach that came after the link was made but before it was recorded names a newer parent: go there.
-                // Recorded and checked under the lock the control loop hands a Reattach over under: either it finds this
-                // link and aborts it, or its Reattach is already queued here (before, the check ran outside the lock, and a
-                // Reattach queued between the two kept the node on its old parent until that link broke).
-                lock (_gate)
-                {
-                    _upstream = connection;
-                    if (_reattach.Reader.TryPeek(out _)) connection.Abort("re-attaching on the server's word");
-                }
-                if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
-                await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
-                first = false;
-                var receiver = new FrameReceiver(connection.Stream, ring, offset, cipher, faultRingOnError: false)
-                {
-                    Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
-                };
-                try
-                {
-                    await receiver.RunAsync(ct).ConfigureAwait(false);
-                    _complete = true;
-                    connection.Abort("stream complete");
-                    return;
-                }
-                catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
-                {
-                    string why = connection.AbortReason ?? ConnectionErrors.Describe(e);
-                    _lastLinkFailure = why;
-                    connection.Abort(why);
-                    if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
-                    Log($"upstream link to {(parentId == 0 ? "the server" : $"node {parentId}")} lost at offset {ring.NextOffset}: {why}");
-                    (parent, parentId) = await NextParentAsync(server, $"link lost ({why})", ct, parentId, ring.NextOffset).ConfigureAwait(false);
+                    Connection connection;
+                    try
+                    {
+                        connection = await LinkAsync(link, parent, plan, offset, first ? _options.LinkTimeout : _options.FailureTimeout, ct).ConfigureAwait(false);
+                    }
+                    catch (LinkStoppedException e)
+                    {
+                        // Not a failed resume: the server already knows where we go (no ResumeFailed, which would send us to it).
+                        if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
+                        Log($"stopped linking to {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
+                        (parent, parentId) = await NextParentAsync(server, "re-attach", ct).ConfigureAwait(false);
+                        continue;
+                    }
+                    catch (LinkLostException e)
+                    {
+                        // A first link that fails is repaired like a lost one: the parent may have been declared failed while
+                        // we were still linking (its Reattach is then on its way), or only this link is broken (the server
+                        // serves us itself). NextParentAsync gives up with the reason when the server has no answer.
+                        Log($"cannot {(first ? "link" : "resume")} at offset {offset} from {(parentId == 0 ? "the server" : $"node {parentId}")}: {e.Message}");
+                        await _channel!.SendAsync(new ResumeFailed(parentId, offset, e.Message), ct).ConfigureAwait(false);
+                        (parent, parentId) = await NextParentAsync(server, $"{(first ? "first link" : "resume")} at offset {offset} failed ({e.Message})", ct).ConfigureAwait(false);
+                        continue;
+                    }
+                    // A Reattach that came after the link was made but before it was recorded names a newer parent: go there.
+                    // Recorded and checked under the lock the control loop aborts the link and queues a Reattach under: either
+                    // the abort came first (Linked closes the connection with its reason) or the Reattach is already queued.
+                    lock (_gate)
+                    {
+                        if (link.Linked(connection) && _reattach.Reader.TryPeek(out _)) link.Abort("re-attaching on the server's word");
+                    }
+                    if (!first) await _channel!.SendAsync(new Heartbeat(offset, FlowState.Flowing), ct).ConfigureAwait(false);
+                    await _channel!.SendAsync(new LinkUp(), ct).ConfigureAwait(false);
+                    first = false;
+                    var receiver = new FrameReceiver(connection.Stream, ring, offset, cipher, faultRingOnError: false)
+                    {
+                        Peer = parentId == 0 ? $"the server ({parent})" : $"parent node {parentId} ({parent})",
+                    };
+                    try
+                    {
+                        await receiver.RunAsync(ct).ConfigureAwait(false);
+                        _complete = true;
+                        lock (_gate) link.Abort("stream complete");
+                        return;
+                    }
+                    catch (Exception e) when (e is KaDeployException || ConnectionErrors.IsLinkFailure(e))
+                    {
+                        string why = link.AbortReason ?? connection.AbortReason ?? ConnectionErrors.Describe(e);
+                        _lastLinkFailure = why;
+                        lock (_gate) link.Abort(why);
+                        if (_serverLost.Task.IsCompleted) throw new LinkLostException(_serverLost.Task.Result);
+                        Log($"upstream link to {(parentId == 0 ? "the server" : $"node {parentId}")} lost at offset {ring.NextOffset}: {why}");
+                        (parent, parentId) = await NextParentAsync(server, $"link lost ({why})", ct, parentId, ring.NextOffset).ConfigureAwait(false);
+                    }
                 }
                 finally
                 {
-                    lock (_gate) if (_upstream == connection) _upstream = null;
+                    // Out of the field first, under the lock every abort takes: no abort can find it once disposed.
+                    lock (_gate) if (_upstream == link) _upstream = null;
+                    link.Dispose();
                 }
             }
         }
@@ -489,20 +487,13 @@ public sealed class DeployClient
                         break;
                     case Reattach r:
                         if (_complete) { Log($"re-attach to node {r.ParentId} ignored: the whole stream is here"); break; }
-                        // The link is stopped and the Reattach queued under one lock, the one under which the upstream loop
-                        // records a new link and looks for a queued Reattach. The attempt under way (captured here) is
-                        // cancelled after: a newer attempt, made for this very Reattach, has a token of its own and is not touched.
-                        CancellationTokenSource? linking;
+                        // The link is stopped (its attempts cancelled, or its connection closed) and the Reattach queued under
+                        // one lock, the one under which the upstream loop records a connection and looks for a queued Reattach.
+                        // A newer link, made for this very Reattach, is a new object and is not touched.
                         lock (_gate)
                         {
                             _upstream?.Abort($"re-attaching to {(r.ParentId == 0 ? "the server" : $"node {r.ParentId}")} on the server's word");
-                            linking = _linking;
                             _reattach.Writer.TryWrite(r);
-                        }
-                        if (linking is not null)
-                        {
-                            try { await linking.CancelAsync().ConfigureAwait(false); }
-                            catch (ObjectDisposedException) { } // that attempt just ended
                         }
                         break;
                     case Moved mv:
@@ -538,7 +529,7 @@ public sealed class DeployClient
         var ring = _ring;
         if (ring is null) return FlowState.Flowing;
         if (_complete || ring.IsComplete) return FlowState.Complete;
-        lock (_gate) if (_upstream is null) return FlowState.Orphaned;
+        lock (_gate) if (_upstream?.Connection is null) return FlowState.Orphaned;
         var holder = ring.Holder();
         return holder is null ? FlowState.Flowing : holder == _localCursor ? FlowState.HeldBySink : FlowState.HeldByChild;
     }

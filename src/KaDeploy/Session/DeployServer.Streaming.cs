@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using KaDeploy.Protocol;
+using KaDeploy.Payloads.Image;
 using KaDeploy.Relay;
 using KaDeploy.Reporting;
 using KaDeploy.Topology;
@@ -172,6 +173,19 @@ public sealed partial class DeployServer
     // the digest of the payload the clients will decompress and check.
     private async Task<(long Length, string Digest)> ProducePreCompressedAsync(RingWriterStream writer, CancellationToken ct)
     {
+        // Under the frames digest the server never hashes the payload: the only thing the side pipe would give is the
+        // tar's length for the End frame. When the file's zstd frames declare their sizes, that length is their sum,
+        // and the frames go out with no decompression at all (one core's zstd speed would otherwise cap a fast link).
+        // Every node still decompresses, its decoder checks each frame's declared size, and it compares the whole
+        // length with the End frame's: a file whose headers lie fails every node, loudly.
+        if (!_options.Digest.IsContentDigest() && _options.Source is ImageSource image && image.DeclaredContentLength() is long declared)
+        {
+            await Task.Run(() => _options.Source.WriteToAsync(writer, ct), ct).ConfigureAwait(false);
+            byte[] frames = await writer.CompleteAsync(declared, _options.Digest, null, ct).ConfigureAwait(false);
+            string framesHex = Hex(_options.Digest, frames);
+            Log($"source done: {declared} bytes (as its zstd frames declare), {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {framesHex}");
+            return (declared, framesHex);
+        }
         var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
         var hashing = Task.Run(async () =>
         {

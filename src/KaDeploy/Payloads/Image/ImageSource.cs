@@ -128,6 +128,12 @@ public sealed class ImageSource : IPayloadSource
     /// </summary>
     public bool PreCompressedZstd => Format == ImageFormat.TarZstd;
 
+    /// <summary>
+    /// For a .tar.zst, the tar's length as its zstd frames declare it (<see cref="ZstdFrames"/>), read from the
+    /// headers without decompressing; null when a frame does not declare it, and for any other format.
+    /// </summary>
+    public long? DeclaredContentLength() => PreCompressedZstd ? ZstdFrames.DeclaredContentSize(Path) : null;
+
     /// <summary><see cref="PayloadKind.BlockMap"/> for a raw disk image, else <see cref="PayloadKind.Tar"/>.</summary>
     public PayloadKind Kind => Format == ImageFormat.RawDisk ? PayloadKind.BlockMap : PayloadKind.Tar;
 
