@@ -202,7 +202,7 @@ public static class TreeComparer
         while (offset < size)
         {
             int want = (int)Math.Min(ChunkSize, size - offset);
-            int ra = ReadFull(fa, bufA.AsSpan(0, want), offset), rb = ReadFull(fb, bufB.AsSpan(0, want), offset);
+            int ra = IO.PositionalRead.Full(fa, bufA.AsSpan(0, want), offset), rb = IO.PositionalRead.Full(fb, bufB.AsSpan(0, want), offset);
             int n = Math.Min(ra, rb);
             int mismatch = bufA.AsSpan(0, n).CommonPrefixLength(bufB.AsSpan(0, n));
             if (mismatch < n || ra != rb) return offset + mismatch;
@@ -210,17 +210,5 @@ public static class TreeComparer
             offset += n;
         }
         return null;
-    }
-
-    private static int ReadFull(SafeFileHandle fd, Span<byte> span, long offset)
-    {
-        int total = 0;
-        while (total < span.Length)
-        {
-            int n = RandomAccess.Read(fd, span[total..], offset + total);
-            if (n == 0) break;
-            total += n;
-        }
-        return total;
     }
 }

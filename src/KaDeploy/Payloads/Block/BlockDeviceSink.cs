@@ -138,14 +138,7 @@ public sealed class BlockDeviceSink : IPayloadSink
             while (reader.RunRemaining > 0)
             {
                 ReadOnlyMemory<byte> piece = await reader.ReadRunSegmentAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    RandomAccess.Write(target.Handle, piece.Span, offset);
-                }
-                catch (IOException e)
-                {
-                    throw new KaDeployException($"writing {Path} at offset {offset} failed: {e.Message}", e);
-                }
+                target.WriteAt(piece.Span, offset);
                 offset += piece.Length;
             }
         }

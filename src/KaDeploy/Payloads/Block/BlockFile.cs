@@ -114,6 +114,22 @@ internal sealed class BlockFile : IDisposable
         return total;
     }
 
+    /// <summary>
+    /// Writes all of <paramref name="data"/> at <paramref name="offset"/> on the calling thread, naming the target on
+    /// failure: for bytes lent by a ring, which must be written before the next read ends their loan.
+    /// </summary>
+    public void WriteAt(ReadOnlySpan<byte> data, long offset)
+    {
+        try
+        {
+            RandomAccess.Write(Handle, data, offset);
+        }
+        catch (IOException e)
+        {
+            throw new KaDeployException($"writing {Path} at offset {offset} failed: {e.Message}", e);
+        }
+    }
+
     /// <summary>Writes all of <paramref name="data"/> at <paramref name="offset"/>, naming the target on failure.</summary>
     public async ValueTask WriteAtAsync(ReadOnlyMemory<byte> data, long offset, CancellationToken cancellationToken)
     {

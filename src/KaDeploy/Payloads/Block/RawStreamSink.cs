@@ -83,14 +83,7 @@ public sealed class RawStreamSink : IPayloadSink
             if (segment.IsEmpty) break;
             if (segment.Length > capacity - offset)
                 throw new KaDeployException($"the stream is larger than target {Path} ({capacity} bytes)");
-            try
-            {
-                RandomAccess.Write(target.Handle, segment.Span, offset);
-            }
-            catch (IOException e)
-            {
-                throw new KaDeployException($"writing {Path} at offset {offset} failed: {e.Message}", e);
-            }
+            target.WriteAt(segment.Span, offset);
             offset += segment.Length;
         }
         target.Sync(); // durable before the node says verified; on tmpfs this costs nothing

@@ -37,7 +37,7 @@ internal static class ZstdFrames
         long offset = 0, total = 0;
         while (offset < length)
         {
-            int n = ReadAt(file, header, offset);
+            int n = IO.PositionalRead.Full(file, header, offset);
             if (n < 8) return null; // the shortest frame header, or a skippable frame's magic and size
             uint magic = BinaryPrimitives.ReadUInt32LittleEndian(header);
             if ((magic & SkippableMagicMask) == SkippableMagic)
@@ -75,7 +75,7 @@ internal static class ZstdFrames
         Span<byte> block = stackalloc byte[3];
         while (offset < length)
         {
-            if (ReadAt(file, block, offset) < 3) return null;
+            if (IO.PositionalRead.Full(file, block, offset) < 3) return null;
             int value = block[0] | block[1] << 8 | block[2] << 16;
             int type = (value >> 1) & 3;
             if (type == 3) return null; // reserved
@@ -83,17 +83,5 @@ internal static class ZstdFrames
             if ((value & 1) != 0) return true;
         }
         return null;
-    }
-
-    private static int ReadAt(SafeFileHandle file, Span<byte> buffer, long offset)
-    {
-        int total = 0;
-        while (total < buffer.Length)
-        {
-            int n = RandomAccess.Read(file, buffer[total..], offset + total);
-            if (n == 0) break;
-            total += n;
-        }
-        return total;
     }
 }
