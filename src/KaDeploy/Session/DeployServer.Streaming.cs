@@ -38,47 +38,51 @@ public sealed partial class DeployServer
             Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly);
         _links = links;
         var accepting = links.AcceptAsync(dataCts.Token);
-        if (spool is not null) Log($"spool: {spool.Description}");
-        Volatile.Write(ref _spoolKeeps, spool?.KeepsLastBytes ?? -1);
-
-        // The tree's size estimate has been running while clients registered; give it a moment more at most.
-        if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
-        long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
-        lock (_gate)
-            foreach (var p in placements) _nodes.SetParent(byId[p.Node.NodeId], p.ParentId);
-        Interlocked.Exchange(ref _estimatedTotal, estimated);
-        _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
-            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
-        foreach (var p in placements)
-        {
-            var node = byId[p.Node.NodeId];
-            node.Report.ParentId = p.ParentId;
-            node.Report.Depth = p.Depth;
-            node.Report.State = NodeState.Planned;
-            var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
-            // An empty parent address means "the host you reached the server's control port on".
-            var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
-                [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest, streamKey, streamId, _cipher);
-            await node.TrySendAsync(plan, ct).ConfigureAwait(false);
-        }
-
-        await Task.WhenAny(Task.WhenAll(nodes.Select(n => n.Linked)), Task.Delay(_options.LinkTimeout, ct)).ConfigureAwait(false);
-        ct.ThrowIfCancellationRequested();
-        await FailUnlinkedAsync(nodes, placements, byId, ct).ConfigureAwait(false);
-        if (nodes.All(n => n.IsFinished)) throw new KaDeployException("no node could link up");
-        Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
-        _phase = "streaming";
-
-        var writer = new RingWriterStream(ring, ct, cipher);
-        var watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
-        ProgressLine? progress = _options.ProgressOnTerminal is { } terminal
-            ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
-                estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
-                (SlowestProgress(nodes) is long slowest ? $" | slowest node {ProgressLine.Size(slowest)}" : "") + $" | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
-            : null;
-        var everyone = Task.WhenAll(nodes.Select(n => n.Finished));
+        // One cleanup for every way out, from here on: a failure before the stream starts (no node linked, a cancel
+        // while the plans go out) also stops the accept loop and the spool feed and ends any sender already started.
+        Task watching = Task.CompletedTask;
+        ProgressLine? progress = null;
         try
         {
+            if (spool is not null) Log($"spool: {spool.Description}");
+            Volatile.Write(ref _spoolKeeps, spool?.KeepsLastBytes ?? -1);
+
+            // The tree's size estimate has been running while clients registered; give it a moment more at most.
+            if (estimate is not null) await Task.WhenAny(estimate, Task.Delay(TimeSpan.FromSeconds(2), ct)).ConfigureAwait(false);
+            long estimated = _options.Source.EstimatedLength ?? (estimate is { IsCompletedSuccessfully: true } ? estimate.Result : -1);
+            lock (_gate)
+                foreach (var p in placements) _nodes.SetParent(byId[p.Node.NodeId], p.ParentId);
+            Interlocked.Exchange(ref _estimatedTotal, estimated);
+            _ = estimate?.ContinueWith(t => Interlocked.CompareExchange(ref _estimatedTotal, t.Result, -1),
+                CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            foreach (var p in placements)
+            {
+                var node = byId[p.Node.NodeId];
+                node.Report.ParentId = p.ParentId;
+                node.Report.Depth = p.Depth;
+                node.Report.State = NodeState.Planned;
+                var parent = p.ParentId == TreePlanner.ServerId ? null : byId[p.ParentId];
+                // An empty parent address means "the host you reached the server's control port on".
+                var plan = new Plan(node.Id, p.ParentId, parent?.Address.ToString() ?? "", parent?.DataPort ?? DataPort,
+                    [.. p.ChildIds], _options.Source.Kind, _options.Compression, estimated, key, _options.Digest, streamKey, streamId, _cipher);
+                await node.TrySendAsync(plan, ct).ConfigureAwait(false);
+            }
+
+            await Task.WhenAny(Task.WhenAll(nodes.Select(n => n.Linked)), Task.Delay(_options.LinkTimeout, ct)).ConfigureAwait(false);
+            ct.ThrowIfCancellationRequested();
+            await FailUnlinkedAsync(nodes, placements, byId, ct).ConfigureAwait(false);
+            if (nodes.All(n => n.IsFinished)) throw new KaDeployException("no node could link up");
+            Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
+            _phase = "streaming";
+
+            var writer = new RingWriterStream(ring, ct, cipher);
+            watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
+            progress = _options.ProgressOnTerminal is { } terminal
+                ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
+                    estimated > 0 ? estimated : estimate is { IsCompletedSuccessfully: true } ? estimate.Result : null,
+                    (SlowestProgress(nodes) is long slowest ? $" | slowest node {ProgressLine.Size(slowest)}" : "") + $" | {nodes.Count(n => n.IsFinished)}/{nodes.Length} done"), _options.Log, terminal)
+                : null;
+            var everyone = Task.WhenAll(nodes.Select(n => n.Finished));
             var producing = ProduceAsync(writer, ring, ct);
             if (await Task.WhenAny(producing, everyone).ConfigureAwait(false) != producing)
             {
