@@ -166,11 +166,17 @@ public sealed partial class DeployServer
         await Task.Run(() => _options.Source.WriteToAsync(digest, ct), ct).ConfigureAwait(false);
         if (zstd is not null) await Task.Run(zstd.Dispose, ct).ConfigureAwait(false); // writes the last zstd frame
         // The frames digest is the writer's own, folded as it sealed each frame: no pass of ours over the payload.
-        byte[] sum = await writer.CompleteAsync(digest.Length64, _options.Digest,
-            _options.Digest.IsContentDigest() ? digest.Digest() : null, ct).ConfigureAwait(false);
+        return await EndStreamAsync(writer, digest.Length64, _options.Digest.IsContentDigest() ? digest.Digest() : null, "", ct).ConfigureAwait(false);
+    }
+
+    // The End frame (the payload's length, and its content digest if one is used), and the log line that says so.
+    private async Task<(long Length, string Digest)> EndStreamAsync(RingWriterStream writer, long length, byte[]? contentDigest,
+        string how, CancellationToken ct)
+    {
+        byte[] sum = await writer.CompleteAsync(length, _options.Digest, contentDigest, ct).ConfigureAwait(false);
         string hex = Hex(_options.Digest, sum);
-        Log($"source done: {digest.Length64} bytes, {writer.WireBytes} on the wire, {_options.Digest.Name()} {hex}");
-        return (digest.Length64, hex);
+        Log($"source done: {length} bytes{how}, {writer.WireBytes} on the wire{(_options.SourceIsZstd ? " (pre-compressed)" : "")}, {_options.Digest.Name()} {hex}");
+        return (length, hex);
     }
 
     // The source's zstd frames go to the wire untouched; a side pipe decompresses them only to compute
@@ -185,10 +191,7 @@ public sealed partial class DeployServer
         if (!_options.Digest.IsContentDigest() && _options.Source is ImageSource image && image.DeclaredContentLength() is long declared)
         {
             await Task.Run(() => _options.Source.WriteToAsync(writer, ct), ct).ConfigureAwait(false);
-            byte[] frames = await writer.CompleteAsync(declared, _options.Digest, null, ct).ConfigureAwait(false);
-            string framesHex = Hex(_options.Digest, frames);
-            Log($"source done: {declared} bytes (as its zstd frames declare), {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {framesHex}");
-            return (declared, framesHex);
+            return await EndStreamAsync(writer, declared, null, " (as its zstd frames declare)", ct).ConfigureAwait(false);
         }
         var pipe = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 8 << 20, resumeWriterThreshold: 4 << 20));
         var hashing = Task.Run(async () =>
@@ -211,10 +214,7 @@ public sealed partial class DeployServer
             throw;
         }
         var (length, content) = await hashing.ConfigureAwait(false);
-        byte[] sum = await writer.CompleteAsync(length, _options.Digest, content, ct).ConfigureAwait(false);
-        string hex = Hex(_options.Digest, sum);
-        Log($"source done: {length} bytes, {writer.WireBytes} on the wire (pre-compressed), {_options.Digest.Name()} {hex}");
-        return (length, hex);
+        return await EndStreamAsync(writer, length, content, "", ct).ConfigureAwait(false);
     }
 
     // XXH3-128 (also the frames digest's hash) fills 16 of the 32 digest bytes; the rest are padding, not worth showing.

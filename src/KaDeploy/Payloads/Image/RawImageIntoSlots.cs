@@ -116,21 +116,16 @@ internal static class RawImageIntoSlots
 
     private static void ReadExactly(SafeFileHandle handle, string path, Span<byte> into, long offset)
     {
-        while (!into.IsEmpty)
+        int n;
+        try
         {
-            int n;
-            try
-            {
-                n = RandomAccess.Read(handle, into, offset);
-            }
-            catch (IOException e)
-            {
-                throw new KaDeployException($"cannot read {path} at {offset}: {e.Message}", e);
-            }
-            if (n == 0) throw new KaDeployException($"{path} ended at {offset} while reading: it shrank since it was opened");
-            into = into[n..];
-            offset += n;
+            n = PositionalRead.Full(handle, into, offset);
         }
+        catch (IOException e)
+        {
+            throw new KaDeployException($"cannot read {path} at {offset}: {e.Message}", e);
+        }
+        if (n < into.Length) throw new KaDeployException($"{path} ended at {offset + n} while reading: it shrank since it was opened");
     }
 
     // Whether any block of a piece that arrives in segments of any length was all zero. The piece starts on a block
