@@ -42,7 +42,7 @@ internal static class Commands
         var keep = new Option<bool>("-l") { Description = "Original's 'keep data for recovery'; always on here (the relay ring retains data)", Hidden = !compat };
         // Repair (issue 8)
         var failureTimeout = Opt.Seconds("--failure-timeout", "Seconds of silence (no heartbeat) after which a node is declared failed and its children re-attached", 0.5, 3600, 3);
-        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (the default: the last 1 GiB, 512 MiB in a keyed session) or 'none'",
+        var spoolOpt = Opt.Checked("--spool", "Copy of the produced stream for resumes no relay holds: a directory (whole stream), 'memory' (the last 1 GiB, 512 MiB in a keyed session; the default, but for an uncompressed --image or --device, which is read again instead) or 'none'",
             "DIR|memory|none", t => { if (t is not ("memory" or "none") && !Directory.Exists(t)) throw new KaDeployException($"--spool {t}: no such directory (or say memory or none)"); },
             "/nonexistent/ka-deploy-spool", "directory");
         var okFile = Opt.OutputFile("--ok-file", "Write the names of the nodes that verified their copy, one per line");
@@ -91,6 +91,7 @@ internal static class Commands
                 FailureTimeout = TimeSpan.FromSeconds(p.GetValue(failureTimeout)),
                 SlowNodeAfter = TimeSpan.FromSeconds(p.GetValue(slowAfter)),
                 NoSpool = p.GetValue(spoolOpt) == "none",
+                SpoolRereadsSource = p.GetValue(spoolOpt) != "memory",
                 SpoolDirectory = p.GetValue(spoolOpt) is null or "none" or "memory" ? null : p.GetValue(spoolOpt),
                 Key = key,
                 Cipher = p.GetValue(cipher) switch

@@ -36,6 +36,9 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
         _chunk = cipher is null ? ProtocolConstants.MaxChunkPayload : cipher.MaxChunk; // a full sealed frame fills its slot, whatever the tag
     }
 
+    /// <summary>Sees every frame as it is sealed, before it is published (the server's source spool indexes them).</summary>
+    public ISealedFrameObserver? Observer { get; init; }
+
     /// <summary>Wire bytes written so far.</summary>
     public long WireBytes => _offset + _filled;
 
@@ -112,6 +115,7 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
             header = _cipher.Seal(DataFrameType.Data, _offset, payload, slot);
         }
         _frames.Append(header, slot.Slice(DataFrameHeader.Size, header.PayloadLength));
+        Observer?.Sealed(header, slot[..(DataFrameHeader.Size + header.PayloadLength)], payload);
         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
         _offset += _filled;
         _filled = 0;
@@ -147,6 +151,7 @@ public sealed class RingWriterStream : SequentialWriteStream, ISegmentWriter
             // Sealed too: the stream's length and digest are authenticated, so a cut stream cannot pass for a whole one.
             header = _cipher.Seal(DataFrameType.End, wireLength, payload, slot);
         }
+        Observer?.Sealed(header, slot[..(DataFrameHeader.Size + header.PayloadLength)], payload);
         _ring.Publish(header, DataFrameHeader.Size + header.PayloadLength);
         return digest;
     }

@@ -15,9 +15,11 @@ namespace KaDeploy.Relay;
 /// cost the server about as much CPU as producing and sending the stream). A resume served from there
 /// is an ordinary reader of the ring: it holds the producer back only until it is within a buffer of
 /// the front, instead of falling further behind and failing once the spool lets its offset go.
-/// The two are separate implementations behind this type (made by the constructor and by <see cref="InRing"/>).
+/// For a source the server can read again (an uncompressed image file, a block device) it keeps neither: only an
+/// index, and a resume is served by making the frames again from the file (<see cref="FromSource"/>, SourceSpool.cs).
+/// The three are separate implementations behind this type (made by the constructor, <see cref="InRing"/> and <see cref="FromSource"/>).
 /// </summary>
-public sealed class StreamSpool : IDisposable
+public sealed partial class StreamSpool : IDisposable
 {
     private readonly Spool _spool;
 
@@ -47,8 +49,8 @@ public sealed class StreamSpool : IDisposable
     public string Description => _spool.Description;
 
     /// <summary>
-    /// How many of the stream's last wire bytes the spool still holds once the stream has ended: null for a file spool
-    /// (all of them). A node that needs an older offset after the end cannot be fed from here.
+    /// How many of the stream's last wire bytes the spool still holds once the stream has ended: null for a file or
+    /// source spool (all of them). A node that needs an older offset after the end cannot be fed from here.
     /// </summary>
     public long? KeepsLastBytes => _spool.KeepsLastBytes;
 

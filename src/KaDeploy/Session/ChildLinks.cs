@@ -30,13 +30,15 @@ internal sealed class ChildLinks
     private readonly StreamSpool? _spool;
     private readonly Func<int, CancellationToken, Task>? _spoolGate;
     private readonly Func<int, bool>? _spoolOnly;
+    private readonly Action<int, string>? _spoolFailed;
     private TaskCompletionSource _expectedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly List<Task> _senders = [];
     private readonly object _gate = new();
 
     public ChildLinks(IConnectionListener listener, IConnectionHandshake handshake, string session, RelayRing ring, byte[] key,
         IEnumerable<int> expected, Action<string> log, Action<int, string, bool> childLost,
-        StreamSpool? spool = null, Func<int, CancellationToken, Task>? spoolGate = null, Func<int, bool>? spoolOnly = null)
+        StreamSpool? spool = null, Func<int, CancellationToken, Task>? spoolGate = null, Func<int, bool>? spoolOnly = null,
+        Action<int, string>? spoolFailed = null)
     {
         _listener = listener;
         _handshake = handshake;
@@ -49,10 +51,11 @@ internal sealed class ChildLinks
         _spool = spool;
         _spoolGate = spoolGate;
         _spoolOnly = spoolOnly;
+        _spoolFailed = spoolFailed;
     }
 
     /// <summary>The oldest wire offset a child could resume from here: all of it with a file spool, else the ring's oldest frame.</summary>
-    public long HeldFrom => _spool is { NeedsFeed: true } ? 0 : _ring.RetainedFromOffset;
+    public long HeldFrom => _spool is { KeepsLastBytes: null } ? 0 : _ring.RetainedFromOffset;
 
     /// <summary>Accepts a data link from one more child (repair: an orphan of a failed node).</summary>
     public void Expect(int childId)
@@ -217,7 +220,8 @@ internal sealed class ChildLinks
         RunLinkAsync(childId, connection, async t =>
         {
             if (_spoolGate is not null) await _spoolGate(childId, t).ConfigureAwait(false);
-            await _spool!.ServeAsync(connection.Stream, offset, t).ConfigureAwait(false);
+            try { await _spool!.ServeAsync(connection.Stream, offset, t).ConfigureAwait(false); }
+            catch (SourceChangedException e) { _spoolFailed?.Invoke(childId, e.Message); throw; }
         }, () => null, ct);
 
     private async Task RunLinkAsync(int childId, Connection connection, Func<CancellationToken, Task> send, Func<string?> evicted, CancellationToken ct)

@@ -25,17 +25,22 @@ public sealed partial class DeployServer
         var (streamKey, streamId) = _options.Key is null ? (null, 0u) : Security.StreamCipher.NewStream();
         using var cipher = streamKey is null ? null : new Security.StreamCipher(streamKey, streamId, _cipher);
 
-        // The memory spool is the ring's retention: the produced frames stay where they are, nothing is copied.
+        // A source the server can read again is its own spool: an index, no retention. Else the memory spool is the ring's
+        // retention: the produced frames stay where they are, nothing is copied.
         bool memorySpool = !_options.NoSpool && _options.SpoolDirectory is null;
+        var reread = memorySpool && _options.SpoolRereadsSource ? RereadableSource() : null;
+        if (reread is not null) memorySpool = false;
         using var ring = new RelayRing(_options.BufferBytes, memorySpool ? _options.SpoolMemoryBytes : 0, sealedFrames: cipher is not null);
-        using var spool = _options.NoSpool ? null : memorySpool ? StreamSpool.InRing(ring) : new StreamSpool(_options.SpoolDirectory!);
+        using var spool = _options.NoSpool ? null
+            : reread is { } r ? StreamSpool.FromSource(r.Path, r.Layout, streamKey is null ? null : () => new Security.StreamCipher(streamKey, streamId, _cipher))
+            : memorySpool ? StreamSpool.InRing(ring) : new StreamSpool(_options.SpoolDirectory!);
         // A file spool is attached before the first frame: nothing leaves the ring before it is spooled.
         var spoolCursor = spool is { NeedsFeed: true } ? ring.Attach("spool") : null;
         using var dataCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var spooling = spoolCursor is null ? Task.CompletedTask : Task.Run(() => spool!.RunAsync(spoolCursor, dataCts.Token), CancellationToken.None);
         var links = new ChildLinks(_dataListener, _handshake, _options.Session, ring, key,
             placements.Where(p => p.ParentId == TreePlanner.ServerId).Select(p => p.Node.NodeId),
-            Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly);
+            Log, (child, reason, hung) => { if (hung) ChildLinkLost(ServerSelf, child, reason); }, spool, SpoolGate, SpoolOnly, SpoolCannotServe);
         _links = links;
         var accepting = links.AcceptAsync(dataCts.Token);
         // One cleanup for every way out, from here on: a failure before the stream starts (no node linked, a cancel
@@ -75,7 +80,7 @@ public sealed partial class DeployServer
             Log($"all links up ({(_options.Arity == 1 ? "chain" : $"tree of arity {_options.Arity}")}, depth {placements.Max(p => p.Depth)}); streaming");
             _phase = "streaming";
 
-            var writer = new RingWriterStream(ring, ct, cipher);
+            var writer = new RingWriterStream(ring, ct, cipher) { Observer = spool?.Observer };
             watching = StallWatch.RunAsync(ring, _options.StallTimeout, Log, dataCts.Token);
             progress = _options.ProgressOnTerminal is { } terminal
                 ? new ProgressLine("sent", () => (_producedDigest?.Length64 ?? writer.WireBytes,
@@ -125,6 +130,32 @@ public sealed partial class DeployServer
             await node.TrySendAsync(new Release(), ct).ConfigureAwait(false);
             if (_options.ReleaseDelay > TimeSpan.Zero) await Task.Delay(_options.ReleaseDelay, ct).ConfigureAwait(false);
         }
+    }
+
+    // The file (or device) the stream is made of, and how, when the server can read it again to serve a resume: an
+    // uncompressed image or device, sent without compression. A pre-compressed image, a compressed stream, a command's
+    // output or a tree keep the memory spool.
+    private (string Path, SourceLayout Layout)? RereadableSource()
+    {
+        if (_options.Compression != WireCompression.None || _options.SourceIsZstd) return null;
+        return _options.Source switch
+        {
+            ImageSource { RereadLayout: { } layout } image => (image.Path, layout),
+            Payloads.Block.BlockDeviceSource device => (device.Path, SourceLayout.BlockMap),
+            _ => null,
+        };
+    }
+
+    // The spool could not make a node's frames again (its source changed since they were sent): the node fails with the
+    // reason, it is told so (not left waiting for a parent), and its own children move on.
+    private void SpoolCannotServe(int childId, string reason)
+    {
+        if (Find(childId) is not { } node || node.Gone) return;
+        string why = $"cannot be served from the spool: {reason}";
+        Log($"node {childId} {why}");
+        node.Fail(why, Now);
+        LeaveTree(node, why);
+        _ = node.TrySendAsync(new Abort(why), CancellationToken.None);
     }
 
     // Stands for the server where a parent node is expected (its own child links).

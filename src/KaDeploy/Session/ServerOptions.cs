@@ -63,6 +63,11 @@ public sealed class ServerOptions
     /// (each slot also holds the frame opened); its description says how much.</summary>
     public long SpoolMemoryBytes { get; init; } = 1L << 30;
     /// <summary>
+    /// Without a spool directory, a source the server can read again (an uncompressed image file, a block device) is its
+    /// own spool: only an index is kept, and a resume re-reads the file (issue 10). False keeps the memory spool (--spool memory).
+    /// </summary>
+    public bool SpoolRereadsSource { get; init; } = true;
+    /// <summary>
     /// A node whose own sink keeps its ring full this long, taking less than half the tree's speed, is moved off the
     /// main tree and fed from the spool once the others are served (--slow-after; 0 = never). Short, because every
     /// second it holds, the whole tree moves at its pace.

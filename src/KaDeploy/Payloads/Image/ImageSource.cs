@@ -134,6 +134,18 @@ public sealed class ImageSource : IPayloadSource
     /// </summary>
     public long? DeclaredContentLength() => PreCompressedZstd ? ZstdFrames.DeclaredContentSize(Path) : null;
 
+    /// <summary>
+    /// How the stream <see cref="WriteToAsync"/> writes is made of the file, for a spool that reads it again instead of
+    /// keeping it (<see cref="Relay.StreamSpool.FromSource"/>): the file as it is (a tar), or a block map of it (a raw
+    /// image, file or device); null when the stream is decompressed from the file, or sent compressed.
+    /// </summary>
+    public Relay.SourceLayout? RereadLayout => Format switch
+    {
+        ImageFormat.Tar => Relay.SourceLayout.Plain,
+        ImageFormat.RawDisk => Relay.SourceLayout.BlockMap,
+        _ => null,
+    };
+
     /// <summary><see cref="PayloadKind.BlockMap"/> for a raw disk image, else <see cref="PayloadKind.Tar"/>.</summary>
     public PayloadKind Kind => Format == ImageFormat.RawDisk ? PayloadKind.BlockMap : PayloadKind.Tar;
 
