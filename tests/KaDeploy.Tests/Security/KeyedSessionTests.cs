@@ -69,7 +69,7 @@ public class KeyedSessionTests
 
         public MemoryTransport? Net { get; }
         public TamperingTransport? Tamper { get; }
-        public StringWriter Log { get; } = new();
+        public StringWriter Log { get; } = new LockedStringWriter();
         public TextWriter SyncLog { get; }
         public IPAddress[] Addresses { get; }
         public CancellationTokenSource[] Kill { get; }

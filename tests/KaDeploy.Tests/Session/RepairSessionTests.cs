@@ -48,7 +48,7 @@ public class RepairSessionTests
     private sealed class Cluster : IAsyncDisposable
     {
         public MemoryTransport Net { get; } = new() { WindowBytes = 128 * 1024 };
-        public StringWriter Log { get; } = new();
+        public StringWriter Log { get; } = new LockedStringWriter();
         public TextWriter SyncLog { get; }
         public IPAddress[] Addresses { get; }
         public CancellationTokenSource[] Kill { get; }

@@ -61,7 +61,7 @@ public class SlowMoveSessionTests
     private sealed class Chain : IAsyncDisposable
     {
         public MemoryTransport Net { get; } = new() { WindowBytes = 128 * 1024 };
-        public StringWriter Log { get; } = new();
+        public StringWriter Log { get; } = new LockedStringWriter();
         private readonly TextWriter _log;
         public IPAddress[] Addresses { get; } = [IPAddress.Parse("127.0.10.10"), IPAddress.Parse("127.0.10.11"), IPAddress.Parse("127.0.10.12")];
         public SlowSink Slow { get; } = new();

@@ -49,7 +49,7 @@ public class SourceSpoolSessionTests
     {
         using var key = keyed ? KaDeploy.Security.PresharedKey.Generate() : null;
         var net = new MemoryTransport { WindowBytes = 128 * 1024 };
-        var log = new StringWriter();
+        var log = new LockedStringWriter();
         var syncLog = TextWriter.Synchronized(log);
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         var addresses = Enumerable.Range(0, 3).Select(i => IPAddress.Parse($"127.0.9.{i + 40}")).ToArray();
