@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
+# The Debian packages the tests use (ACL, xattr, archive tools, qemu...): as root, install what is missing, so that
+# this passes on a fresh machine; without root, say what is missing (the cases that need it fail or skip).
+# KA_SKIP_DEPS=1 skips this.
+if [ "${KA_SKIP_DEPS:-0}" != 1 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    testbed/test-deps || { echo "test.sh: could not install the test packages (testbed/test-deps)"; exit 1; }
+  else
+    testbed/test-deps --check >/dev/null || echo "test.sh: not root, packages missing: $(testbed/test-deps --check || true)"
+  fi
+fi
+
 # Fail closed: the suite passes only if dotnet test succeeded AND its own summary says it ran tests.
 # The filter below only hides the per-test "Passed" lines; it printing nothing is not a verdict.
 log=$(mktemp /tmp/ka-test.XXXXXX)
