@@ -22,17 +22,12 @@ public interface ISegmentReader
     bool CanHoldSegments => false;
 
     /// <summary>
-    /// How many more segments may be held right now. At zero the caller must release some before reading on: a
-    /// lender that held more would stop its own producer (a ring whose window the held frames fill), and the caller
-    /// waiting for new bytes while holding old ones would then wait forever.
-    /// </summary>
-    int HoldRoom => throw new NotSupportedException();
-
-    /// <summary>
     /// Blocks for the next bytes of the stream and lends them into <paramref name="segments"/>, with whatever
-    /// follows them that is already at hand, up to the span's length and <see cref="HoldRoom"/>. Returns how many
-    /// segments were lent: 0 at the end of the stream, or when the room ran out before a byte was lent (then
-    /// <see cref="HoldRoom"/> is 0; a frame without payload takes room too). Held segments lie in pinned memory (their addresses may be
+    /// follows them that is already at hand, up to the span's length and the lender's room. Returns how many
+    /// segments were lent, 0 at the end of the stream, or -1 at once when the room ran out before a byte was lent
+    /// (a frame without payload takes room too): release some, then read again. The room is bounded because a lender
+    /// that held more would stop its own producer (a ring whose window the held frames fill), and a caller waiting for
+    /// new bytes while holding old ones would then wait forever. Held segments lie in pinned memory (their addresses may be
     /// handed to the kernel) and stay unchanged until <see cref="ReleaseHeld"/> releases them; nothing else may be
     /// read from the stream while segments are held.
     /// </summary>

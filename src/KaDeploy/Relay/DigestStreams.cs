@@ -224,13 +224,10 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
     public bool CanHoldSegments => inner is ISegmentReader { CanHoldSegments: true };
 
     /// <inheritdoc />
-    public int HoldRoom => ((ISegmentReader)inner).HoldRoom;
-
-    /// <inheritdoc />
     public int ReadHeldSegments(Span<ReadOnlyMemory<byte>> segments, CancellationToken cancellationToken)
     {
         int n = ((ISegmentReader)inner).ReadHeldSegments(segments, cancellationToken);
-        foreach (var segment in segments[..n]) Account(segment.Span);
+        foreach (var segment in segments[..Math.Max(n, 0)]) Account(segment.Span);
         return n;
     }
 

@@ -87,9 +87,8 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
     /// <inheritdoc />
     public bool CanHoldSegments => true;
 
-    /// <inheritdoc />
-    /// <remarks>Half the ring's window: with no more held, a producer that waits on this consumer leaves it frames to take.</remarks>
-    public int HoldRoom => Math.Max(1, _cursor.WindowSlots / 2) - _held.Count;
+    // Frames that may still be held: half the ring's window, so that a producer waiting on this consumer has left it frames to take.
+    private int HoldRoom => Math.Max(1, _cursor.WindowSlots / 2) - _held.Count;
 
     /// <inheritdoc />
     public int ReadHeldSegments(Span<ReadOnlyMemory<byte>> segments, CancellationToken cancellationToken)
@@ -97,10 +96,15 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
         if (_holding || _lent) throw new InvalidOperationException("held and copied reads do not mix");
         if (segments.IsEmpty) throw new ArgumentException("room for at least one segment", nameof(segments));
         int n = 0;
-        while (End is null && n < segments.Length && HoldRoom > 0)
+        while (End is null && n < segments.Length)
         {
             RingFrame frame;
-            if (n == 0) frame = _cursor.NextAhead(_held.Count, cancellationToken); // blocks for the first
+            if (HoldRoom <= 0)
+            {
+                // Only the End frame may still be taken: it lends no bytes, and the producer has nothing left to wait for.
+                if (!_cursor.TryNextAhead(_held.Count, out frame) || frame.Header.Type != DataFrameType.End) break;
+            }
+            else if (n == 0) frame = _cursor.NextAhead(_held.Count, cancellationToken); // blocks for the first
             else if (!_cursor.TryNextAhead(_held.Count, out frame)) break;
             int length = frame.Header.Type == DataFrameType.Data ? frame.Header.PlaintextLength : 0;
             _held.Enqueue(length);
@@ -116,7 +120,7 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
                 End = EndOfStream.Parse(frame.Payload.Span);
             }
         }
-        return n; // 0: the End frame, or no hold room left (HoldRoom says which)
+        return n == 0 && End is null ? -1 : n;
     }
 
     /// <inheritdoc />

@@ -60,19 +60,15 @@ internal sealed unsafe class SplicedPipeFeed
             while (true)
             {
                 ReleaseRead(fd);
-                if (_lender.HoldRoom == 0)
+                int n = _lender.ReadHeldSegments(segments, cancellationToken);
+                if (n == 0) return true; // the End frame: everything is in the pipe
+                if (n < 0)
                 {
-                    // Rare (a ring of a few slots): hold no more until the command has read some.
+                    // No hold room (a ring of a few slots): hold no more until the command has read some.
                     if (exited()) return false;
                     cancellationToken.ThrowIfCancellationRequested();
                     Thread.Sleep(1);
                     continue;
-                }
-                int n = _lender.ReadHeldSegments(segments, cancellationToken);
-                if (n == 0)
-                {
-                    if (_lender.HoldRoom == 0) continue;
-                    return true; // the End frame
                 }
                 for (int i = 0; i < n; i++)
                 {

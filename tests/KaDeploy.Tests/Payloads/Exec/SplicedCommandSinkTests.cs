@@ -38,6 +38,34 @@ public class SplicedCommandSinkTests
         input.Dispose();
     }
 
+    // Held frames are capped at half the window (here 2 of 4): past the cap the reader says so (-1) instead of waiting
+    // for a frame, but the End frame, which lends nothing, is still taken, so that a stream whose bytes all sit in the
+    // pipe ends there and does not wait on its command.
+    [Fact]
+    public async Task AFullHoldSaysSoAndStillTakesTheEndFrame()
+    {
+        using var cts = PayloadTestKit.SafetyTimeout(30);
+        using var ring = new RelayRing(4 * RelayRing.SlotSize);
+        var cursor = ring.Attach("local sink");
+        using var reader = new RingReaderStream(cursor);
+        IO.ISegmentReader lender = reader;
+        byte[] data = PayloadTestKit.RandomBytes(3 * ProtocolConstants.MaxChunkPayload, seed: 3);
+        await ProduceAsync(ring, data, cts.Token); // 3 Data frames and the End frame: the whole window
+        var segments = new ReadOnlyMemory<byte>[16];
+        Assert.Equal(2, lender.ReadHeldSegments(segments, cts.Token));
+        Assert.Equal(-1, lender.ReadHeldSegments(segments, cts.Token));
+        lender.ReleaseHeld(ProtocolConstants.MaxChunkPayload - 1);
+        Assert.Equal(0, cursor.Position); // a frame partly read stays held
+        lender.ReleaseHeld(1);
+        Assert.Equal(1, cursor.Position);
+        Assert.Equal(1, lender.ReadHeldSegments(segments, cts.Token));
+        Assert.True(data.AsSpan(2 * ProtocolConstants.MaxChunkPayload).SequenceEqual(segments[0].Span));
+        Assert.Equal(0, lender.ReadHeldSegments(segments, cts.Token)); // no room left, but the End frame is next
+        Assert.NotNull(reader.End);
+        lender.ReleaseHeld(2 * ProtocolConstants.MaxChunkPayload);
+        Assert.Equal(4, cursor.Position); // the End frame goes with the bytes before it
+    }
+
     [Fact]
     public async Task ARingFedCommandThatExitsEarlyIsReportedNotHung()
     {
