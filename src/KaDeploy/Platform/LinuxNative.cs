@@ -148,6 +148,38 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "syncfs", SetLastError = true)]
     internal static partial int Syncfs(int fd);
 
+    internal const int EAGAIN = 11;
+    internal const int EPIPE = 32;
+    internal const uint SPLICE_F_NONBLOCK = 2;
+    internal const short POLLOUT = 4;
+    internal const ulong FIONREAD = 0x541B;
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Iovec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    /// <summary>vmsplice(2): the pipe takes references to the pages, not a copy of the bytes.</summary>
+    [LibraryImport(Libc, EntryPoint = "vmsplice", SetLastError = true)]
+    internal static partial nint Vmsplice(int fd, Iovec* iov, nuint count, uint flags);
+
+    [LibraryImport(Libc, EntryPoint = "poll", SetLastError = true)]
+    internal static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+
+    /// <summary>ioctl(2) with an int out-argument (FIONREAD).</summary>
+    [LibraryImport(Libc, EntryPoint = "ioctl", SetLastError = true)]
+    internal static partial int IoctlInt(int fd, ulong request, int* value);
+
     [LibraryImport(Libc, EntryPoint = "strerror_r")]
     internal static partial byte* StrerrorR(int errnum, byte* buf, nint buflen);
 

@@ -220,6 +220,20 @@ public sealed class DigestReadStream(Stream inner, DigestAlgorithm algorithm = D
         return segment;
     }
 
+    /// <inheritdoc />
+    public bool CanHoldSegments => inner is ISegmentReader { CanHoldSegments: true };
+
+    /// <inheritdoc />
+    public int ReadHeldSegments(Span<ReadOnlyMemory<byte>> segments, CancellationToken cancellationToken)
+    {
+        int n = ((ISegmentReader)inner).ReadHeldSegments(segments, cancellationToken);
+        foreach (var segment in segments[..Math.Max(n, 0)]) Account(segment.Span);
+        return n;
+    }
+
+    /// <inheritdoc />
+    public void ReleaseHeld(long bytes) => ((ISegmentReader)inner).ReleaseHeld(bytes);
+
     private void Account(ReadOnlySpan<byte> data)
     {
         _hash.Append(data);

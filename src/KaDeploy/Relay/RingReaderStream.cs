@@ -15,6 +15,10 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
     private int _consumed;
     private bool _holding;
     private bool _lent; // the held frame was lent whole: release it at the next read
+    // Held loans (ReadHeldSegments): the payload length of each frame taken and not yet released, in ring order
+    // (an empty frame or the End frame holds 0 bytes), and the bytes released that do not yet cover the first one.
+    private readonly Queue<int> _held = new();
+    private long _releasedPart;
 
     public RingReaderStream(RingCursor cursor)
     {
@@ -80,6 +84,60 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
         }
     }
 
+    /// <inheritdoc />
+    public bool CanHoldSegments => true;
+
+    // Frames that may still be held: half the ring's window, so that a producer waiting on this consumer has left it frames to take.
+    private int HoldRoom => Math.Max(1, _cursor.WindowSlots / 2) - _held.Count;
+
+    /// <inheritdoc />
+    public int ReadHeldSegments(Span<ReadOnlyMemory<byte>> segments, CancellationToken cancellationToken)
+    {
+        if (_holding || _lent) throw new InvalidOperationException("held and copied reads do not mix");
+        if (segments.IsEmpty) throw new ArgumentException("room for at least one segment", nameof(segments));
+        int n = 0;
+        while (End is null && n < segments.Length)
+        {
+            RingFrame frame;
+            if (HoldRoom <= 0)
+            {
+                // Only the End frame may still be taken: it lends no bytes, and the producer has nothing left to wait for.
+                if (!_cursor.TryNextAhead(_held.Count, out frame) || frame.Header.Type != DataFrameType.End) break;
+            }
+            else if (n == 0) frame = _cursor.NextAhead(_held.Count, cancellationToken); // blocks for the first
+            else if (!_cursor.TryNextAhead(_held.Count, out frame)) break;
+            int length = frame.Header.Type == DataFrameType.Data ? frame.Header.PlaintextLength : 0;
+            _held.Enqueue(length);
+            if (frame.Header.Type == DataFrameType.Data)
+            {
+                Frames?.Append(frame);
+                if (length == 0) continue;
+                segments[n++] = frame.Payload[..length]; // a sealed frame's tag is not payload
+                WireBytes += length;
+            }
+            else if (frame.Header.Type == DataFrameType.End)
+            {
+                End = EndOfStream.Parse(frame.Payload.Span);
+            }
+        }
+        return n == 0 && End is null ? -1 : n;
+    }
+
+    /// <inheritdoc />
+    public void ReleaseHeld(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        _releasedPart += bytes;
+        int frames = 0;
+        while (_held.Count > 0 && _held.Peek() <= _releasedPart)
+        {
+            _releasedPart -= _held.Dequeue();
+            frames++;
+        }
+        if (_held.Count == 0 && _releasedPart > 0) throw new InvalidOperationException($"released {_releasedPart} bytes more than were held");
+        if (frames > 0) _cursor.Advance(frames);
+    }
+
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
@@ -116,6 +174,7 @@ public sealed class RingReaderStream : SequentialReadStream, ISegmentReader
     // The caller is done with the segment it was lent: its slot may be reused.
     private void ReturnLent()
     {
+        if (_held.Count > 0 && End is null) throw new InvalidOperationException("held and copied reads do not mix");
         if (!_lent) return;
         _lent = false;
         Release();

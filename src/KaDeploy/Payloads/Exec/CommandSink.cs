@@ -51,14 +51,23 @@ public sealed class CommandSink : IPayloadSink
         if (process.HasExited) await exited.CancelAsync().ConfigureAwait(false);
         using var writeCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, exited.Token);
 
-        // A relayed stream lends each frame from its ring slot: written to the pipe as it is, no copy of ours.
+        // A relayed stream lends its ring slots: spliced into the pipe (the command reads them from the ring itself), or
+        // else written to it from the slot, no copy of ours either way.
+        var spliced = SplicedPipeFeed.TryCreate(stdin, input);
         var lender = input as IO.ISegmentReader;
         byte[]? buffer = lender is null ? ArrayPool<byte>.Shared.Rent(ShellCommand.BufferSize) : null;
         bool stoppedReading = false;
         long written = 0;
         try
         {
-            while (true)
+            if (spliced is not null)
+            {
+                // Blocking system calls: a thread of its own, not one of the pool's.
+                stoppedReading = !await Task.Factory.StartNew(() => spliced.Run(() => exited.IsCancellationRequested, cancellationToken),
+                    cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                written = spliced.Spliced;
+            }
+            while (spliced is null)
             {
                 ReadOnlyMemory<byte> chunk = lender is not null
                     ? await lender.ReadSegmentAsync(cancellationToken).ConfigureAwait(false)
@@ -101,6 +110,8 @@ public sealed class CommandSink : IPayloadSink
         }
 
         await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        // The pipe is closed and its reader gone: the ring pages it referenced may be reused now, not before.
+        spliced?.ReleaseRest();
         if (stoppedReading)
             throw new KaDeployException($"command '{Command}' stopped reading its input after {written} bytes and exited with status {process.ExitCode}");
         if (process.ExitCode != 0)
