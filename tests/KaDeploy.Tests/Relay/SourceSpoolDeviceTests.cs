@@ -31,36 +31,6 @@ public class SourceSpoolDeviceTests
         return image;
     }
 
-    // What the ring sent: every frame's wire bytes in order, and where each starts in them, by stream offset.
-    private sealed record Sent(byte[] Wire, Dictionary<long, int> StartOf);
-
-    // Produces the source's stream as the server does (source → digest → ring writer, observed by the spool), drained by one child.
-    private static async Task<Sent> ProduceAsync(IPayloadSource source, StreamSpool spool, StreamCipher? cipher)
-    {
-        using var ring = new RelayRing(4 * RelayRing.SlotSize, 0, sealedFrames: cipher is not null);
-        var child = ring.Attach("child");
-        var wire = new MemoryStream();
-        var starts = new Dictionary<long, int>();
-        var draining = Task.Run(async () =>
-        {
-            while (true)
-            {
-                var f = await child.NextAsync(default);
-                starts[f.Header.Offset] = (int)wire.Length;
-                wire.Write(f.Bytes.Span);
-                child.Advance();
-                if (f.Header.Type == DataFrameType.End) break;
-            }
-            child.Dispose();
-        });
-        var writer = new RingWriterStream(ring, default, cipher) { Observer = spool.Observer };
-        using var digest = new DigestWriteStream(writer, DigestAlgorithm.Frames);
-        await source.WriteToAsync(digest, default);
-        await writer.CompleteAsync(digest.Length64, DigestAlgorithm.Frames, null, default);
-        await draining.WaitAsync(Eventually.Deadline);
-        return new Sent(wire.ToArray(), starts);
-    }
-
     [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
@@ -78,7 +48,7 @@ public class SourceSpoolDeviceTests
         using var spool = StreamSpool.FromSource(loop.Device, SourceLayout.BlockMap, keyed ? () => new StreamCipher(key, id) : null);
         Assert.Contains($"re-read from {loop.Device}", spool.Description);
 
-        var sent = await ProduceAsync(source, spool, cipher);
+        var sent = await SourceSpoolTests.ProduceAsync(source, spool, cipher);
         Assert.True(source.DataBytesSent < image.Length / 2, $"sent {source.DataBytesSent} data bytes: the zero blocks were not left out");
 
         // The middle frame, and every fifth boundary (through the dense run, the alternating blocks and the tail).
@@ -105,7 +75,7 @@ public class SourceSpoolDeviceTests
         var (key, id) = StreamCipher.NewStream();
         using var cipher = keyed ? new StreamCipher(key, id) : null;
         using var spool = StreamSpool.FromSource(loop.Device, SourceLayout.BlockMap, keyed ? () => new StreamCipher(key, id) : null);
-        var sent = await ProduceAsync(new BlockDeviceSource(loop.Device), spool, cipher);
+        var sent = await SourceSpoolTests.ProduceAsync(new BlockDeviceSource(loop.Device), spool, cipher);
 
         // One byte of a data block flipped through the device itself (the page cache the spool reads through).
         const long at = 2 * MiB + 123;

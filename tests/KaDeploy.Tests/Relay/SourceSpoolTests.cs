@@ -69,10 +69,11 @@ public class SourceSpoolTests
     }
 
     // What the ring sent: every frame's wire bytes in order, and where each starts in them, by stream offset.
-    private sealed record Sent(byte[] Wire, Dictionary<long, int> StartOf, long WireLength);
+    internal sealed record Sent(byte[] Wire, Dictionary<long, int> StartOf, long WireLength);
 
-    // Produces the image's stream as the server does (source → digest → ring writer, observed by the spool), drained by one child.
-    private static async Task<Sent> ProduceAsync(ImageSource source, StreamSpool spool, StreamCipher? cipher)
+    // Produces the source's stream as the server does (source → digest → ring writer, observed by the spool), drained by one
+    // child (SourceSpoolDeviceTests too).
+    internal static async Task<Sent> ProduceAsync(IPayloadSource source, StreamSpool spool, StreamCipher? cipher)
     {
         using var ring = new RelayRing(4 * RelayRing.SlotSize, 0, sealedFrames: cipher is not null);
         var child = ring.Attach("child");
