@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KaDeploy.IO;
+using KaDeploy.Payloads.Block;
 using KaDeploy.Protocol;
 using KaDeploy.Security;
 using Microsoft.Win32.SafeHandles;
@@ -284,8 +285,9 @@ public sealed partial class StreamSpool
     /// </summary>
     private sealed class BlockMapIndex
     {
-        private const int HeaderLength = 24, RecordHeaderLength = 13, EndLength = 17;
-        private const byte DataType = (byte)'D', EndType = (byte)'E';
+        private const int HeaderLength = BlockMapFormat.HeaderLength, RecordHeaderLength = BlockMapFormat.DataRecordHeaderLength,
+            EndLength = BlockMapFormat.EndRecordLength;
+        private const byte DataType = BlockMapFormat.DataRecordType, EndType = BlockMapFormat.EndRecordType;
 
         private readonly List<(long StreamPos, long ImageOffset, int Length)> _records = [];
         private readonly byte[] _header = new byte[HeaderLength];
@@ -369,9 +371,7 @@ public sealed partial class StreamSpool
             if (into < RecordHeaderLength)
             {
                 var h = new byte[RecordHeaderLength];
-                h[0] = DataType;
-                BinaryPrimitives.WriteInt64LittleEndian(h.AsSpan(1), image);
-                BinaryPrimitives.WriteInt32LittleEndian(h.AsSpan(9), length);
+                BlockMapFormat.WriteDataRecordHeader(h, image, length);
                 return new Piece((int)Math.Min(RecordHeaderLength - into, most), -1, h, (int)into);
             }
             into -= RecordHeaderLength;

@@ -57,6 +57,14 @@ public static class BlockMapFormat
     /// <summary>Largest data length of one DATA record; a decoder refuses longer ones.</summary>
     public const int MaxRecordLength = 16 * 1024 * 1024;
 
+    /// <summary>A DATA record's header (<see cref="DataRecordHeaderLength"/> bytes): its type, the image offset, the length.</summary>
+    public static void WriteDataRecordHeader(Span<byte> into, long offset, int length)
+    {
+        into[0] = DataRecordType;
+        BinaryPrimitives.WriteUInt64LittleEndian(into[1..], (ulong)offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(into[9..], (uint)length);
+    }
+
     /// <summary>True when <paramref name="blockSize"/> is a power of two within the allowed range.</summary>
     public static bool IsValidBlockSize(int blockSize) =>
         blockSize >= MinBlockSize && blockSize <= MaxBlockSize && (blockSize & (blockSize - 1)) == 0;
@@ -169,10 +177,7 @@ public sealed class BlockMapWriter
 
     private ValueTask WriteRecordHeaderAsync(long offset, int length, CancellationToken cancellationToken)
     {
-        Span<byte> h = _scratch;
-        h[0] = BlockMapFormat.DataRecordType;
-        BinaryPrimitives.WriteUInt64LittleEndian(h[1..], (ulong)offset);
-        BinaryPrimitives.WriteUInt32LittleEndian(h[9..], (uint)length);
+        BlockMapFormat.WriteDataRecordHeader(_scratch, offset, length);
         DataBytes += length;
         RecordCount++;
         return _output.WriteAsync(_scratch.AsMemory(0, BlockMapFormat.DataRecordHeaderLength), cancellationToken);
