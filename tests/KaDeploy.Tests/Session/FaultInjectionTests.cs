@@ -49,9 +49,11 @@ public class FaultInjectionTests
             Bind = IPAddress.Loopback, ControlPort = 0, Discovery = false, Session = "test", BufferBytes = 8 << 20,
         });
         var proxyAddress = ProxyAddress();
-        await using var control = new FaultProxy(new IPEndPoint(proxyAddress, 0), new IPEndPoint(IPAddress.Loopback, server.ControlPort));
+        // The data proxy first: it must have the server's data port on the proxy's address, and the control proxy's
+        // port 0 could otherwise be given that very number (the kernel's ephemeral range is per address).
         var data = new FaultProxy(new IPEndPoint(proxyAddress, server.DataPort), new IPEndPoint(IPAddress.Loopback, server.DataPort), fault);
         await using var __ = data;
+        await using var control = new FaultProxy(new IPEndPoint(proxyAddress, 0), new IPEndPoint(IPAddress.Loopback, server.ControlPort));
         var run = server.RunAsync(cts.Token);
         var sinks = names.ToDictionary(n => n, _ => new MemorySink());
         var runs = names.ToDictionary(n => n, n => new DeployClient(new ClientOptions
