@@ -73,9 +73,12 @@ public sealed class RawStreamSink : IPayloadSink
 
     // A relayed stream lends each frame from its ring slot: pwrite(2) it from there, no copy of ours and no
     // allocation per frame. The writes are synchronous on purpose: the ring already buffers ahead of the disk
-    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame.
+    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame. Full frames
+    // keep every write on the page grid; a source that cuts shorter ones (a pipe) would not, so the writes go
+    // through a PageAlignedWriter, which carries an unaligned tail over to the next write.
     private async Task<long> WriteSegmentsAsync(IO.ISegmentReader lender, BlockFile target, long capacity, CancellationToken cancellationToken)
     {
+        var writer = new PageAlignedWriter(target);
         long offset = 0;
         while (true)
         {
@@ -83,9 +86,10 @@ public sealed class RawStreamSink : IPayloadSink
             if (segment.IsEmpty) break;
             if (segment.Length > capacity - offset)
                 throw new KaDeployException($"the stream is larger than target {Path} ({capacity} bytes)");
-            target.WriteAt(segment.Span, offset);
+            writer.Write(segment.Span, offset);
             offset += segment.Length;
         }
+        writer.Flush();
         target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
         return offset;
     }
