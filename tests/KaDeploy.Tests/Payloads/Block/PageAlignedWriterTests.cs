@@ -99,6 +99,35 @@ public class PageAlignedWriterTests
         Assert.Equal(stream, PayloadTestKit.ReadPrefix(target.Device, stream.Length));
     }
 
+    [SkippableFact]
+    public async Task AFullFileSystemFailsTheLentWritesWithTheKernelsReason()
+    {
+        // The carried writes are pwritev(2) calls of our own: ENOSPC must still come back as one line naming the
+        // target, and the frames before it must have been written where they belong.
+        Skip.IfNot(Environment.IsPrivilegedProcess, "mounting a small tmpfs to fill needs root");
+        using var dir = new TempDirectory();
+        string small = dir.File("small");
+        Directory.CreateDirectory(small);
+        Assert.Equal(0, TempDirectory.Run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small));
+        try
+        {
+            byte[] stream = PayloadTestKit.RandomBytes(3 * MiB, seed: 10);
+            string file = Path.Combine(small, "target.img");
+            var e = await Assert.ThrowsAsync<KaDeployException>(() =>
+                ThroughRingAsync(stream, OddFrames(stream.Length, seed: 11), new RawStreamSink(file).ConsumeAsync));
+            Assert.Contains($"writing {file} at offset", e.Message);
+            Assert.Contains("No space left on device", e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+            byte[] written = File.ReadAllBytes(file);
+            Assert.InRange(written.Length, 512 * 1024, MiB); // the writes before the full disk landed, in order
+            Assert.Equal(stream.AsSpan(0, written.Length).ToArray(), written);
+        }
+        finally
+        {
+            TempDirectory.Run("umount", "-l", small);
+        }
+    }
+
     // Reads completed on a block device since it appeared (the first field of /sys/block/NAME/stat).
     private static long DeviceReads(string device) =>
         long.Parse(File.ReadAllText($"/sys/block/{Path.GetFileName(device)}/stat").Split(' ', StringSplitOptions.RemoveEmptyEntries)[0]);
@@ -134,7 +163,17 @@ public class PageAlignedWriterTests
             }
             await WireFrames.PublishAsync(ring, WireFrames.End(at, at, SHA256.HashData(bytes)), cts.Token);
         }, cts.Token);
-        await consume(digest, cts.Token);
+        try
+        {
+            await consume(digest, cts.Token);
+        }
+        catch
+        {
+            await cts.CancelAsync(); // a failed consumer leaves the producer waiting for a slot
+            try { await produce; }
+            catch (OperationCanceledException) { }
+            throw;
+        }
         await produce;
         Assert.Equal(SHA256.HashData(bytes), digest.Digest());
     }
