@@ -4,10 +4,11 @@ namespace KaDeploy.Payloads.Block;
 /// Writes lent pieces of a file's contents (ring slots, valid only until the next read) so that every write ends on
 /// a page boundary, and so starts on one when it continues the write before: the unaligned tail of a piece (under
 /// a page) is copied aside and written at the head of the next piece's write, with pwritev(2), so the large piece
-/// itself is never copied. A write that begins or ends inside a page of a fresh tmpfs or page-cache page makes the
-/// kernel zero (or, on a disk file system or device, read) the rest of that page first, and the relayed frames cut
-/// the image's data at offsets 13 bytes and more off the page grid: measured alone on tmpfs, 65,523-byte writes cost
-/// 0.43-0.53 CPU-s per GiB, 65,536-byte aligned ones 0.38-0.46 (issue 10).
+/// itself is never copied. On a block device a buffered write that covers a page in part makes the kernel read that
+/// page from the device first: a keyed session's frames carry 65,504 or 65,520 bytes of plaintext, and written where
+/// they land they cost one device read per frame (4,066 per 256 MiB, measured; none this way). On tmpfs the
+/// relayed block map's frames, 37 bytes off the grid, cost the same either way within the noise (issue 10,
+/// bench/README.md).
 /// </summary>
 internal sealed class PageAlignedWriter(BlockFile target)
 {

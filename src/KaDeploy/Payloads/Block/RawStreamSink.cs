@@ -73,9 +73,10 @@ public sealed class RawStreamSink : IPayloadSink
 
     // A relayed stream lends each frame from its ring slot: pwrite(2) it from there, no copy of ours and no
     // allocation per frame. The writes are synchronous on purpose: the ring already buffers ahead of the disk
-    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame. Full frames
-    // keep every write on the page grid; a source that cuts shorter ones (a pipe) would not, so the writes go
-    // through a PageAlignedWriter, which carries an unaligned tail over to the next write.
+    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame. Clear frames
+    // (64 KiB) keep every write on the page grid; a keyed session's do not (65,504 or 65,520 bytes of plaintext),
+    // and a device reads back every page a buffered write covers in part: the writes go through a
+    // PageAlignedWriter, which carries each unaligned tail over to the next write.
     private async Task<long> WriteSegmentsAsync(IO.ISegmentReader lender, BlockFile target, long capacity, CancellationToken cancellationToken)
     {
         var writer = new PageAlignedWriter(target);
