@@ -128,20 +128,23 @@ public sealed class BlockDeviceSink : IPayloadSink
     // A regular file from a stream that lends its bytes (a relayed ring): each piece of a run is pwritten straight
     // from the ring slot it arrived in, no copy of ours and no allocation per frame. Synchronous on purpose, as in
     // RawStreamSink: the ring already buffers ahead of the file (--buffer), and an overlapped write would need the
-    // loan to outlive the next read. The file's gaps are holes (set by its length), so there is nothing to zero, and
-    // a write that starts or ends inside a page reads nothing back.
+    // loan to outlive the next read. The file's gaps are holes (set by its length), so there is nothing to zero.
+    // The frames cut the runs anywhere (13-byte record headers sit between them): the writes go through a
+    // PageAlignedWriter, which carries each piece's unaligned tail over to the next write.
     private async Task WriteLentRunsAsync(BlockMapReader reader, BlockFile target, CancellationToken cancellationToken)
     {
+        var writer = new PageAlignedWriter(target);
         while (await reader.ReadNextRunAsync(cancellationToken).ConfigureAwait(false) is BlockMapRun run)
         {
             long offset = run.Offset;
             while (reader.RunRemaining > 0)
             {
                 ReadOnlyMemory<byte> piece = await reader.ReadRunSegmentAsync(cancellationToken).ConfigureAwait(false);
-                target.WriteAt(piece.Span, offset);
+                writer.Write(piece.Span, offset);
                 offset += piece.Length;
             }
         }
+        writer.Flush();
         target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
         DataBytesWritten = reader.DataBytes;
         GapBytesZeroed = 0;

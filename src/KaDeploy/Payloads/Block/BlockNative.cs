@@ -17,6 +17,7 @@ internal static partial class BlockNative
     private const int SEEK_END = 2;
     private const int SEEK_DATA = 3;
     private const int SEEK_HOLE = 4;
+    private const int EINTR = 4;
     private const int ENXIO = 6;
     private const int EBUSY = 16;
 
@@ -39,6 +40,16 @@ internal static partial class BlockNative
 
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     private static partial long LSeek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "pwritev", SetLastError = true)]
+    private static unsafe partial nint PWriteV(int fd, IoVector* iov, int count, long offset);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private unsafe struct IoVector
+    {
+        public byte* Base;
+        public nuint Length;
+    }
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FSync(int fd);
@@ -123,5 +134,47 @@ internal static partial class BlockNative
     {
         if (FSync(Fd(handle)) != 0)
             throw new KaDeployException($"fsync {path} failed: {Marshal.GetLastPInvokeErrorMessage()}");
+    }
+
+    /// <summary>
+    /// pwritev(2) of <paramref name="first"/> then <paramref name="second"/> at <paramref name="offset"/>, all of
+    /// both (a short write is resumed); on failure the message of errno, naming <paramref name="path"/> and the
+    /// offset the failed call began at.
+    /// </summary>
+    public static unsafe void WriteAt(SafeFileHandle handle, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, long offset, string path)
+    {
+        fixed (byte* a = first)
+        fixed (byte* b = second)
+        {
+            IoVector* iov = stackalloc IoVector[2];
+            iov[0] = new IoVector { Base = a, Length = (nuint)first.Length };
+            iov[1] = new IoVector { Base = b, Length = (nuint)second.Length };
+            int index = first.IsEmpty ? 1 : 0;
+            if (second.IsEmpty && index == 1) return;
+            int fd = Fd(handle);
+            while (index < 2)
+            {
+                nint n = PWriteV(fd, iov + index, 2 - index, offset);
+                if (n < 0)
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR) continue;
+                    throw new KaDeployException($"writing {path} at offset {offset} failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+                }
+                if (n == 0) throw new KaDeployException($"writing {path} at offset {offset} failed: the kernel wrote nothing");
+                offset += n;
+                // Skip what was written: whole vectors, then part of the next.
+                while (index < 2 && (nuint)n >= iov[index].Length)
+                {
+                    n -= (nint)iov[index].Length;
+                    index++;
+                }
+                if (index < 2)
+                {
+                    iov[index].Base += n;
+                    iov[index].Length -= (nuint)n;
+                }
+            }
+        }
     }
 }

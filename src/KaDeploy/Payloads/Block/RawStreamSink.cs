@@ -73,9 +73,13 @@ public sealed class RawStreamSink : IPayloadSink
 
     // A relayed stream lends each frame from its ring slot: pwrite(2) it from there, no copy of ours and no
     // allocation per frame. The writes are synchronous on purpose: the ring already buffers ahead of the disk
-    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame.
+    // (--buffer), and an asynchronous file write would cost a thread-pool hop and a task per frame. Clear frames
+    // (64 KiB) keep every write on the page grid; a keyed session's do not (65,504 or 65,520 bytes of plaintext),
+    // and a device reads back every page a buffered write covers in part: the writes go through a
+    // PageAlignedWriter, which carries each unaligned tail over to the next write.
     private async Task<long> WriteSegmentsAsync(IO.ISegmentReader lender, BlockFile target, long capacity, CancellationToken cancellationToken)
     {
+        var writer = new PageAlignedWriter(target);
         long offset = 0;
         while (true)
         {
@@ -83,9 +87,10 @@ public sealed class RawStreamSink : IPayloadSink
             if (segment.IsEmpty) break;
             if (segment.Length > capacity - offset)
                 throw new KaDeployException($"the stream is larger than target {Path} ({capacity} bytes)");
-            target.WriteAt(segment.Span, offset);
+            writer.Write(segment.Span, offset);
             offset += segment.Length;
         }
+        writer.Flush();
         target.Sync(); // durable before the node says verified; on tmpfs this costs nothing
         return offset;
     }
