@@ -115,14 +115,9 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "getegid")]
     internal static partial uint Getegid();
 
-    [LibraryImport(Libc, EntryPoint = "fdopendir", SetLastError = true)]
-    internal static partial nint Fdopendir(int fd);
-
-    [LibraryImport(Libc, EntryPoint = "readdir64", SetLastError = true)]
-    internal static partial nint Readdir64(nint dir);
-
-    [LibraryImport(Libc, EntryPoint = "closedir", SetLastError = true)]
-    internal static partial int Closedir(nint dir);
+    // glibc 2.30 and later (Debian 11 has 2.31).
+    [LibraryImport(Libc, EntryPoint = "getdents64", SetLastError = true)]
+    internal static partial nint Getdents64(int fd, byte* buffer, nint count);
 
     [LibraryImport(Libc, EntryPoint = "getpwnam_r")]
     internal static partial int GetpwnamR(byte* name, byte* pwd, byte* buf, nint buflen, byte** result);

@@ -456,36 +456,45 @@ internal static unsafe class PosixAt
         }
     }
 
-    /// <summary>The entry names of a directory (bytes, without "." and ".."), read through an fd it takes over.</summary>
+    /// <summary>
+    /// The entry names of the open directory <paramref name="fd"/> (bytes, without "." and ".."), read with getdents64
+    /// from its current position; null with errno on failure. The fd stays the caller's: reading it through
+    /// fdopendir would cost a dup, an fstat, two fcntl and a close per directory (issue 14: five system calls per
+    /// directory per walk, 175k per /usr copy, since the size estimate walks the tree too).
+    /// </summary>
     public static List<byte[]>? ReadDirectory(int fd, out int errno)
     {
-        nint dir = Fdopendir(fd);
-        if (dir == 0)
-        {
-            errno = Errno();
-            Close(fd);
-            return null;
-        }
+        const int bufferSize = 32 * 1024;
+        byte* buffer = stackalloc byte[bufferSize];
         var names = new List<byte[]>();
-        try
+        while (true)
         {
-            while (true)
+            nint n = Getdents64(fd, buffer, bufferSize);
+            if (n == 0)
             {
-                Marshal.SetLastSystemError(0);
-                nint ent = Readdir64(dir);
-                if (ent == 0)
-                {
-                    errno = Marshal.GetLastSystemError();
-                    return errno == 0 ? names : null;
-                }
-                var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated((byte*)ent + DirentNameOffset);
-                if (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) continue;
-                names.Add(name.ToArray());
+                errno = 0;
+                return names;
             }
-        }
-        finally
-        {
-            Closedir(dir);
+            if (n < 0)
+            {
+                errno = Errno();
+                if (errno == EINTR) continue;
+                return null;
+            }
+            // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-terminated).
+            for (nint at = 0; at < n;)
+            {
+                byte* ent = buffer + at;
+                ushort length = *(ushort*)(ent + 16);
+                if (length < DirentNameOffset + 1 || at + length > n)
+                {
+                    errno = EIO; // the kernel never does this; a bad record must not be read past
+                    return null;
+                }
+                var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(ent + DirentNameOffset);
+                if (!name.SequenceEqual("."u8) && !name.SequenceEqual(".."u8)) names.Add(name.ToArray());
+                at += length;
+            }
         }
     }
 

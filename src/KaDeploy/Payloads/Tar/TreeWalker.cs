@@ -27,13 +27,18 @@ internal readonly record struct TreeEntry(byte[] Relative, byte[] Full, FileStat
 /// </summary>
 internal static class TreeWalker
 {
-    private sealed class Frame(byte[] rel, byte[] full, List<byte[]> names, int fd)
+    private sealed class Frame(byte[] rel, byte[] full, List<byte[]> names, int fd, ulong device, Frame? parent)
     {
         public readonly byte[] Rel = rel;
         public readonly byte[] Full = full;
         public readonly List<byte[]> Names = names;
         public readonly int Fd = fd;
-        public readonly bool SizesExact = !GeneratedFileSystems.Contains(PosixAt.FileSystemType(fd));
+        public readonly ulong Device = device;
+        // A directory on its parent's device is on its parent's file system: one statfs per file system crossed, not
+        // one per directory.
+        public readonly bool SizesExact = parent is not null && parent.Device == device
+            ? parent.SizesExact
+            : !GeneratedFileSystems.Contains(PosixAt.FileSystemType(fd));
         public int Index;
     }
 
@@ -60,7 +65,7 @@ internal static class TreeWalker
         var stack = new Stack<Frame>();
         try
         {
-            stack.Push(List([], rootBytes, LinuxNative.AT_FDCWD, rootBytes, followFinal: false, null) ?? throw new KaDeployException($"cannot list {fullRoot}"));
+            stack.Push(List([], rootBytes, LinuxNative.AT_FDCWD, rootBytes, followFinal: false, rootStat.Device, null, null) ?? throw new KaDeployException($"cannot list {fullRoot}"));
             bool filter = !exclusions.IsEmpty;
             while (stack.Count > 0)
             {
@@ -87,7 +92,7 @@ internal static class TreeWalker
                 yield return new TreeEntry(rel, full, st, f.Fd, name, f.SizesExact);
                 if (st.Kind == FileKind.Directory && (!oneFileSystem || st.Device == rootStat.Device))
                 {
-                    Frame? child = List(rel, full, f.Fd, name, followFinal: false, warn);
+                    Frame? child = List(rel, full, f.Fd, name, followFinal: false, st.Device, f, warn);
                     if (child is { Names.Count: > 0 }) stack.Push(child);
                     else if (child != null) LinuxNative.Close(child.Fd);
                 }
@@ -109,18 +114,12 @@ internal static class TreeWalker
     }
 
     // Opens a directory (kept for the walk of its entries) and reads its names, sorted bytewise; null if it vanished.
-    private static Frame? List(byte[] rel, byte[] full, int dirfd, byte[] name, bool followFinal, Action<string>? warn)
+    private static Frame? List(byte[] rel, byte[] full, int dirfd, byte[] name, bool followFinal, ulong device, Frame? parent, Action<string>? warn)
     {
         int fd = dirfd == LinuxNative.AT_FDCWD
             ? PosixAt.OpenDirectoryPath(full, followFinal, out int errno)
             : PosixAt.OpenDirectory(dirfd, name, out errno);
-        List<byte[]>? names = null;
-        if (fd >= 0)
-        {
-            int listing = LinuxNative.Fcntl(fd); // fdopendir takes its fd over; ours stays for the *at calls
-            if (listing < 0) errno = LinuxNative.Errno();
-            else names = PosixAt.ReadDirectory(listing, out errno);
-        }
+        List<byte[]>? names = fd >= 0 ? PosixAt.ReadDirectory(fd, out errno) : null;
         if (names == null)
         {
             if (fd >= 0) LinuxNative.Close(fd);
@@ -132,6 +131,6 @@ internal static class TreeWalker
             throw new KaDeployException($"opendir {ByteNames.Printable(full)}: {LinuxNative.StrError(errno)}");
         }
         names.Sort((a, b) => a.AsSpan().SequenceCompareTo(b));
-        return new Frame(rel, full, names, fd);
+        return new Frame(rel, full, names, fd, device, parent);
     }
 }

@@ -106,6 +106,48 @@ public class TarTreeSourceTests
         Assert.Contains($"{dir}/boot_id grew while read; archived its first 0 bytes", warnings);
     }
 
+    [Fact]
+    public async Task ADirectoryLargerThanOneReadOfItIsListedWhole()
+    {
+        // 3,000 names of 60 bytes: about 240 KB of directory records, several getdents64 calls of 32 KiB.
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("big"));
+        var expected = new List<string> { "./", "big/" };
+        for (int i = 0; i < 3000; i++)
+        {
+            string name = $"{i:D5}-" + new string('n', 54);
+            File.WriteAllText(t.Sub("big/" + name), "");
+            expected.Add("big/" + name);
+        }
+        List<TarEntry> entries = await ListAsync(new TarTreeSourceOptions { Root = t.Path });
+        Assert.Equal(expected, entries.Select(e => e.Name));
+    }
+
+    [SkippableFact]
+    public async Task AProcfsMountedInsideTheTreeIsReadAsGeneratedFiles()
+    {
+        // The walker asks statfs only where the device changes: a procfs below an ordinary directory must still be
+        // known as one, or its files (which stat as 0 bytes) would be archived unread, without a word.
+        Skip.IfNot(Environment.IsPrivilegedProcess, "needs root to bind-mount");
+        const string random = "/proc/sys/kernel/random";
+        Skip.IfNot(File.Exists(random + "/boot_id"), "no procfs");
+        using var t = new TempDirectory();
+        Directory.CreateDirectory(t.Sub("a/mnt"));
+        File.WriteAllText(t.Sub("a/before"), "x");
+        Skip.If(TempDirectory.Run("mount", "--bind", random, t.Sub("a/mnt")) != 0, "cannot bind-mount here");
+        try
+        {
+            var warnings = new List<string>();
+            List<TarEntry> entries = await ListAsync(new TarTreeSourceOptions { Root = t.Path, Warn = warnings.Add });
+            Assert.Contains(entries, e => e.Name == "a/mnt/boot_id");
+            Assert.Contains($"{t.Sub("a/mnt")}/boot_id grew while read; archived its first 0 bytes", warnings);
+        }
+        finally
+        {
+            TempDirectory.Run("umount", t.Sub("a/mnt"));
+        }
+    }
+
     [SkippableFact]
     public async Task OneFileSystemKeepsTheMountPointButNotItsContents()
     {
