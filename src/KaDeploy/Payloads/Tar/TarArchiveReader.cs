@@ -21,6 +21,7 @@ internal sealed class TarArchiveReader : IDisposable
     internal const int Block = 512;
 
     private readonly Stream _input;
+    private readonly KaDeploy.IO.ISegmentReader? _lender; // the input lends its bytes (a node's ring slot, through the digest)
     private readonly int _maxMetadata;
     private readonly Action<string>? _warn;
     private byte[] _buf;
@@ -38,10 +39,14 @@ internal sealed class TarArchiveReader : IDisposable
     public TarArchiveReader(Stream input, int maxMetadataBytes, Action<string>? warn, int bufferSize = 1 << 20)
     {
         _input = input;
+        _lender = input as KaDeploy.IO.ISegmentReader;
         _maxMetadata = maxMetadataBytes;
         _warn = warn;
         _buf = ArrayPool<byte>.Shared.Rent(Math.Max(bufferSize, 64 * 1024));
     }
+
+    /// <summary>True when the input lends its bytes (<see cref="ReadDataSegmentAsync"/> then copies nothing of large data).</summary>
+    public bool Lends => _lender is not null;
 
     /// <summary>Archive bytes consumed so far.</summary>
     public long Position => _consumed;
@@ -152,6 +157,49 @@ internal sealed class TarArchiveReader : IDisposable
         if (n == 0) throw EntryError($"archive ends inside the entry ({_remaining} bytes missing)");
         _remaining -= n;
         return n;
+    }
+
+    /// <summary>
+    /// The next at most <paramref name="max"/> bytes of the current entry's data, without a copy when the input lends
+    /// its bytes (a node's ring slot): valid only until the next call on this reader. Empty at the entry's end.
+    /// </summary>
+    public async ValueTask<ReadOnlyMemory<byte>> ReadDataSegmentAsync(int max, CancellationToken ct)
+    {
+        if (_remaining == 0 || max <= 0) return ReadOnlyMemory<byte>.Empty;
+        if (Buffered == 0 && _lender is not null && !_eof)
+        {
+            var segment = await _lender.ReadSegmentAsync(ct).ConfigureAwait(false);
+            if (segment.IsEmpty)
+            {
+                _eof = true;
+                throw EntryError($"archive ends inside the entry ({_remaining} bytes missing)");
+            }
+            int n = (int)Math.Min(Math.Min(segment.Length, _remaining), max);
+            if (n < segment.Length)
+            {
+                // The segment runs past what is asked (the next header, another sparse part): its rest goes to the
+                // buffer now, while it is still lent; the next read of any kind starts there.
+                var rest = segment.Span[n..];
+                if (rest.Length > _buf.Length)
+                {
+                    ArrayPool<byte>.Shared.Return(_buf);
+                    _buf = ArrayPool<byte>.Shared.Rent(rest.Length);
+                }
+                rest.CopyTo(_buf);
+                _pos = 0;
+                _len = rest.Length;
+            }
+            _consumed += n;
+            _remaining -= n;
+            return segment[..n];
+        }
+        if (Buffered == 0) await EnsureAsync(1, ct).ConfigureAwait(false);
+        int k = (int)Math.Min(Math.Min(Buffered, _remaining), max);
+        if (k == 0) throw EntryError($"archive ends inside the entry ({_remaining} bytes missing)");
+        var piece = _buf.AsMemory(_pos, k);
+        Consume(k);
+        _remaining -= k;
+        return piece;
     }
 
     // ---- headers ----------------------------------------------------------------------------------------------

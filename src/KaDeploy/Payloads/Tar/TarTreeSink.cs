@@ -595,6 +595,21 @@ public sealed class TarTreeSink : IPayloadSink
         private async ValueTask<long> CopyAsync(TarArchiveReader reader, int fd, long offset, long length, byte[] buffer, CancellationToken ct)
         {
             long done = 0;
+            if (reader.Lends)
+            {
+                // Written straight from the node's ring slot (lent through the digest stream, which under the default
+                // frames digest hashes nothing): no copy of our own. One pwrite per frame instead of per 1 MiB buffer; the
+                // copy cost more than the calls (issue 14, /usr row: client user time -0.7 CPU-s of 7.3 GB).
+                while (done < length)
+                {
+                    var piece = await reader.ReadDataSegmentAsync((int)Math.Min(int.MaxValue, length - done), ct).ConfigureAwait(false);
+                    if (piece.IsEmpty) throw Refuse($"archive ends inside the entry ({done} of {length} bytes)");
+                    int rc = PosixAt.WriteAll(fd, piece.Span, offset + done);
+                    if (rc != 0) throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {LinuxNative.StrError(rc)}");
+                    done += piece.Length;
+                }
+                return done;
+            }
             while (done < length)
             {
                 int want = (int)Math.Min(buffer.Length, length - done);
