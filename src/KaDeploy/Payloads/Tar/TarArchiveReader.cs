@@ -45,9 +45,6 @@ internal sealed class TarArchiveReader : IDisposable
         _buf = ArrayPool<byte>.Shared.Rent(Math.Max(bufferSize, 64 * 1024));
     }
 
-    /// <summary>True when the input lends its bytes (<see cref="ReadDataSegmentAsync"/> then copies nothing of large data).</summary>
-    public bool Lends => _lender is not null;
-
     /// <summary>Archive bytes consumed so far.</summary>
     public long Position => _consumed;
 
@@ -129,39 +126,11 @@ internal sealed class TarArchiveReader : IDisposable
         return data;
     }
 
-    /// <summary>Reads the current entry's data (packed segments for a sparse file); 0 at its end.</summary>
-    public async ValueTask<int> ReadDataAsync(Memory<byte> destination, CancellationToken ct)
-    {
-        if (_remaining == 0 || destination.IsEmpty) return 0;
-        int want = (int)Math.Min(destination.Length, _remaining);
-        int n;
-        if (Buffered > 0)
-        {
-            n = Math.Min(want, Buffered);
-            _buf.AsMemory(_pos, n).CopyTo(destination);
-            Consume(n);
-        }
-        else if (want >= 64 * 1024 && !_eof)
-        {
-            n = await _input.ReadAsync(destination[..want], ct).ConfigureAwait(false);
-            if (n == 0) _eof = true;
-            _consumed += n;
-        }
-        else
-        {
-            await EnsureAsync(1, ct).ConfigureAwait(false);
-            n = Math.Min(want, Buffered);
-            _buf.AsMemory(_pos, n).CopyTo(destination);
-            Consume(n);
-        }
-        if (n == 0) throw EntryError($"archive ends inside the entry ({_remaining} bytes missing)");
-        _remaining -= n;
-        return n;
-    }
-
     /// <summary>
-    /// The next at most <paramref name="max"/> bytes of the current entry's data, without a copy when the input lends
-    /// its bytes (a node's ring slot): valid only until the next call on this reader. Empty at the entry's end.
+    /// The next at most <paramref name="max"/> bytes of the current entry's data (packed segments for a sparse file),
+    /// valid only until the next call on this reader; empty at the entry's end. Lent without a copy when the input
+    /// lends its bytes (a node's ring slot); otherwise a piece of this reader's buffer, filled with up to a buffer's
+    /// worth of the entry first, so that a large file is written in pieces of the buffer's size.
     /// </summary>
     public async ValueTask<ReadOnlyMemory<byte>> ReadDataSegmentAsync(int max, CancellationToken ct)
     {
@@ -193,7 +162,7 @@ internal sealed class TarArchiveReader : IDisposable
             _remaining -= n;
             return segment[..n];
         }
-        if (Buffered == 0) await EnsureAsync(1, ct).ConfigureAwait(false);
+        if (Buffered == 0) await EnsureAsync((int)Math.Min(Math.Min(_remaining, max), _buf.Length), ct).ConfigureAwait(false);
         int k = (int)Math.Min(Math.Min(Buffered, _remaining), max);
         if (k == 0) throw EntryError($"archive ends inside the entry ({_remaining} bytes missing)");
         var piece = _buf.AsMemory(_pos, k);

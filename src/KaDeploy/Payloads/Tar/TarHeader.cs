@@ -42,7 +42,7 @@ internal sealed class TarHeader
     public uint DevMajor;
     public uint DevMinor;
 
-    /// <summary>Bytes <see cref="TarArchiveReader.ReadDataAsync"/> delivers for this entry (for a sparse file, the packed data segments).</summary>
+    /// <summary>Bytes <see cref="TarArchiveReader.ReadDataSegmentAsync"/> delivers for this entry (for a sparse file, the packed data segments).</summary>
     public long DataLength;
 
     /// <summary>The file's size: <see cref="DataLength"/>, or the sparse file's full length.</summary>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using KaDeploy.Platform;
 
 namespace KaDeploy.Payloads.Tar;
@@ -21,7 +20,7 @@ public sealed record TarTreeSinkOptions
     /// </summary>
     public Action<string>? Warn { get; init; }
 
-    /// <summary>Size of the pooled copy buffer.</summary>
+    /// <summary>Size of the archive reader's buffer: the largest write of file data from an input that does not lend its bytes.</summary>
     public int BufferSize { get; init; } = 1 << 20;
 }
 
@@ -106,13 +105,12 @@ public sealed class TarTreeSink : IPayloadSink
         ArgumentNullException.ThrowIfNull(input);
         if (!Directory.Exists(_root)) EnsureTargetUsable();
         using var run = new Extraction(this);
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         try
         {
             using var reader = new TarArchiveReader(input, MaxMetadataBytes, _options.Warn, _options.BufferSize);
             while (await reader.NextAsync(cancellationToken).ConfigureAwait(false) is TarHeader entry)
             {
-                await run.ExtractAsync(entry, reader, buffer, cancellationToken).ConfigureAwait(false);
+                await run.ExtractAsync(entry, reader, cancellationToken).ConfigureAwait(false);
             }
             run.FinishDirectories();
             Posix.SyncFileSystem(_root);
@@ -120,7 +118,6 @@ public sealed class TarTreeSink : IPayloadSink
         finally
         {
             Summary = new TarExtractionSummary(run.Entries, run.Bytes);
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
@@ -343,7 +340,7 @@ public sealed class TarTreeSink : IPayloadSink
             return true;
         }
 
-        public async ValueTask ExtractAsync(TarHeader e, TarArchiveReader reader, byte[] buffer, CancellationToken ct)
+        public async ValueTask ExtractAsync(TarHeader e, TarArchiveReader reader, CancellationToken ct)
         {
             _name = e.Name;
             if (e.Unsupported != null) throw Refuse(e.Unsupported);
@@ -408,13 +405,13 @@ public sealed class TarTreeSink : IPayloadSink
                     {
                         if (e.Sparse == null)
                         {
-                            Bytes += await CopyAsync(reader, file, 0, e.DataLength, buffer, ct).ConfigureAwait(false);
+                            Bytes += await CopyAsync(reader, file, 0, e.DataLength, ct).ConfigureAwait(false);
                         }
                         else
                         {
                             foreach ((long off, long len) in e.Sparse)
                             {
-                                Bytes += await CopyAsync(reader, file, off, len, buffer, ct).ConfigureAwait(false);
+                                Bytes += await CopyAsync(reader, file, off, len, ct).ConfigureAwait(false);
                             }
                             if (LinuxNative.Ftruncate(file, e.RealSize) != 0) throw Failed("ftruncate", LinuxNative.Errno());
                         }
@@ -591,38 +588,20 @@ public sealed class TarTreeSink : IPayloadSink
             _deferred.Add((path.GetRange(0, path.Count - 1), now, true));
         }
 
-        // Copies `length` bytes of entry data to the file at `offset`; the archive ending early is an error.
-        private async ValueTask<long> CopyAsync(TarArchiveReader reader, int fd, long offset, long length, byte[] buffer, CancellationToken ct)
+        // Copies `length` bytes of entry data to the file at `offset`; the archive ending early is an error. Each piece
+        // is written from where the reader has it: a node's ring slot when the input lends its bytes (no copy of our
+        // own; one pwrite per frame, and the copy cost more than the calls: issue 14, /usr row, client user time -0.7
+        // CPU-s of 6.8 GB), else the reader's buffer.
+        private async ValueTask<long> CopyAsync(TarArchiveReader reader, int fd, long offset, long length, CancellationToken ct)
         {
             long done = 0;
-            if (reader.Lends)
-            {
-                // Written straight from the node's ring slot (lent through the digest stream, which under the default
-                // frames digest hashes nothing): no copy of our own. One pwrite per frame instead of per 1 MiB buffer; the
-                // copy cost more than the calls (issue 14, /usr row: client user time -0.7 CPU-s of 7.3 GB).
-                while (done < length)
-                {
-                    var piece = await reader.ReadDataSegmentAsync((int)Math.Min(int.MaxValue, length - done), ct).ConfigureAwait(false);
-                    if (piece.IsEmpty) throw Refuse($"archive ends inside the entry ({done} of {length} bytes)");
-                    int rc = PosixAt.WriteAll(fd, piece.Span, offset + done);
-                    if (rc != 0) throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {LinuxNative.StrError(rc)}");
-                    done += piece.Length;
-                }
-                return done;
-            }
             while (done < length)
             {
-                int want = (int)Math.Min(buffer.Length, length - done);
-                int got = 0;
-                while (got < want)
-                {
-                    int n = await reader.ReadDataAsync(buffer.AsMemory(got, want - got), ct).ConfigureAwait(false);
-                    if (n == 0) throw Refuse($"archive ends inside the entry ({done + got} of {length} bytes)");
-                    got += n;
-                }
-                int rc = PosixAt.WriteAll(fd, buffer.AsSpan(0, got), offset + done);
+                var piece = await reader.ReadDataSegmentAsync((int)Math.Min(int.MaxValue, length - done), ct).ConfigureAwait(false);
+                if (piece.IsEmpty) throw Refuse($"archive ends inside the entry ({done} of {length} bytes)");
+                int rc = PosixAt.WriteAll(fd, piece.Span, offset + done);
                 if (rc != 0) throw new KaDeployException($"tar entry '{ByteNames.Printable(_name)}': write: {LinuxNative.StrError(rc)}");
-                done += got;
+                done += piece.Length;
             }
             return done;
         }
